@@ -1,0 +1,67 @@
+# Rampart: build, test and demo. Every tool the targets need is installed
+# by the targets themselves on a fresh Debian machine with Go.
+
+GO        ?= go
+BIN       := bin
+CACHE     := .cache
+TOOLS_BIN := $(abspath $(CACHE)/bin)
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PKGS      := ./...
+
+export PATH := $(TOOLS_BIN):$(PATH)
+
+.PHONY: all build demo test test-unit lint vet fmt-check generate check-generated bench deps-test deps-generate clean
+
+all: build
+
+## build: compile rampart, rampart-controller and rampart-proxy into ./bin
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+## demo: build everything and run the three-service demo (Ctrl-C stops it)
+demo: build
+	$(BIN)/rampart demo --bin-dir $(BIN)
+
+## test: lint, then every test with the race detector (end-to-end included)
+test: deps-test lint build
+	RAMPART_BIN_DIR=$(abspath $(BIN)) $(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## test-unit: the fast tests only
+test-unit:
+	$(GO) test -short -count=1 $(PKGS)
+
+lint: fmt-check vet
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './$(CACHE)/*')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+## bench: benchmarks, reported by go test
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## generate: regenerate protobuf code (committed) from internal/**/*.proto
+generate: deps-generate
+	for f in $$(git ls-files '*.proto'); do \
+		d=$$(dirname $$f); \
+		protoc -I $$d -I /usr/include --go_out=$$d --go_opt=paths=source_relative \
+			--go-grpc_out=$$d --go-grpc_opt=paths=source_relative $$f || exit 1; \
+	done
+
+## check-generated: fail if generated code differs from its sources
+check-generated: generate
+	git diff --exit-code -- '*.pb.go'
+
+# The race detector needs a C toolchain.
+deps-test:
+	@command -v gcc >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq gcc libc6-dev; }
+
+deps-generate:
+	@command -v protoc >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq protobuf-compiler; }
+	@GOBIN=$(TOOLS_BIN) $(GO) install tool
+
+clean:
+	rm -rf $(BIN)

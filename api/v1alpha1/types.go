@@ -1,0 +1,93 @@
+// Package v1alpha1 holds Rampart's resource types: the documents an operator
+// writes, as YAML files in local mode and (later) as custom resources on
+// Kubernetes. One Go type serves both.
+//
+// The proxy never imports this package: the controller compiles these
+// resources into the control-plane protocol (internal/meshapi).
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// GroupVersion is the apiVersion of every resource in this package.
+const GroupVersion = "rampart.dev/v1alpha1"
+
+// Kinds.
+const (
+	KindService  = "Service"
+	KindWorkload = "Workload"
+)
+
+// DefaultNamespace is the namespace of a resource that names none.
+const DefaultNamespace = "default"
+
+// Protocol is what a service port speaks between the app and its proxy.
+type Protocol string
+
+// Protocols.
+const (
+	// ProtocolTCP is opaque bytes, carried as one tunnel stream per connection.
+	ProtocolTCP Protocol = "TCP"
+	// ProtocolHTTP is HTTP/1.1; requests are proxied one by one.
+	ProtocolHTTP Protocol = "HTTP"
+	// ProtocolHTTP2 is HTTP/2 with prior knowledge (h2c).
+	ProtocolHTTP2 Protocol = "HTTP2"
+	// ProtocolGRPC is gRPC, which is HTTP/2.
+	ProtocolGRPC Protocol = "GRPC"
+)
+
+// Service is a named set of workloads reachable through the mesh. Its
+// endpoints are the workloads of its namespace whose labels match the
+// selector (and, when ServiceAccounts is set, whose identity is one of them).
+type Service struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec ServiceSpec `json:"spec"`
+}
+
+// ServiceSpec describes a Service.
+type ServiceSpec struct {
+	// Selector picks the workloads behind the service by label. Required:
+	// an empty selector would select every workload of the namespace.
+	Selector map[string]string `json:"selector"`
+	// ServiceAccounts, when set, restricts the endpoints to workloads running
+	// as one of these service accounts, so that a workload cannot join a
+	// service by copying its labels.
+	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
+	// Ports the service exposes. At least one.
+	Ports []ServicePort `json:"ports"`
+}
+
+// ServicePort is one port of a Service.
+type ServicePort struct {
+	// Name is required when the service has more than one port.
+	Name string `json:"name,omitempty"`
+	// Port is the service port (1-65535).
+	Port int32 `json:"port"`
+	// TargetPort is the app's port on its workload's loopback; defaults to Port.
+	TargetPort int32 `json:"targetPort,omitempty"`
+	// Protocol defaults to TCP.
+	Protocol Protocol `json:"protocol,omitempty"`
+}
+
+// Workload is one instance of a piece of code with a mesh identity. Proxies
+// register their workload when they connect; a Workload document declares
+// one statically.
+type Workload struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec WorkloadSpec `json:"spec"`
+}
+
+// WorkloadSpec describes a Workload.
+type WorkloadSpec struct {
+	// ServiceAccount names the workload's identity within its namespace:
+	// spiffe://<trust-domain>/ns/<namespace>/sa/<serviceAccount>.
+	ServiceAccount string `json:"serviceAccount"`
+	// TunnelAddress is the host:port where the workload's proxy accepts
+	// tunnel connections from its peers.
+	TunnelAddress string `json:"tunnelAddress"`
+}

@@ -1,0 +1,87 @@
+// Command rampart-controller runs Rampart's control plane: the identity CA,
+// discovery and configuration push to proxies. All the work is in
+// internal/controller; this file parses flags, sets up logging and signals,
+// and reports a failure with a non-zero exit.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/rampart-mesh/rampart/internal/controller"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "rampart-controller:", err)
+		os.Exit(1)
+	}
+}
+
+func defaultStateDir() string {
+	if home := os.Getenv("HOME"); home != "" {
+		return filepath.Join(home, ".rampart")
+	}
+	return ".rampart"
+}
+
+func run(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rampart-controller", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg       controller.Config
+		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
+		logFormat = fs.String("log-format", "text", "log format: text or json")
+	)
+	fs.StringVar(&cfg.StateDir, "state-dir", defaultStateDir(), "directory holding the CA, join tokens and the published trust bundle")
+	fs.StringVar(&cfg.ConfigDir, "config-dir", "", "directory of Service and Workload resource files, watched for changes (none: only registered workloads)")
+	fs.StringVar(&cfg.Listen, "listen", controller.DefaultListen, "gRPC listen address (host:port)")
+	fs.StringVar(&cfg.AdminListen, "admin-listen", controller.DefaultAdminListen, `admin HTTP listen address for /metrics, /ready and /live ("off" disables it)`)
+	fs.StringVar(&cfg.TrustDomain, "trust-domain", controller.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
+	fs.DurationVar(&cfg.SVIDTTL, "svid-ttl", controller.DefaultSVIDTTL, "lifetime of issued workload certificates")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch *logFormat {
+	case "text":
+		cfg.Logger = slog.New(slog.NewTextHandler(stderr, opts))
+	case "json":
+		cfg.Logger = slog.New(slog.NewJSONHandler(stderr, opts))
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
+	}
+	if cfg.AdminListen == "" {
+		// An explicitly empty flag switches the admin listener off rather
+		// than falling back to the default.
+		cfg.AdminListen = "off"
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	c, err := controller.New(cfg)
+	if err != nil {
+		return err
+	}
+	return c.Run(ctx)
+}

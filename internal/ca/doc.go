@@ -1,0 +1,16 @@
+// Package ca is the mesh's certificate authority: a root and an intermediate
+// issuer kept as PEM files in a state directory, which turns attested
+// identities into X.509-SVIDs.
+//
+// The root is created once, on the first Open of an empty directory, and is
+// what workloads trust (Roots). Leaves are signed by an intermediate that is
+// re-issued from the root, on Open or before signing, when it comes within a
+// tenth of its lifetime of expiry. SignCSR fails closed: a CSR is refused
+// unless it carries exactly the attested SPIFFE ID and nothing else; errors
+// wrap ErrInvalidCSR or ErrIdentityMismatch so that the gRPC edge can map
+// them to status codes.
+//
+// This package depends on go-spiffe and the standard library only. It must
+// not import Kubernetes packages, the controller, or anything under
+// internal/proxy: it sits below all of them.
+package ca

@@ -1,0 +1,428 @@
+// Package controller assembles rampart-controller as one component: the CA
+// and join-token store kept in a state directory, the mesh model fed from a
+// directory of resource files, the gRPC control plane served over TLS with
+// the controller's own SVID, and the admin HTTP listener (metrics,
+// readiness, liveness). cmd/rampart-controller is a thin wrapper around it,
+// and end-to-end tests run it in process.
+//
+// It wires packages together and owns their lifecycles; the logic lives in
+// internal/ca, internal/identity, internal/discovery, internal/controlplane
+// and internal/localconfig. It must not depend on the proxy or on
+// Kubernetes client libraries (a Kubernetes source will be an adapter
+// beside localconfig).
+package controller
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/rampart-mesh/rampart/internal/ca"
+	"github.com/rampart-mesh/rampart/internal/controlplane"
+	"github.com/rampart-mesh/rampart/internal/discovery"
+	"github.com/rampart-mesh/rampart/internal/identity"
+	"github.com/rampart-mesh/rampart/internal/localconfig"
+	"github.com/rampart-mesh/rampart/internal/meshtls"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen          = "127.0.0.1:15012"
+	DefaultAdminListen     = "127.0.0.1:15014"
+	DefaultTrustDomain     = "rampart.local"
+	DefaultSVIDTTL         = 24 * time.Hour
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// The controller's own identity: spiffe://<td>/ns/SystemNamespace/sa/ServiceAccount.
+const (
+	SystemNamespace = "rampart-system"
+	ServiceAccount  = "rampart-controller"
+)
+
+// Files and directories inside Config.StateDir.
+const (
+	// CADir holds the CA's keys and certificates.
+	CADir = "ca"
+	// TokensFile is the join-token store.
+	TokensFile = "tokens.json"
+	// BundleFile is the trust bundle (PEM roots) that proxies bootstrap
+	// with: they verify the controller against it before their first
+	// Certify.
+	BundleFile = "bundle.pem"
+)
+
+// ControllerID is the SPIFFE ID the controller serves with in trust domain
+// td; proxies accept no other identity from the controller.
+func ControllerID(td spiffeid.TrustDomain) spiffeid.ID {
+	// The segments are constants that satisfy the SPIFFE ID grammar, so
+	// this does not fail for any trust domain.
+	id, _ := spiffeid.FromSegments(td, "ns", SystemNamespace, "sa", ServiceAccount)
+	return id
+}
+
+// Config configures a Controller. The zero value of every field but StateDir
+// is useful.
+type Config struct {
+	// StateDir holds the CA, the join tokens and the published trust
+	// bundle. Required; created (0700) if missing.
+	StateDir string
+	// ConfigDir is a directory of resource files (Services, Workloads),
+	// watched for changes. Empty means none: only the workloads that
+	// proxies register.
+	ConfigDir string
+	// Listen is the gRPC address; empty means DefaultListen.
+	Listen string
+	// AdminListen is the admin HTTP address (/metrics, /ready, /live);
+	// empty means DefaultAdminListen and "off" disables it.
+	AdminListen string
+	// TrustDomain of the mesh; empty means DefaultTrustDomain.
+	TrustDomain string
+	// SVIDTTL is the lifetime of issued SVIDs and of the controller's own
+	// serving certificate; zero means DefaultSVIDTTL.
+	SVIDTTL time.Duration
+	// ShutdownTimeout bounds the graceful stop of the gRPC server; zero
+	// means DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// Logger receives the controller's logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock of the CA, the token store and certificate
+	// verification; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = DefaultTrustDomain
+	}
+	if c.SVIDTTL == 0 {
+		c.SVIDTTL = DefaultSVIDTTL
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// adminDisabled reports whether the admin listener is switched off.
+func (c Config) adminDisabled() bool { return c.AdminListen == "off" }
+
+// Validate reports every problem with c, defaults applied.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("controller: state directory is required"))
+	}
+	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
+		errs = append(errs, fmt.Errorf("controller: trust domain %q: %w", c.TrustDomain, err))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("controller: listen address %q: want host:port: %w", c.Listen, err))
+	}
+	if !c.adminDisabled() {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			errs = append(errs, fmt.Errorf("controller: admin listen address %q: want host:port or \"off\": %w", c.AdminListen, err))
+		}
+	}
+	if c.SVIDTTL < time.Minute {
+		errs = append(errs, fmt.Errorf("controller: SVID TTL %v is too short: at least 1m", c.SVIDTTL))
+	}
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("controller: shutdown timeout %v is negative", c.ShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Controller is rampart-controller.
+type Controller struct {
+	cfg     Config
+	td      spiffeid.TrustDomain
+	logger  *slog.Logger
+	ca      *ca.CA
+	tokens  *identity.TokenStore
+	model   *discovery.Model
+	bundle  *meshtls.Bundle
+	svid    *meshtls.SVID
+	cp      *controlplane.Server
+	watcher *localconfig.Watcher // nil without a config dir
+	// resources is what the model was last given from the watcher.
+	resources atomic.Pointer[localconfig.Resources]
+	reg       *prometheus.Registry
+	reloads   *prometheus.CounterVec
+
+	runOnce   sync.Once
+	ready     chan struct{} // closed once both listeners are bound
+	serving   atomic.Bool   // /ready answers 200
+	addr      string        // set before ready is closed
+	adminAddr string        // set before ready is closed
+}
+
+// New opens the state directory (creating the CA on first start), publishes
+// the trust bundle, loads the config directory and builds the control
+// plane. It refuses to start on any problem in the config directory,
+// listing them all.
+func New(cfg Config) (*Controller, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	td, _ := spiffeid.TrustDomainFromString(cfg.TrustDomain) // checked by Validate
+	c := &Controller{
+		cfg:    cfg,
+		td:     td,
+		logger: cfg.Logger,
+		ready:  make(chan struct{}),
+		reg:    prometheus.NewRegistry(),
+		bundle: &meshtls.Bundle{},
+		svid:   &meshtls.SVID{},
+	}
+
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("controller: state directory: %w", err)
+	}
+	authority, err := ca.Open(ca.Config{
+		Dir:         filepath.Join(cfg.StateDir, CADir),
+		TrustDomain: td,
+		Now:         cfg.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	c.ca = authority
+	c.bundle.SetRoots(td, authority.Roots())
+	if err := writeBundle(filepath.Join(cfg.StateDir, BundleFile), authority.Roots()); err != nil {
+		return nil, err
+	}
+
+	tokens, err := identity.OpenTokenStore(filepath.Join(cfg.StateDir, TokensFile), cfg.Now)
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	c.tokens = tokens
+
+	model, err := discovery.New(discovery.Config{
+		TrustDomain: td,
+		TrustBundle: authority.Roots(),
+		Logger:      cfg.Logger.With("component", "discovery"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	c.model = model
+
+	c.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	c.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rampart_controller_config_reloads_total",
+		Help: "Reloads of the config directory by result (ok, error); an error keeps the last good configuration.",
+	}, []string{"result"})
+	c.reloads.WithLabelValues("ok")
+	c.reloads.WithLabelValues("error")
+	c.reg.MustRegister(c.reloads)
+
+	if cfg.ConfigDir != "" {
+		w, err := localconfig.NewWatcher(localconfig.WatcherConfig{
+			Dir:    cfg.ConfigDir,
+			Logger: cfg.Logger.With("component", "localconfig"),
+			OnChange: func(res *localconfig.Resources) {
+				// The watcher also calls OnChange with the resources
+				// already in force (when Run starts): not a reload.
+				if c.resources.Swap(res) == res {
+					return
+				}
+				c.reloads.WithLabelValues("ok").Inc()
+				c.model.SetResources(res)
+				c.logger.Info("configuration reloaded", "dir", cfg.ConfigDir,
+					"services", len(res.Services), "workloads", len(res.Workloads))
+			},
+			OnError: func(err error) {
+				c.reloads.WithLabelValues("error").Inc()
+				c.logger.Error("configuration reload failed; keeping the last good configuration",
+					"dir", cfg.ConfigDir, "error", err.Error())
+			},
+		})
+		if err != nil {
+			return nil, configDirError(cfg.ConfigDir, err)
+		}
+		c.watcher = w
+		res := w.Current()
+		c.resources.Store(res)
+		model.SetResources(res)
+		cfg.Logger.Info("configuration loaded", "dir", cfg.ConfigDir,
+			"services", len(res.Services), "workloads", len(res.Workloads))
+	}
+
+	cp, err := controlplane.New(controlplane.Config{
+		CA:         authority,
+		Tokens:     tokens,
+		Model:      model,
+		Bundle:     c.bundle,
+		SVIDTTL:    cfg.SVIDTTL,
+		Logger:     cfg.Logger.With("component", "controlplane"),
+		Registerer: c.reg,
+		Now:        cfg.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	c.cp = cp
+	return c, nil
+}
+
+// TrustDomain is the mesh's trust domain.
+func (c *Controller) TrustDomain() spiffeid.TrustDomain { return c.td }
+
+// Tokens is the join-token store, for in-process callers (tests, an
+// embedded CLI) that mint tokens while the controller runs.
+func (c *Controller) Tokens() *identity.TokenStore { return c.tokens }
+
+// Model is the mesh model, for in-process inspection.
+func (c *Controller) Model() *discovery.Model { return c.model }
+
+// BundlePath is where the PEM trust bundle is published.
+func (c *Controller) BundlePath() string { return filepath.Join(c.cfg.StateDir, BundleFile) }
+
+// Registry is the controller's metrics registry, served on /metrics.
+func (c *Controller) Registry() *prometheus.Registry { return c.reg }
+
+// Ready is closed once Run has bound its listeners; Addr and AdminAddr are
+// set from then on.
+func (c *Controller) Ready() <-chan struct{} { return c.ready }
+
+// Addr is the bound gRPC address, or "" before Ready.
+func (c *Controller) Addr() string {
+	select {
+	case <-c.ready:
+		return c.addr
+	default:
+		return ""
+	}
+}
+
+// AdminAddr is the bound admin address, or "" before Ready or when the
+// admin listener is off.
+func (c *Controller) AdminAddr() string {
+	select {
+	case <-c.ready:
+		return c.adminAddr
+	default:
+		return ""
+	}
+}
+
+// ConfigError is a config directory that does not load: every problem, one
+// "path:line: message" a line.
+type ConfigError struct {
+	Dir string
+	Err error // the *localconfig.LoadError, or why the directory could not be read
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	var le *localconfig.LoadError
+	if !errors.As(e.Err, &le) {
+		fmt.Fprintf(&b, "controller: config directory %s: %v", e.Dir, e.Err)
+		return b.String()
+	}
+	fmt.Fprintf(&b, "controller: config directory %s has %d problem(s); fix them and start again:", e.Dir, len(le.Problems))
+	for _, p := range le.Problems {
+		p.File = filepath.Join(e.Dir, p.File)
+		b.WriteString("\n  ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func configDirError(dir string, err error) error {
+	return &ConfigError{Dir: dir, Err: err}
+}
+
+// writeBundle publishes roots as PEM at path, atomically, readable by all:
+// it holds only public certificates.
+func writeBundle(path string, roots []*x509.Certificate) error {
+	var b strings.Builder
+	for _, r := range roots {
+		if err := pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: r.Raw}); err != nil {
+			return fmt.Errorf("controller: encode trust bundle: %w", err)
+		}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("controller: write trust bundle: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
+	if _, err := tmp.WriteString(b.String()); err != nil {
+		tmp.Close()
+		return fmt.Errorf("controller: write trust bundle: %w", err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("controller: write trust bundle: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("controller: write trust bundle: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("controller: write trust bundle: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("controller: write trust bundle: %w", err)
+	}
+	return nil
+}
+
+// issueServingSVID makes a fresh key and has the CA certify it as the
+// controller, valid for ttl, for DNS name localhost, 127.0.0.1 and the
+// listen IP.
+func (c *Controller) issueServingSVID(listenHost string) (*x509svid.SVID, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("controller: serving key: %w", err)
+	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
+	if a, err := netip.ParseAddr(listenHost); err == nil && !a.IsUnspecified() && a != netip.MustParseAddr("127.0.0.1") {
+		ips = append(ips, net.IP(a.Unmap().AsSlice()))
+	}
+	id := ControllerID(c.td)
+	chain, err := c.ca.IssueServing(key.Public(), id, []string{"localhost"}, ips, c.cfg.SVIDTTL)
+	if err != nil {
+		return nil, fmt.Errorf("controller: serving certificate: %w", err)
+	}
+	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, nil
+}

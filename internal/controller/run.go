@@ -1,0 +1,203 @@
+package controller
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+)
+
+// renewRetry is the wait before retrying a failed renewal of the serving
+// certificate.
+const renewRetry = 30 * time.Second
+
+// Run serves until ctx ends, then stops gracefully: Watch streams are told
+// to reconnect elsewhere, in-flight calls get up to ShutdownTimeout. It
+// returns nil after a shutdown asked for by ctx, and the first error
+// otherwise. Run may be called once.
+func (c *Controller) Run(ctx context.Context) error {
+	first := false
+	c.runOnce.Do(func() { first = true })
+	if !first {
+		return errors.New("controller: Run called more than once")
+	}
+
+	listenHost, _, _ := net.SplitHostPort(c.cfg.Listen) // checked by Validate
+	svid, err := c.issueServingSVID(listenHost)
+	if err != nil {
+		return err
+	}
+	if err := c.svid.Set(svid); err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
+
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", c.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("controller: listen: %w", err)
+	}
+	var adminLis net.Listener
+	if !c.cfg.adminDisabled() {
+		adminLis, err = lc.Listen(ctx, "tcp", c.cfg.AdminListen)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("controller: admin listen: %w", err)
+		}
+	}
+
+	gs := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(&tls.Config{
+			MinVersion: tls.VersionTLS13,
+			// Callers are verified by the handlers, so that a refusal is a
+			// gRPC status that says why rather than a failed handshake;
+			// a first-time proxy has no certificate at all.
+			ClientAuth: tls.RequestClientCert,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				return c.svid.Certificate()
+			},
+		})),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             10 * time.Second,
+			PermitWithoutStream: true,
+		}),
+	)
+	c.cp.Register(gs)
+
+	var admin *http.Server
+	if adminLis != nil {
+		admin = &http.Server{Handler: c.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		c.adminAddr = adminLis.Addr().String()
+	}
+	c.addr = lis.Addr().String()
+	close(c.ready)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := gs.Serve(lis); err != nil {
+			return fmt.Errorf("controller: serve gRPC: %w", err)
+		}
+		return nil
+	})
+	if admin != nil {
+		g.Go(func() error {
+			if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("controller: serve admin: %w", err)
+			}
+			return nil
+		})
+	}
+	if c.watcher != nil {
+		g.Go(func() error {
+			if err := c.watcher.Run(gctx); err != nil && gctx.Err() == nil {
+				return fmt.Errorf("controller: watch config directory: %w", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error { return c.renewServingSVID(gctx, listenHost) })
+	g.Go(func() error {
+		<-gctx.Done()
+		c.shutdown(gs, admin)
+		return nil
+	})
+
+	c.serving.Store(true)
+	c.logger.Info("controller serving", "addr", c.addr, "admin_addr", c.adminAddr,
+		"trust_domain", c.td.String(), "spiffe_id", ControllerID(c.td).String(),
+		"bundle", c.BundlePath())
+	err = g.Wait()
+	c.logger.Info("controller stopped")
+	return err
+}
+
+// shutdown stops serving: not ready, Watch streams drained, in-flight calls
+// given ShutdownTimeout, then everything closed.
+func (c *Controller) shutdown(gs *grpc.Server, admin *http.Server) {
+	c.serving.Store(false)
+	c.cp.Drain()
+	stopped := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(stopped)
+	}()
+	t := time.NewTimer(c.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-stopped:
+	case <-t.C:
+		c.logger.Warn("graceful stop timed out; closing connections", "timeout", c.cfg.ShutdownTimeout)
+		gs.Stop()
+		<-stopped
+	}
+	if admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := admin.Shutdown(ctx); err != nil {
+			admin.Close()
+		}
+	}
+}
+
+// renewServingSVID replaces the serving certificate at half its lifetime
+// until ctx ends. A failed renewal is retried; the current certificate
+// serves meanwhile.
+func (c *Controller) renewServingSVID(ctx context.Context, listenHost string) error {
+	var wait time.Duration
+	{
+		leaf := c.svid.Get().Certificates[0]
+		wait = halfLife(leaf.NotBefore, leaf.NotAfter, c.cfg.Now())
+	}
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		svid, err := c.issueServingSVID(listenHost)
+		if err == nil {
+			err = c.svid.Set(svid)
+		}
+		if err != nil {
+			c.logger.Error("serving certificate renewal failed; retrying", "error", err.Error(), "retry_in", renewRetry)
+			wait = renewRetry
+			continue
+		}
+		leaf := svid.Certificates[0]
+		c.logger.Info("serving certificate renewed", "not_after", leaf.NotAfter)
+		wait = halfLife(leaf.NotBefore, leaf.NotAfter, c.cfg.Now())
+	}
+}
+
+// halfLife is the time from now to the middle of [notBefore, notAfter], at
+// least a second.
+func halfLife(notBefore, notAfter, now time.Time) time.Duration {
+	d := notBefore.Add(notAfter.Sub(notBefore) / 2).Sub(now)
+	return max(d, time.Second)
+}
+
+func (c *Controller) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(c.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !c.serving.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "live")
+	})
+	return mux
+}

@@ -1,0 +1,157 @@
+// Package controlplane is the controller's gRPC edge: the Identity service
+// that issues X.509-SVIDs against a CSR after attestation (a single-use join
+// token, or the caller's current SVID for renewal) and the Discovery service
+// that registers each connected proxy's workload and streams its
+// configuration.
+//
+// This is the only place where errors from the CA, the token store and the
+// model become gRPC status codes, and where refusals are logged and counted.
+// TLS verification of callers happens here rather than in the TLS layer, so
+// that a refused caller learns why. It depends on internal/ca,
+// internal/identity, internal/discovery and internal/meshtls; never on the
+// proxy or on Kubernetes client libraries.
+package controlplane
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"google.golang.org/grpc"
+
+	"github.com/rampart-mesh/rampart/internal/ca"
+	"github.com/rampart-mesh/rampart/internal/discovery"
+	"github.com/rampart-mesh/rampart/internal/identity"
+	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
+)
+
+// DefaultSVIDTTL is the lifetime of issued SVIDs when Config names none.
+const DefaultSVIDTTL = 24 * time.Hour
+
+// Config configures a Server.
+type Config struct {
+	// CA signs the SVIDs. Required.
+	CA *ca.CA
+	// Tokens holds the join tokens that attest a first start. Required.
+	Tokens *identity.TokenStore
+	// Model registers workloads and compiles their configuration. Required.
+	Model *discovery.Model
+	// Bundle verifies the SVIDs callers present. Required.
+	Bundle x509bundle.Source
+	// SVIDTTL is the lifetime of issued SVIDs; zero means DefaultSVIDTTL.
+	SVIDTTL time.Duration
+	// Logger receives one line per refusal and per issued SVID. Nil
+	// discards them.
+	Logger *slog.Logger
+	// Registerer receives the server's metrics. Nil means they are not
+	// registered anywhere.
+	Registerer prometheus.Registerer
+	// Now is the clock for certificate verification; nil means time.Now.
+	Now func() time.Time
+}
+
+// Validate reports whether c can build a Server.
+func (c Config) Validate() error {
+	var errs []error
+	if c.CA == nil {
+		errs = append(errs, errors.New("controlplane: CA is required"))
+	}
+	if c.Tokens == nil {
+		errs = append(errs, errors.New("controlplane: token store is required"))
+	}
+	if c.Model == nil {
+		errs = append(errs, errors.New("controlplane: model is required"))
+	}
+	if c.Bundle == nil {
+		errs = append(errs, errors.New("controlplane: trust bundle is required"))
+	}
+	if c.SVIDTTL < 0 {
+		errs = append(errs, fmt.Errorf("controlplane: SVID TTL %v is negative", c.SVIDTTL))
+	}
+	return errors.Join(errs...)
+}
+
+// Server implements the Identity and Discovery services.
+type Server struct {
+	ca      *ca.CA
+	tokens  *identity.TokenStore
+	model   *discovery.Model
+	bundle  x509bundle.Source
+	ttl     time.Duration
+	logger  *slog.Logger
+	now     func() time.Time
+	metrics *metrics
+
+	drainOnce sync.Once
+	draining  chan struct{} // closed by Drain
+}
+
+// New returns a Server; Register attaches it to a grpc.Server.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		ca:       cfg.CA,
+		tokens:   cfg.Tokens,
+		model:    cfg.Model,
+		bundle:   cfg.Bundle,
+		ttl:      cfg.SVIDTTL,
+		logger:   cfg.Logger,
+		now:      cfg.Now,
+		draining: make(chan struct{}),
+	}
+	if s.ttl == 0 {
+		s.ttl = DefaultSVIDTTL
+	}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	return s, nil
+}
+
+// Register registers the Identity and Discovery services on gs.
+func (s *Server) Register(gs grpc.ServiceRegistrar) {
+	meshv1.RegisterIdentityServer(gs, identityService{s: s})
+	meshv1.RegisterDiscoveryServer(gs, discoveryService{s: s})
+}
+
+// Drain ends every Watch stream, now and later, with codes.Unavailable so
+// that proxies reconnect to another replica, and lets a graceful stop of the
+// grpc.Server complete. Call it before GracefulStop. Idempotent.
+func (s *Server) Drain() {
+	s.drainOnce.Do(func() { close(s.draining) })
+}
+
+// identityService and discoveryService keep the generated interfaces'
+// embedding requirements apart.
+type identityService struct {
+	meshv1.UnimplementedIdentityServer
+	s *Server
+}
+
+type discoveryService struct {
+	meshv1.UnimplementedDiscoveryServer
+	s *Server
+}
+
+func derChain(certs []*x509.Certificate) [][]byte {
+	out := make([][]byte, 0, len(certs))
+	for _, c := range certs {
+		out = append(out, c.Raw)
+	}
+	return out
+}

@@ -1,0 +1,129 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rampart-mesh/rampart/internal/discovery"
+	"github.com/rampart-mesh/rampart/internal/identity"
+	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
+	"github.com/rampart-mesh/rampart/internal/meshtls"
+)
+
+// Watch implements meshv1.DiscoveryServer.
+func (ds discoveryService) Watch(req *meshv1.WatchRequest, stream grpc.ServerStreamingServer[meshv1.ProxyConfig]) error {
+	s := ds.s
+	ctx := stream.Context()
+	c := callerOf(ctx)
+
+	refuse := func(ref *refusal) error {
+		s.metrics.watchRefused.WithLabelValues(ref.reason).Inc()
+		attrs := []any{"peer", c.addr, "reason", ref.reason}
+		if !ref.id.IsZero() {
+			attrs = append(attrs, "spiffe_id", ref.id.String())
+		}
+		if ref.err != nil {
+			attrs = append(attrs, "error", ref.err.Error())
+		}
+		s.logger.Warn("watch refused", attrs...)
+		return status.Error(ref.code, ref.msg)
+	}
+
+	id, err := meshtls.VerifyPeer(c.certs, s.bundle, s.now())
+	if err != nil {
+		reason := watchReason(meshtls.Reason(err))
+		msg := "client certificate refused (" + reason + "): " + err.Error()
+		if errors.Is(err, meshtls.ErrNoCertificate) {
+			msg = "client certificate required: Watch needs the SVID issued by Identity.Certify"
+		}
+		return refuse(&refusal{code: codes.Unauthenticated, reason: reason, err: err, msg: msg})
+	}
+	ns, _, err := identity.ParseWorkloadID(id)
+	if err != nil || id.TrustDomain() != s.ca.TrustDomain() {
+		if err == nil {
+			err = fmt.Errorf("trust domain %q is not %q", id.TrustDomain(), s.ca.TrustDomain())
+		}
+		return refuse(&refusal{
+			code: codes.PermissionDenied, reason: WatchNotWorkload, id: id, err: err,
+			msg: "identity " + id.String() + " is not a workload identity of trust domain " + s.ca.TrustDomain().String(),
+		})
+	}
+	if err := validateWatch(req, ns); err != nil {
+		return refuse(&refusal{code: codes.InvalidArgument, reason: WatchBadRequest, id: id, err: err, msg: err.Error()})
+	}
+
+	w := req.GetWorkload()
+	unregister, err := s.model.Register(discovery.Registration{
+		ID:            id,
+		Name:          w.GetName(),
+		Labels:        w.GetLabels(),
+		TunnelAddress: w.GetTunnelAddress(),
+	})
+	if err != nil {
+		// validateWatch checked the same; only a disagreement between the
+		// two would get here.
+		code := codes.Internal
+		if errors.Is(err, discovery.ErrInvalid) {
+			code = codes.InvalidArgument
+		}
+		return refuse(&refusal{code: code, reason: WatchBadRequest, id: id, err: err, msg: err.Error()})
+	}
+	defer unregister()
+
+	s.metrics.watchStreams.Inc()
+	defer s.metrics.watchStreams.Dec()
+	log := s.logger.With("peer", c.addr, "spiffe_id", id.String(), "workload", w.GetName())
+	log.Info("watch started", "upstreams", len(req.GetUpstreams()))
+
+	var last string
+	for {
+		// Take the channel before computing, so that a change made while
+		// computing wakes the loop again.
+		changed := s.model.Changed()
+		cfg := s.model.ConfigFor(id, w.GetName(), req.GetUpstreams())
+		if cfg.GetVersion() != last {
+			if err := stream.Send(cfg); err != nil {
+				log.Info("watch ended", "error", err.Error())
+				return err
+			}
+			last = cfg.GetVersion()
+			s.metrics.configPushes.Inc()
+			log.Debug("config pushed", "version", last)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			log.Info("watch ended", "reason", "stream closed")
+			return nil
+		case <-s.draining:
+			log.Info("watch ended", "reason", "controller shutting down")
+			return status.Error(codes.Unavailable, "controller shutting down; reconnect")
+		}
+	}
+}
+
+// validateWatch says what to fix in a WatchRequest from a workload of
+// namespace ns.
+func validateWatch(req *meshv1.WatchRequest, ns string) error {
+	w := req.GetWorkload()
+	if w == nil {
+		return errors.New("workload is required")
+	}
+	if err := discovery.ValidateWorkload(w.GetName(), w.GetLabels(), w.GetTunnelAddress()); err != nil {
+		return err
+	}
+	ups := req.GetUpstreams()
+	if len(ups) > discovery.MaxUpstreams {
+		return fmt.Errorf("%d upstreams, at most %d are allowed", len(ups), discovery.MaxUpstreams)
+	}
+	for _, u := range ups {
+		if _, _, err := discovery.ParseUpstream(u, ns); err != nil {
+			return err
+		}
+	}
+	return nil
+}

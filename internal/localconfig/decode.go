@@ -1,0 +1,341 @@
+package localconfig
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/rampart-mesh/rampart/api/v1alpha1"
+)
+
+// loadFile loads every document of the current file. A YAML syntax error
+// ends the document it is in; loading resumes at the next "---" line, so
+// that one typo does not hide the problems of the documents after it.
+func (l *loader) loadFile(data []byte) {
+	starts := lineStarts(data)
+	first := 0 // index of the first line of the part being parsed
+	for {
+		part := data[starts[first]:]
+		docs, err := parseStream(part)
+		for _, doc := range docs {
+			shiftLines(doc, first)
+			l.loadDocument(doc)
+		}
+		if err == nil {
+			return
+		}
+		reported, msg := splitYAMLError(err)
+		line := first + syntaxErrorLine(part, reported, msg)
+		l.problem(line, "invalid YAML: %s", msg)
+
+		// Resume at the first document start at or after the error that
+		// is past the start of this part.
+		next := -1
+		for i := max(line-1, first+1); i < len(starts)-1; i++ {
+			if isDocumentStart(data[starts[i]:starts[i+1]]) {
+				next = i
+				break
+			}
+		}
+		if next < 0 {
+			return
+		}
+		first = next
+	}
+}
+
+// parseStream parses every document of data into a yaml.Node, stopping at
+// the first syntax error.
+func parseStream(data []byte) (docs []*yaml.Node, err error) {
+	defer func() {
+		// The parser handles untrusted input: should it have a bug, report
+		// the file as broken instead of crashing the controller.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("yaml: parser failed: %v", r)
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		doc := new(yaml.Node)
+		err := dec.Decode(doc)
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		}
+		if err != nil {
+			return docs, err
+		}
+		docs = append(docs, doc)
+	}
+}
+
+// lineStarts returns the offset in data of the start of each line, and
+// len(data) last, so that line i (0-based) is data[s[i]:s[i+1]].
+func lineStarts(data []byte) []int {
+	starts := []int{0}
+	for i, b := range data {
+		if b == '\n' && i+1 < len(data) {
+			starts = append(starts, i+1)
+		}
+	}
+	return append(starts, len(data))
+}
+
+// isDocumentStart reports whether line is a "---" document marker.
+func isDocumentStart(line []byte) bool {
+	rest, ok := bytes.CutPrefix(line, []byte("---"))
+	return ok && (len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t' || rest[0] == '\r' || rest[0] == '\n')
+}
+
+// shiftLines moves every node of the tree at n down by offset lines.
+func shiftLines(n *yaml.Node, offset int) {
+	if offset == 0 {
+		return
+	}
+	n.Line += offset
+	for _, c := range n.Content {
+		shiftLines(c, offset)
+	}
+}
+
+var yamlErrorPrefix = regexp.MustCompile(`^yaml: (?:line (\d+): )?`)
+
+// splitYAMLError splits a yaml.v3 syntax error, "yaml: line 3: did not find
+// expected key", into its line (0 if none) and message.
+func splitYAMLError(err error) (line int, msg string) {
+	s := err.Error()
+	m := yamlErrorPrefix.FindStringSubmatch(s)
+	if m == nil {
+		return 0, s
+	}
+	line, _ = strconv.Atoi(m[1])
+	return line, s[len(m[0]):]
+}
+
+// syntaxErrorLine returns the line of the syntax error, with message msg,
+// that parsing data gave. The line yaml.v3 reports is where the construct
+// holding the error starts (and, for parser errors, one less), which can be
+// far above it: the error is on the first line L such that lines 1 to L
+// alone give the same error. The line reported is a lower bound.
+func syntaxErrorLine(data []byte, reported int, msg string) int {
+	starts := lineStarts(data)
+	same := func(lines int) bool {
+		_, err := parseStream(data[:starts[lines]])
+		if err == nil {
+			return false
+		}
+		_, m := splitYAMLError(err)
+		return m == msg
+	}
+	lo, hi := max(reported, 1), len(starts)-1
+	if lo > hi {
+		return hi
+	}
+	// All of data gives the error: find the shortest prefix that does.
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if same(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
+}
+
+// object is what Service and Workload have in common.
+type object interface {
+	GetName() string
+	GetNamespace() string
+	Default()
+	Validate() error
+}
+
+// loadDocument checks one document and, if it is good, adds its resource.
+func (l *loader) loadDocument(doc *yaml.Node) {
+	if len(doc.Content) == 0 {
+		return
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
+		return // an empty document, such as a trailing "---"
+	}
+	if root.Kind != yaml.MappingNode {
+		l.problem(root.Line, "a document must be a mapping with apiVersion, kind, metadata and spec, not %s", nodeKind(root))
+		return
+	}
+	before := len(l.problems)
+
+	c := newConverter(root)
+	m, _ := c.convert(root).(map[string]any)
+	for _, p := range c.problems {
+		l.problem(p.line, "%s", p.msg)
+	}
+	if c.exhausted || m == nil {
+		return
+	}
+
+	kind, ok := l.checkType(root, m)
+	if !ok {
+		return
+	}
+	var obj object
+	switch kind {
+	case v1alpha1.KindService:
+		obj = new(v1alpha1.Service)
+	case v1alpha1.KindWorkload:
+		obj = new(v1alpha1.Workload)
+	}
+	// After a problem in the YAML itself, such as a duplicate key, the
+	// document may not say what its author meant: report the fields that
+	// do not fit the schema, but not what validating would make of it.
+	if !l.decode(root, m, obj, len(c.problems) == 0) {
+		return
+	}
+
+	if obj.GetName() != "" {
+		id := fmt.Sprintf("%s %s/%s", kind, obj.GetNamespace(), obj.GetName())
+		here := position{file: l.file, line: root.Line}
+		if first, dup := l.defined[id]; dup {
+			l.problem(root.Line, "%s is also defined at %v", id, first)
+		} else {
+			l.defined[id] = here
+		}
+	}
+	if len(l.problems) > before {
+		return
+	}
+	switch o := obj.(type) {
+	case *v1alpha1.Service:
+		l.res.Services = append(l.res.Services, *o)
+	case *v1alpha1.Workload:
+		l.res.Workloads = append(l.res.Workloads, *o)
+	}
+}
+
+// checkType checks the document's apiVersion and kind and returns the kind.
+func (l *loader) checkType(root *yaml.Node, m map[string]any) (kind string, ok bool) {
+	ok = true
+	switch v, set := m["apiVersion"]; {
+	case !set || v == nil:
+		l.problem(root.Line, "apiVersion: is required: set it to %q", v1alpha1.GroupVersion)
+		ok = false
+	case v != v1alpha1.GroupVersion:
+		l.problem(lineOf(root, "apiVersion"), "apiVersion: %s is not supported: use %q", quoted(v), v1alpha1.GroupVersion)
+		ok = false
+	}
+	supported := fmt.Sprintf("supported kinds are %s and %s", v1alpha1.KindService, v1alpha1.KindWorkload)
+	switch v, set := m["kind"]; {
+	case !set || v == nil:
+		l.problem(root.Line, "kind: is required: %s", supported)
+		ok = false
+	case v != v1alpha1.KindService && v != v1alpha1.KindWorkload:
+		l.problem(lineOf(root, "kind"), "kind: %s is not supported: %s", quoted(v), supported)
+		ok = false
+	default:
+		kind = v.(string)
+	}
+	return kind, ok
+}
+
+// decode decodes m, the document at root, into obj, defaults and (if
+// validate) validates it, and reports whether obj holds the document.
+func (l *loader) decode(root *yaml.Node, m map[string]any, obj object, validate bool) bool {
+	var found []fieldProblem
+	checkSchema(m, reflect.TypeOf(obj).Elem(), "", &found)
+	for _, p := range found {
+		l.problem(lineOf(root, p.path), "%s: %s", p.path, p.msg)
+	}
+
+	data, err := json.Marshal(m)
+	if err != nil {
+		// convert produces only values that JSON can hold.
+		l.problem(root.Line, "cannot convert the document to JSON: %v", err)
+		return false
+	}
+	if len(found) == 0 {
+		// checkSchema found nothing, so this should not fail. If it does,
+		// report what encoding/json says.
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(obj); err != nil {
+			l.jsonProblem(root, err)
+			return false
+		}
+	} else {
+		// Decode what can be, to report the problems of the other fields.
+		_ = json.Unmarshal(data, obj)
+	}
+
+	obj.Default()
+	if !validate {
+		return true
+	}
+	err = obj.Validate()
+	var fes v1alpha1.FieldErrors
+	if err != nil && !errors.As(err, &fes) {
+		l.problem(root.Line, "%v", err)
+	}
+	for _, fe := range fes {
+		if under(fe.Path, found) {
+			continue // already reported as the wrong type
+		}
+		l.problem(lineOf(root, fe.Path), "%s: %s", fe.Path, fe.Msg)
+	}
+	return true
+}
+
+// under reports whether path is, or is inside, one of the fields of found.
+func under(path string, found []fieldProblem) bool {
+	for _, p := range found {
+		if path == p.path || strings.HasPrefix(path, p.path+".") || strings.HasPrefix(path, p.path+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+var unknownField = regexp.MustCompile(`^json: unknown field "(.*)"$`)
+
+// jsonProblem reports an error of encoding/json at the line of the field.
+func (l *loader) jsonProblem(root *yaml.Node, err error) {
+	var te *json.UnmarshalTypeError
+	switch m := unknownField.FindStringSubmatch(err.Error()); {
+	case m != nil:
+		l.problem(findKey(root, m[1], root.Line), "unknown field %q", m[1])
+	case errors.As(err, &te) && te.Field != "":
+		l.problem(lineOf(root, te.Field), "%s: cannot use a JSON %s as %v", te.Field, te.Value, te.Type)
+	default:
+		l.problem(root.Line, "%v", err)
+	}
+}
+
+// nodeKind describes a node for error messages.
+func nodeKind(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.AliasNode:
+		return "an alias"
+	case yaml.ScalarNode:
+		return fmt.Sprintf("the scalar %q", n.Value)
+	}
+	return "an empty document"
+}
+
+// quoted is a value from convert for error messages: a string in quotes.
+func quoted(v any) string {
+	if s, ok := v.(string); ok {
+		return strconv.Quote(s)
+	}
+	return describe(v)
+}

@@ -1,0 +1,382 @@
+// Package proxy assembles rampart-proxy: it obtains and renews the
+// workload's SVID from the controller, keeps the discovery stream open,
+// serves the tunnel (inbound), the app-facing listeners (outbound) and the
+// admin listener, and drains gracefully.
+//
+// When the controller is away the proxy keeps serving on its last
+// configuration and certificate (fail static) and reconnects with backoff.
+//
+// The proxy must never import Kubernetes packages, the controller or the
+// resource types in api/: the control-plane protocol (internal/meshapi) is
+// its only contract with the controller. A test enforces this.
+package proxy
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rampart-mesh/rampart/internal/identity"
+	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
+	"github.com/rampart-mesh/rampart/internal/meshtls"
+	"github.com/rampart-mesh/rampart/internal/proxy/admin"
+	"github.com/rampart-mesh/rampart/internal/proxy/inbound"
+	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
+	"github.com/rampart-mesh/rampart/internal/proxy/outbound"
+	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
+)
+
+// Defaults.
+const (
+	DefaultTunnelListen = "127.0.0.1:15008"
+	DefaultAdminListen  = "127.0.0.1:15000"
+	DefaultController   = "127.0.0.1:15012"
+	DefaultDrainTimeout = 10 * time.Second
+)
+
+// Config configures a Proxy.
+type Config struct {
+	// Controller is the controller's gRPC address.
+	Controller string
+	// TrustBundle holds the roots that the controller's certificate must
+	// chain to on first contact. Required; see LoadBundle.
+	TrustBundle []*x509.Certificate
+	// TrustDomain of the mesh; empty means the one named by the trust
+	// bundle's root.
+	TrustDomain string
+	// JoinToken attests the workload on first start.
+	JoinToken string
+	// Namespace and ServiceAccount name the identity the proxy asks for:
+	// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
+	Namespace      string
+	ServiceAccount string
+	// Workload names this instance; Labels select it into services.
+	Workload string
+	Labels   map[string]string
+	// TunnelListen is where peers reach this proxy; Advertise is the
+	// address given to them (default: the bound TunnelListen address).
+	TunnelListen string
+	Advertise    string
+	AdminListen  string
+	Upstreams    []outbound.Upstream
+	// DrainTimeout bounds graceful shutdown.
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+	// Now is the clock for certificate checks and renewal; nil is time.Now.
+	Now func() time.Time
+}
+
+// LoadBundle reads PEM certificates from a file.
+func LoadBundle(path string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: trust bundle: %w", err)
+	}
+	var certs []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: trust bundle %s: %w", path, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("proxy: trust bundle %s holds no PEM certificate", path)
+	}
+	return certs, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Controller == "" {
+		c.Controller = DefaultController
+	}
+	if c.TunnelListen == "" {
+		c.TunnelListen = DefaultTunnelListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Namespace == "" {
+		c.Namespace = "default"
+	}
+	if c.ServiceAccount == "" {
+		c.ServiceAccount = c.Workload
+	}
+}
+
+// trustDomain resolves the configured or bundle-named trust domain.
+func (c *Config) trustDomain() (spiffeid.TrustDomain, error) {
+	if c.TrustDomain != "" {
+		return spiffeid.TrustDomainFromString(c.TrustDomain)
+	}
+	for _, root := range c.TrustBundle {
+		for _, u := range root.URIs {
+			if id, err := spiffeid.FromURI(u); err == nil {
+				return id.TrustDomain(), nil
+			}
+		}
+	}
+	return spiffeid.TrustDomain{}, errors.New("the trust bundle names no trust domain; set --trust-domain")
+}
+
+// Proxy is one running rampart-proxy.
+type Proxy struct {
+	cfg  Config
+	log  *slog.Logger
+	id   spiffeid.ID
+	ctrl spiffeid.ID
+
+	metrics *metrics.Metrics
+	svid    *meshtls.SVID
+	bundle  *meshtls.Bundle
+	tls     meshtls.Config
+
+	dialer   *tunnel.Dialer
+	inbound  *inbound.Handler
+	outbound *outbound.Outbound
+	admin    *admin.Server
+	tunnelL  net.Listener
+
+	config   atomic.Pointer[meshv1.ProxyConfig]
+	draining atomic.Bool
+
+	tokenMu sync.Mutex
+	token   string // cleared once used: join tokens are single use
+}
+
+// New validates cfg and binds every listener.
+func New(cfg Config) (*Proxy, error) {
+	cfg.setDefaults()
+	if cfg.Workload == "" {
+		return nil, errors.New("proxy: a workload name is required")
+	}
+	if len(cfg.TrustBundle) == 0 {
+		return nil, errors.New("proxy: a trust bundle is required to verify the controller")
+	}
+	td, err := cfg.trustDomain()
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	id, err := identity.WorkloadID(td, cfg.Namespace, cfg.ServiceAccount)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	p := &Proxy{
+		cfg:     cfg,
+		log:     cfg.Logger.With("spiffe_id", id.String()),
+		id:      id,
+		ctrl:    identity.ControllerID(td),
+		metrics: metrics.New(),
+		svid:    new(meshtls.SVID),
+		bundle:  new(meshtls.Bundle),
+		token:   cfg.JoinToken,
+	}
+	p.bundle.SetRoots(td, cfg.TrustBundle)
+	p.tls = meshtls.Config{SVID: p.svid, Bundle: p.bundle, Now: cfg.Now}
+
+	p.dialer, err = tunnel.NewDialer(tunnel.DialerConfig{
+		TLS: p.tls,
+		OnRefused: func(peer tunnel.Peer, reason string, err error) {
+			p.metrics.TLSRefusals.WithLabelValues(metrics.Outbound, reason).Inc()
+			p.log.Warn("refused peer", "direction", metrics.Outbound, "peer", peer.String(), "reason", reason, "err", err)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.inbound, err = inbound.New(inbound.Config{Metrics: p.metrics, Logger: p.log})
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			p.closeListeners()
+		}
+	}()
+	p.tunnelL, err = net.Listen("tcp", cfg.TunnelListen)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: tunnel listener: %w", err)
+	}
+	if p.cfg.Advertise == "" {
+		p.cfg.Advertise = p.tunnelL.Addr().String()
+	}
+	p.outbound, err = outbound.New(outbound.Config{
+		Upstreams: cfg.Upstreams, Namespace: cfg.Namespace, Dialer: p.dialer,
+		Metrics: p.metrics, Logger: p.log, DrainTimeout: cfg.DrainTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	p.admin, err = admin.New(admin.Config{
+		Listen: cfg.AdminListen, Gatherer: p.metrics.Registry,
+		Ready: p.Ready, Dump: p.dump, Logger: p.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: admin listener: %w", err)
+	}
+	ok = true
+	return p, nil
+}
+
+func (p *Proxy) closeListeners() {
+	if p.tunnelL != nil {
+		p.tunnelL.Close()
+	}
+}
+
+// ID is the SPIFFE ID the proxy holds or asks for.
+func (p *Proxy) ID() spiffeid.ID { return p.id }
+
+// TunnelAddr is the bound tunnel address.
+func (p *Proxy) TunnelAddr() string { return p.tunnelL.Addr().String() }
+
+// AdminAddr is the bound admin address.
+func (p *Proxy) AdminAddr() string { return p.admin.Addr() }
+
+// UpstreamAddr is the bound address of the i-th upstream.
+func (p *Proxy) UpstreamAddr(i int) string { return p.outbound.Addr(i) }
+
+// Metrics exposes the proxy's series (for tests and embedding).
+func (p *Proxy) Metrics() *metrics.Metrics { return p.metrics }
+
+// SVID returns the current certificate holder.
+func (p *Proxy) SVID() *meshtls.SVID { return p.svid }
+
+// Ready reports whether the proxy holds a certificate and a configuration
+// and is not draining.
+func (p *Proxy) Ready() bool {
+	return !p.draining.Load() && p.svid.Get() != nil && p.config.Load() != nil
+}
+
+// Run obtains an identity, then serves until ctx ends, then drains.
+func (p *Proxy) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.admin.Run(gctx) })
+	g.Go(func() error {
+		if err := p.bootstrap(gctx); err != nil {
+			if gctx.Err() != nil {
+				p.closeListeners()
+				return nil
+			}
+			p.closeListeners()
+			return err
+		}
+		p.log.Info("identity issued", "serial", p.svid.Get().Certificates[0].SerialNumber.Text(16),
+			"expires", p.svid.Get().Certificates[0].NotAfter)
+		sg, sctx := errgroup.WithContext(gctx)
+		sg.Go(func() error { return p.renewLoop(sctx) })
+		sg.Go(func() error { return p.watchLoop(sctx) })
+		sg.Go(func() error { return p.serveTunnel(sctx) })
+		sg.Go(func() error { return p.outbound.Run(sctx) })
+		return sg.Wait()
+	})
+	go func() {
+		<-gctx.Done()
+		p.draining.Store(true)
+	}()
+	err := g.Wait()
+	p.dialer.Close()
+	return err
+}
+
+func (p *Proxy) serveTunnel(ctx context.Context) error {
+	srvTLS := p.tls
+	srvTLS.NextProtos = []string{tunnel.ALPN}
+	l := tunnel.NewListener(p.tunnelL, tunnel.ListenerConfig{
+		TLS: srvTLS.Server(nil),
+		OnRefused: func(remote net.Addr, err error) {
+			reason := meshtls.Reason(err)
+			p.metrics.TLSRefusals.WithLabelValues(metrics.Inbound, reason).Inc()
+			p.log.Warn("refused peer", "direction", metrics.Inbound, "remote", remote.String(), "reason", reason, "err", err)
+		},
+	})
+	var protos http.Protocols
+	protos.SetHTTP2(true)
+	srv := &http.Server{
+		Handler:           p.inbound,
+		Protocols:         &protos,
+		ConnContext:       inbound.ConnContext,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       10 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		l.Close()
+		l.Wait()
+		return fmt.Errorf("proxy: tunnel listener: %w", err)
+	case <-ctx.Done():
+	}
+	// Drain: GOAWAY to every peer, let streams in flight finish.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.DrainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(dctx); err != nil {
+		srv.Close()
+	}
+	<-errc
+	l.Wait()
+	return nil
+}
+
+// apply validates a configuration from the controller and installs it; a
+// bad one is refused and the last good one stays in force.
+func (p *Proxy) apply(pc *meshv1.ProxyConfig) error {
+	roots, err := validateConfig(pc, p.id)
+	if err != nil {
+		p.metrics.ConfigRejected.Inc()
+		return err
+	}
+	if len(roots) > 0 {
+		p.bundle.SetRoots(p.id.TrustDomain(), roots)
+	}
+	p.inbound.SetPorts(pc.GetInbound())
+	p.outbound.Update(pc)
+	p.dialer.Retain(peersOf(pc))
+	p.config.Store(pc)
+	p.metrics.ConfigUpdates.Inc()
+	return nil
+}
+
+func peersOf(pc *meshv1.ProxyConfig) map[tunnel.Peer]bool {
+	keep := make(map[tunnel.Peer]bool)
+	for _, s := range pc.GetServices() {
+		for _, e := range s.GetEndpoints() {
+			if id, err := spiffeid.FromString(e.GetSpiffeId()); err == nil {
+				keep[tunnel.Peer{Address: e.GetAddress(), ID: id}] = true
+			}
+		}
+	}
+	return keep
+}

@@ -1,0 +1,131 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// ListenerConfig configures a Listener.
+type ListenerConfig struct {
+	// TLS is the server configuration (see meshtls.Config.Server); its
+	// NextProtos is set to the tunnel's ALPN.
+	TLS *tls.Config
+	// HandshakeTimeout bounds each handshake; default 10s.
+	HandshakeTimeout time.Duration
+	// OnRefused is told about every handshake that failed, with the error.
+	OnRefused func(remote net.Addr, err error)
+}
+
+// Listener accepts TCP connections, completes their mTLS handshakes
+// concurrently (a slow or hostile client never blocks the others) and
+// returns only verified *tls.Conn values that negotiated the tunnel
+// protocol. It is meant for http.Server.Serve.
+type Listener struct {
+	inner net.Listener
+	cfg   ListenerConfig
+
+	conns     chan net.Conn
+	done      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+	acceptErr error
+}
+
+var _ net.Listener = (*Listener)(nil)
+
+// NewListener wraps inner and starts accepting.
+func NewListener(inner net.Listener, cfg ListenerConfig) *Listener {
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	tlsCfg := cfg.TLS.Clone()
+	tlsCfg.NextProtos = []string{ALPN}
+	cfg.TLS = tlsCfg
+	l := &Listener{inner: inner, cfg: cfg, conns: make(chan net.Conn), done: make(chan struct{})}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l
+}
+
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	var delay time.Duration
+	for {
+		raw, err := l.inner.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Temporary: back off as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(delay):
+					continue
+				case <-l.done:
+					return
+				}
+			}
+			l.acceptErr = err
+			l.Close()
+			return
+		}
+		delay = 0
+		l.wg.Add(1)
+		go l.handshake(raw)
+	}
+}
+
+func (l *Listener) handshake(raw net.Conn) {
+	defer l.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.HandshakeTimeout)
+	defer cancel()
+	conn := tls.Server(raw, l.cfg.TLS)
+	err := conn.HandshakeContext(ctx)
+	if err == nil && conn.ConnectionState().NegotiatedProtocol != ALPN {
+		err = errors.New("tunnel: client did not negotiate the tunnel protocol (ALPN h2)")
+	}
+	if err != nil {
+		if l.cfg.OnRefused != nil {
+			l.cfg.OnRefused(raw.RemoteAddr(), err)
+		}
+		raw.Close()
+		return
+	}
+	select {
+	case l.conns <- conn:
+	case <-l.done:
+		conn.Close()
+	}
+}
+
+// Accept returns the next verified connection.
+func (l *Listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		if l.acceptErr != nil {
+			return nil, l.acceptErr
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting. It is idempotent.
+func (l *Listener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.done)
+		err = l.inner.Close()
+	})
+	return err
+}
+
+// Wait blocks until every accept and handshake goroutine has returned.
+func (l *Listener) Wait() { l.wg.Wait() }
+
+// Addr returns the listening address.
+func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
