@@ -32,7 +32,9 @@ type Listener struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
-	acceptErr error
+
+	mu        sync.Mutex
+	acceptErr error // why the inner listener failed, when it did
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -68,7 +70,9 @@ func (l *Listener) acceptLoop() {
 					return
 				}
 			}
+			l.mu.Lock()
 			l.acceptErr = err
+			l.mu.Unlock()
 			l.Close()
 			return
 		}
@@ -107,7 +111,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 	case c := <-l.conns:
 		return c, nil
 	case <-l.done:
-		if l.acceptErr != nil {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.acceptErr != nil && !errors.Is(l.acceptErr, net.ErrClosed) {
 			return nil, l.acceptErr
 		}
 		return nil, net.ErrClosed
