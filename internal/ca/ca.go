@@ -417,8 +417,9 @@ func (c *CA) issuer(now time.Time) (*x509.Certificate, crypto.Signer, error) {
 		return nil, nil, err
 	}
 	defer unlock()
+	// Its errors name the file and what to do.
 	if err := c.syncIntermediateLocked(now); err != nil {
-		return nil, nil, fmt.Errorf("ca: renew intermediate: %w", err)
+		return nil, nil, err
 	}
 	return c.inter, c.interKey, nil
 }

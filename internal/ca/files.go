@@ -9,82 +9,30 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"syscall"
+
+	"github.com/rampart-mesh/rampart/internal/fsutil"
 )
 
 // maxStateFileSize bounds what is read from the state directory; real PEM
 // files are a few hundred bytes.
 const maxStateFileSize = 1 << 20
 
-// writeFileAtomic replaces path with data: it writes a temporary file in the
-// same directory, fsyncs it, renames it over path and fsyncs the directory,
-// so that readers see the old content or the new, never a mix.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("ca: sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("ca: sync %s: %w", dir, err)
+// writeFileAtomic replaces path atomically; see fsutil.WriteFileAtomic.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	if err := fsutil.WriteFileAtomic(path, data, perm); err != nil {
+		return fmt.Errorf("ca: %w", err)
 	}
 	return nil
 }
 
-// lockPath takes an exclusive flock on path, creating it if needed, and
-// returns the function that releases it. It blocks until the lock is free.
+// lockPath takes an exclusive flock on path; see fsutil.Lock.
 func lockPath(path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	unlock, err = fsutil.Lock(path, syscall.LOCK_EX)
 	if err != nil {
-		return nil, fmt.Errorf("ca: lock %s: %w", path, err)
+		return nil, fmt.Errorf("ca: %w", err)
 	}
-	fd := int(f.Fd())
-	for {
-		err = syscall.Flock(fd, syscall.LOCK_EX)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("ca: lock %s: %w", path, err)
-	}
-	return func() {
-		_ = syscall.Flock(fd, syscall.LOCK_UN)
-		_ = f.Close()
-	}, nil
+	return unlock, nil
 }
 
 // exists reports whether path exists; errors other than "does not exist"
@@ -129,11 +77,10 @@ func readFile(path string, private bool) ([]byte, error) {
 	return data, nil
 }
 
-// checkPrivateMode refuses a file with any permission bit for group or
-// others.
+// checkPrivateMode refuses a file that group or others may access.
 func checkPrivateMode(path string, mode fs.FileMode) error {
-	if mode.Perm()&0o077 != 0 {
-		return fmt.Errorf("ca: %s is accessible by group or others (mode %04o); run chmod 600 %s", path, mode.Perm(), path)
+	if err := fsutil.CheckPrivate(path, mode); err != nil {
+		return fmt.Errorf("ca: %w", err)
 	}
 	return nil
 }

@@ -1,89 +1,34 @@
 package identity
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"syscall"
+
+	"github.com/rampart-mesh/rampart/internal/fsutil"
 )
 
-// writeFileAtomic replaces path with data: it writes a temporary file in the
-// same directory, fsyncs it, renames it over path and fsyncs the directory,
-// so that readers see the old content or the new, never a mix, and a write
-// that returned survives a crash.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("identity: sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("identity: sync %s: %w", dir, err)
+// writeFileAtomic replaces path atomically; see fsutil.WriteFileAtomic.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	if err := fsutil.WriteFileAtomic(path, data, perm); err != nil {
+		return fmt.Errorf("identity: %w", err)
 	}
 	return nil
 }
 
-// lockPath takes a flock of the given kind (syscall.LOCK_EX or LOCK_SH) on
-// path, creating it if needed, and returns the function that releases it.
-// It blocks until the lock is granted. flock locks belong to the open file,
-// so they also exclude other goroutines of this process that lock the same
-// path.
+// lockPath takes a flock on path; see fsutil.Lock.
 func lockPath(path string, how int) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	unlock, err = fsutil.Lock(path, how)
 	if err != nil {
-		return nil, fmt.Errorf("identity: lock %s: %w", path, err)
+		return nil, fmt.Errorf("identity: %w", err)
 	}
-	fd := int(f.Fd())
-	for {
-		err = syscall.Flock(fd, how)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("identity: lock %s: %w", path, err)
-	}
-	return func() {
-		_ = syscall.Flock(fd, syscall.LOCK_UN)
-		_ = f.Close()
-	}, nil
+	return unlock, nil
 }
 
-// checkPrivateMode refuses a file with any permission bit for group or
-// others.
+// checkPrivateMode refuses a file that group or others may access.
 func checkPrivateMode(path string, mode fs.FileMode) error {
-	if mode.Perm()&0o077 != 0 {
-		return fmt.Errorf("identity: %s is accessible by group or others (mode %04o); run chmod 600 %s", path, mode.Perm(), path)
+	if err := fsutil.CheckPrivate(path, mode); err != nil {
+		return fmt.Errorf("identity: %w", err)
 	}
 	return nil
 }

@@ -32,7 +32,8 @@ func WorkloadID(td spiffeid.TrustDomain, ns, sa string) (spiffeid.ID, error) {
 
 // ParseWorkloadID returns the namespace and service account of a workload
 // ID. It refuses any ID whose path is not exactly /ns/<ns>/sa/<sa> with
-// valid names.
+// valid names. It does not look at the trust domain: callers that accept
+// only their own compare id.TrustDomain() themselves.
 func ParseWorkloadID(id spiffeid.ID) (ns, sa string, err error) {
 	if id.IsZero() {
 		return "", "", errors.New("identity: empty SPIFFE ID")
