@@ -10,13 +10,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
 	"github.com/rampart-mesh/rampart/internal/controller"
+	"github.com/rampart-mesh/rampart/internal/logging"
 )
 
 func main() {
@@ -57,19 +57,11 @@ func run(args []string, stderr io.Writer) error {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	logger, err := logging.New(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch *logFormat {
-	case "text":
-		cfg.Logger = slog.New(slog.NewTextHandler(stderr, opts))
-	case "json":
-		cfg.Logger = slog.New(slog.NewJSONHandler(stderr, opts))
-	default:
-		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
-	}
+	cfg.Logger = logger
 	if cfg.AdminListen == "" {
 		// An explicitly empty flag switches the admin listener off rather
 		// than falling back to the default.

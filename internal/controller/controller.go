@@ -49,13 +49,14 @@ const (
 	DefaultAdminListen     = "127.0.0.1:15014"
 	DefaultTrustDomain     = "rampart.local"
 	DefaultSVIDTTL         = 24 * time.Hour
+	DefaultServingTTL      = 24 * time.Hour
 	DefaultShutdownTimeout = 10 * time.Second
 )
 
 // The controller's own identity: spiffe://<td>/ns/SystemNamespace/sa/ServiceAccount.
 const (
-	SystemNamespace = "rampart-system"
-	ServiceAccount  = "rampart-controller"
+	SystemNamespace = identity.ControllerNamespace
+	ServiceAccount  = identity.ControllerServiceAccount
 )
 
 // Files and directories inside Config.StateDir.
@@ -71,13 +72,9 @@ const (
 )
 
 // ControllerID is the SPIFFE ID the controller serves with in trust domain
-// td; proxies accept no other identity from the controller.
-func ControllerID(td spiffeid.TrustDomain) spiffeid.ID {
-	// The segments are constants that satisfy the SPIFFE ID grammar, so
-	// this does not fail for any trust domain.
-	id, _ := spiffeid.FromSegments(td, "ns", SystemNamespace, "sa", ServiceAccount)
-	return id
-}
+// td; proxies accept no other identity from the controller. It is
+// identity.ControllerID.
+func ControllerID(td spiffeid.TrustDomain) spiffeid.ID { return identity.ControllerID(td) }
 
 // Config configures a Controller. The zero value of every field but StateDir
 // is useful.
@@ -96,9 +93,11 @@ type Config struct {
 	AdminListen string
 	// TrustDomain of the mesh; empty means DefaultTrustDomain.
 	TrustDomain string
-	// SVIDTTL is the lifetime of issued SVIDs and of the controller's own
-	// serving certificate; zero means DefaultSVIDTTL.
+	// SVIDTTL is the lifetime of issued SVIDs; zero means DefaultSVIDTTL.
 	SVIDTTL time.Duration
+	// ServingTTL is the lifetime of the controller's own serving
+	// certificate, renewed at half-life; zero means DefaultServingTTL.
+	ServingTTL time.Duration
 	// ShutdownTimeout bounds the graceful stop of the gRPC server; zero
 	// means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
@@ -121,6 +120,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SVIDTTL == 0 {
 		c.SVIDTTL = DefaultSVIDTTL
+	}
+	if c.ServingTTL == 0 {
+		c.ServingTTL = DefaultServingTTL
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
@@ -155,8 +157,11 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("controller: admin listen address %q: want host:port or \"off\": %w", c.AdminListen, err))
 		}
 	}
-	if c.SVIDTTL < time.Minute {
-		errs = append(errs, fmt.Errorf("controller: SVID TTL %v is too short: at least 1m", c.SVIDTTL))
+	if c.SVIDTTL < 0 {
+		errs = append(errs, fmt.Errorf("controller: SVID TTL %v is negative", c.SVIDTTL))
+	}
+	if c.ServingTTL < 0 {
+		errs = append(errs, fmt.Errorf("controller: serving certificate TTL %v is negative", c.ServingTTL))
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("controller: shutdown timeout %v is negative", c.ShutdownTimeout))
@@ -408,7 +413,7 @@ func writeBundle(path string, roots []*x509.Certificate) error {
 }
 
 // issueServingSVID makes a fresh key and has the CA certify it as the
-// controller, valid for ttl, for DNS name localhost, 127.0.0.1 and the
+// controller, valid for ServingTTL, for DNS name localhost, 127.0.0.1 and the
 // listen IP.
 func (c *Controller) issueServingSVID(listenHost string) (*x509svid.SVID, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -420,7 +425,7 @@ func (c *Controller) issueServingSVID(listenHost string) (*x509svid.SVID, error)
 		ips = append(ips, net.IP(a.Unmap().AsSlice()))
 	}
 	id := ControllerID(c.td)
-	chain, err := c.ca.IssueServing(key.Public(), id, []string{"localhost"}, ips, c.cfg.SVIDTTL)
+	chain, err := c.ca.IssueServing(key.Public(), id, []string{"localhost"}, ips, c.cfg.ServingTTL)
 	if err != nil {
 		return nil, fmt.Errorf("controller: serving certificate: %w", err)
 	}

@@ -97,8 +97,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	if c.watcher != nil {
 		g.Go(func() error {
+			// Losing the watch (the directory was removed, say) leaves the
+			// last good configuration in force: the control plane keeps
+			// serving rather than going down with it.
 			if err := c.watcher.Run(gctx); err != nil && gctx.Err() == nil {
-				return fmt.Errorf("controller: watch config directory: %w", err)
+				c.logger.Error("config directory no longer watched; serving the last good configuration until restarted",
+					"dir", c.cfg.ConfigDir, "error", err.Error())
 			}
 			return nil
 		})
@@ -151,11 +155,7 @@ func (c *Controller) shutdown(gs *grpc.Server, admin *http.Server) {
 // until ctx ends. A failed renewal is retried; the current certificate
 // serves meanwhile.
 func (c *Controller) renewServingSVID(ctx context.Context, listenHost string) error {
-	var wait time.Duration
-	{
-		leaf := c.svid.Get().Certificates[0]
-		wait = halfLife(leaf.NotBefore, leaf.NotAfter, c.cfg.Now())
-	}
+	wait := halfLife(c.svid.Get().Certificates[0].NotAfter, c.cfg.Now())
 	for {
 		t := time.NewTimer(wait)
 		select {
@@ -175,15 +175,15 @@ func (c *Controller) renewServingSVID(ctx context.Context, listenHost string) er
 		}
 		leaf := svid.Certificates[0]
 		c.logger.Info("serving certificate renewed", "not_after", leaf.NotAfter)
-		wait = halfLife(leaf.NotBefore, leaf.NotAfter, c.cfg.Now())
+		wait = halfLife(leaf.NotAfter, c.cfg.Now())
 	}
 }
 
-// halfLife is the time from now to the middle of [notBefore, notAfter], at
-// least a second.
-func halfLife(notBefore, notAfter, now time.Time) time.Duration {
-	d := notBefore.Add(notAfter.Sub(notBefore) / 2).Sub(now)
-	return max(d, time.Second)
+// halfLife is half the time left until notAfter, at least 100ms. It is
+// measured from now rather than from NotBefore, which the CA backdates for
+// clock skew: a short-lived certificate would otherwise be renewed at once.
+func halfLife(notAfter, now time.Time) time.Duration {
+	return max(notAfter.Sub(now)/2, 100*time.Millisecond)
 }
 
 func (c *Controller) adminHandler() http.Handler {
