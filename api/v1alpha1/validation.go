@@ -129,12 +129,13 @@ func (s *Service) Validate() error {
 		} else {
 			seenPort[p.Port] = i
 		}
-		// Zero means "same as port", which Default fills in.
-		if p.TargetPort != 0 && (p.TargetPort < minPort || p.TargetPort > maxPort) {
+		// Zero means "same as port", which Default fills in; a copy of a
+		// bad port has been reported as such.
+		if p.TargetPort != 0 && p.TargetPort != p.Port && (p.TargetPort < minPort || p.TargetPort > maxPort) {
 			errs.add(path+".targetPort", "must be between %d and %d", minPort, maxPort)
 		}
 		if p.Protocol != "" && !validProtocol(p.Protocol) {
-			errs.add(path+".protocol", "unsupported protocol %q: must be one of %s", p.Protocol, protocolList)
+			errs.add(path+".protocol", "unsupported protocol %s: must be one of %s", quote(string(p.Protocol)), protocolList)
 		}
 	}
 	return errs.errOrNil()
@@ -172,10 +173,10 @@ func (w *Workload) Validate() error {
 // this package's apiVersion with the given kind.
 func validateTypeMeta(errs *FieldErrors, tm metav1.TypeMeta, kind string) {
 	if tm.APIVersion != "" && tm.APIVersion != GroupVersion {
-		errs.add("apiVersion", "must be %q, not %q", GroupVersion, tm.APIVersion)
+		errs.add("apiVersion", "must be %q, not %s", GroupVersion, quote(tm.APIVersion))
 	}
 	if tm.Kind != "" && tm.Kind != kind {
-		errs.add("kind", "must be %q, not %q", kind, tm.Kind)
+		errs.add("kind", "must be %q, not %s", kind, quote(tm.Kind))
 	}
 }
 
@@ -205,10 +206,10 @@ func validateLabels(errs *FieldErrors, path string, labels map[string]string) {
 	for _, k := range keys {
 		p := path + "[" + k + "]"
 		if msgs := content.IsLabelKey(k); len(msgs) > 0 {
-			errs.add(p, "invalid label key %q: %s", k, strings.Join(msgs, "; "))
+			errs.add(p, "invalid label key %s: %s", quote(k), strings.Join(msgs, "; "))
 		}
 		if msgs := content.IsLabelValue(labels[k]); len(msgs) > 0 {
-			errs.add(p, "invalid label value %q: %s", labels[k], strings.Join(msgs, "; "))
+			errs.add(p, "invalid label value %s: %s", quote(labels[k]), strings.Join(msgs, "; "))
 		}
 	}
 }
@@ -218,7 +219,7 @@ var dns1123LabelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 // dns1123Label returns why s is not an RFC 1123 label, or "" if it is one.
 func dns1123Label(s string) string {
 	if len(s) > 63 || !dns1123LabelRE.MatchString(s) {
-		return fmt.Sprintf("invalid name %q: use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit", s)
+		return fmt.Sprintf("invalid name %s: use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit", quote(s))
 	}
 	return ""
 }
@@ -239,18 +240,18 @@ func validProtocol(p Protocol) bool {
 func hostPort(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Sprintf("invalid address %q: want host:port, such as 10.0.0.7:4443, [fd00::7]:4443 or orders-1.example.com:4443", addr)
+		return fmt.Sprintf("invalid address %s: want host:port, such as 10.0.0.7:4443, [fd00::7]:4443 or orders-1.example.com:4443", quote(addr))
 	}
 	n, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || n < minPort {
-		return fmt.Sprintf("invalid port %q in %q: must be a number between %d and %d", port, addr, minPort, maxPort)
+		return fmt.Sprintf("invalid port %s in %s: must be a number between %d and %d", quote(port), quote(addr), minPort, maxPort)
 	}
 	if host == "" {
-		return fmt.Sprintf("missing host in %q: want an IP address or DNS name before the port", addr)
+		return fmt.Sprintf("missing host in %s: want an IP address or DNS name before the port", quote(addr))
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		if ip.Zone() != "" {
-			return fmt.Sprintf("invalid host %q in %q: IPv6 zones are not supported", host, addr)
+			return fmt.Sprintf("invalid host %s in %s: IPv6 zones are not supported", quote(host), quote(addr))
 		}
 		return ""
 	}
@@ -258,7 +259,7 @@ func hostPort(addr string) string {
 	if msgs := content.IsDNS1123SubdomainCaseless(name); len(msgs) > 0 || allDigits(name[strings.LastIndexByte(name, '.')+1:]) {
 		// A name whose last label is all digits is a mistyped IPv4
 		// address, not a DNS name.
-		return fmt.Sprintf("invalid host %q in %q: want an IP address or a DNS name", host, addr)
+		return fmt.Sprintf("invalid host %s in %s: want an IP address or a DNS name", quote(host), quote(addr))
 	}
 	return ""
 }
@@ -270,4 +271,15 @@ func allDigits(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// maxQuoted is how much of a value an error message quotes.
+const maxQuoted = 64
+
+// quote quotes s for an error message, cut short if long.
+func quote(s string) string {
+	if len(s) > maxQuoted {
+		return strconv.Quote(s[:maxQuoted]) + "..."
+	}
+	return strconv.Quote(s)
 }

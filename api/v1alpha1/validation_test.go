@@ -124,7 +124,7 @@ func TestServiceValidate(t *testing.T) {
 				s.Spec.Ports[0].Port = 0
 				s.Spec.Ports[0].TargetPort = -1
 				s.Spec.Ports[1].Port = 65536
-				s.Spec.Ports[1].TargetPort = 65536
+				s.Spec.Ports[1].TargetPort = 70000
 			},
 			want: FieldErrors{
 				{Path: "spec.ports[0].port", Msg: "must be between 1 and 65535"},
@@ -132,6 +132,14 @@ func TestServiceValidate(t *testing.T) {
 				{Path: "spec.ports[1].port", Msg: "must be between 1 and 65535"},
 				{Path: "spec.ports[1].targetPort", Msg: "must be between 1 and 65535"},
 			},
+		},
+		{
+			name: "target port defaulted from a bad port",
+			mutate: func(s *Service) {
+				s.Spec.Ports[1].Port = 90900
+				s.Default()
+			},
+			want: FieldErrors{{Path: "spec.ports[1].port", Msg: "must be between 1 and 65535"}},
 		},
 		{
 			name:   "unknown protocol",

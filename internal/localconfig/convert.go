@@ -57,6 +57,7 @@ func (c *converter) problem(line int, format string, args ...any) {
 	c.problems = append(c.problems, lineMsg{line: line, msg: fmt.Sprintf(format, args...)})
 }
 
+// convert returns the value of n, nil after a problem with it.
 func (c *converter) convert(n *yaml.Node) any {
 	if c.exhausted {
 		return nil
@@ -76,7 +77,7 @@ func (c *converter) convert(n *yaml.Node) any {
 		return c.convert(n.Content[0])
 	case yaml.AliasNode:
 		if n.Alias == nil {
-			c.problem(n.Line, "unknown anchor %q", n.Value)
+			c.problem(n.Line, "unknown anchor %s", quote(n.Value))
 			return nil
 		}
 		if c.expanding[n.Alias] {
@@ -112,7 +113,7 @@ func (c *converter) scalar(n *yaml.Node) any {
 	case "!!bool", "!!int", "!!float":
 		var v any
 		if err := n.Decode(&v); err != nil {
-			c.problem(n.Line, "invalid %s value %q", tag[2:], n.Value)
+			c.problem(n.Line, "invalid %s value %s", tag[2:], quote(n.Value))
 			return nil
 		}
 		if f, ok := v.(float64); ok && (math.IsInf(f, 0) || math.IsNaN(f)) {
@@ -143,7 +144,7 @@ func (c *converter) mapping(n *yaml.Node) map[string]any {
 			continue
 		}
 		if first, dup := lines[kk.Value]; dup {
-			c.problem(k.Line, "duplicate key %q: it is already set at line %d", kk.Value, first)
+			c.problem(k.Line, "duplicate key %s: it is already set at line %d", quote(kk.Value), first)
 			continue
 		}
 		lines[kk.Value] = k.Line

@@ -9,20 +9,30 @@ import (
 	"reflect"
 	"regexp"
 	"strconv"
-	"strings"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/rampart-mesh/rampart/api/v1alpha1"
 )
 
+// maxSyntaxErrors is how many YAML syntax errors loadFile reports in a file
+// before it gives up on the rest.
+const maxSyntaxErrors = 20
+
 // loadFile loads every document of the current file. A YAML syntax error
 // ends the document it is in; loading resumes at the next "---" line, so
-// that one typo does not hide the problems of the documents after it.
+// that one typo does not hide the problems of the documents after it (up to
+// maxSyntaxErrors).
 func (l *loader) loadFile(data []byte) {
+	if bytes.IndexByte(data, '\r') >= 0 {
+		// YAML also ends lines with CR alone. Make every line end with LF,
+		// so that the lines counted here are those yaml.v3 counts.
+		data = bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
+		data = bytes.ReplaceAll(data, []byte("\r"), []byte("\n"))
+	}
 	starts := lineStarts(data)
 	first := 0 // index of the first line of the part being parsed
-	for {
+	for syntaxErrors := 1; ; syntaxErrors++ {
 		part := data[starts[first]:]
 		docs, err := parseStream(part)
 		for _, doc := range docs {
@@ -33,7 +43,10 @@ func (l *loader) loadFile(data []byte) {
 			return
 		}
 		reported, msg := splitYAMLError(err)
-		line := first + syntaxErrorLine(part, reported, msg)
+		if reported > 0 {
+			reported += first
+		}
+		line := syntaxErrorLine(data, starts, first, reported, msg)
 		l.problem(line, "invalid YAML: %s", msg)
 
 		// Resume at the first document start at or after the error that
@@ -46,6 +59,10 @@ func (l *loader) loadFile(data []byte) {
 			}
 		}
 		if next < 0 {
+			return
+		}
+		if syntaxErrors == maxSyntaxErrors {
+			l.problem(next+1, "too many YAML syntax errors: the rest of the file is not checked")
 			return
 		}
 		first = next
@@ -119,35 +136,59 @@ func splitYAMLError(err error) (line int, msg string) {
 	return line, s[len(m[0]):]
 }
 
+// maxRefineBytes bounds the parsing syntaxErrorLine does for one error.
+const maxRefineBytes = 8 << 20
+
 // syntaxErrorLine returns the line of the syntax error, with message msg,
-// that parsing data gave. The line yaml.v3 reports is where the construct
-// holding the error starts (and, for parser errors, one less), which can be
-// far above it: the error is on the first line L such that lines 1 to L
-// alone give the same error. The line reported is a lower bound.
-func syntaxErrorLine(data []byte, reported int, msg string) int {
-	starts := lineStarts(data)
-	same := func(lines int) bool {
-		_, err := parseStream(data[:starts[lines]])
+// that parsing data from line first+1 on gave; starts is lineStarts(data).
+// The line yaml.v3 reports is where the construct holding the error starts
+// (and, for parser errors, one less), which can be far above it: the error
+// is on the first line L such that the lines up to L alone give the same
+// error. The line reported is a lower bound, and the error is in the
+// document holding it, so only that document is parsed again, up to lines
+// further and further down, then bisecting.
+func syntaxErrorLine(data []byte, starts []int, first, reported int, msg string) int {
+	lines := len(starts) - 1
+	lo := max(reported, first+1)
+	if lo > lines {
+		return lines
+	}
+	from := first // index of the first line of the document holding the error
+	for i := lo - 1; i > first; i-- {
+		if isDocumentStart(data[starts[i]:starts[i+1]]) {
+			from = i
+			break
+		}
+	}
+	budget := maxRefineBytes
+	same := func(upTo int) bool {
+		part := data[starts[from]:starts[upTo]]
+		budget -= len(part)
+		_, err := parseStream(part)
 		if err == nil {
 			return false
 		}
 		_, m := splitYAMLError(err)
 		return m == msg
 	}
-	lo, hi := max(reported, 1), len(starts)-1
-	if lo > hi {
-		return hi
+	// Find a prefix that gives the error, doubling the step each time.
+	last, k := lo-1, lo // lines up to last do not give the error
+	for step := 1; !same(k); step *= 2 {
+		if k == lines || budget < 0 {
+			return lo // should not happen: all of data gives the error
+		}
+		last, k = k, min(k+step, lines)
 	}
-	// All of data gives the error: find the shortest prefix that does.
-	for lo < hi {
-		mid := lo + (hi-lo)/2
+	// Bisect: lines up to last do not give the error, up to k do.
+	for last+1 < k && budget >= 0 {
+		mid := last + (k-last)/2
 		if same(mid) {
-			hi = mid
+			k = mid
 		} else {
-			lo = mid + 1
+			last = mid
 		}
 	}
-	return lo
+	return k
 }
 
 // object is what Service and Workload have in common.
@@ -182,7 +223,8 @@ func (l *loader) loadDocument(doc *yaml.Node) {
 		return
 	}
 
-	kind, ok := l.checkType(root, m)
+	ls := newLines(root)
+	kind, ok := l.checkType(ls, m)
 	if !ok {
 		return
 	}
@@ -196,17 +238,16 @@ func (l *loader) loadDocument(doc *yaml.Node) {
 	// After a problem in the YAML itself, such as a duplicate key, the
 	// document may not say what its author meant: report the fields that
 	// do not fit the schema, but not what validating would make of it.
-	if !l.decode(root, m, obj, len(c.problems) == 0) {
+	if !l.decode(ls, m, obj, len(c.problems) == 0) {
 		return
 	}
 
 	if obj.GetName() != "" {
 		id := fmt.Sprintf("%s %s/%s", kind, obj.GetNamespace(), obj.GetName())
-		here := position{file: l.file, line: root.Line}
 		if first, dup := l.defined[id]; dup {
-			l.problem(root.Line, "%s is also defined at %v", id, first)
+			l.problem(root.Line, "%s is also defined at %v", shorten(id), first)
 		} else {
-			l.defined[id] = here
+			l.defined[id] = position{file: l.file, line: root.Line}
 		}
 	}
 	if len(l.problems) > before {
@@ -221,23 +262,23 @@ func (l *loader) loadDocument(doc *yaml.Node) {
 }
 
 // checkType checks the document's apiVersion and kind and returns the kind.
-func (l *loader) checkType(root *yaml.Node, m map[string]any) (kind string, ok bool) {
+func (l *loader) checkType(ls *lines, m map[string]any) (kind string, ok bool) {
 	ok = true
 	switch v, set := m["apiVersion"]; {
 	case !set || v == nil:
-		l.problem(root.Line, "apiVersion: is required: set it to %q", v1alpha1.GroupVersion)
+		l.problem(ls.root.Line, "apiVersion: is required: set it to %q", v1alpha1.GroupVersion)
 		ok = false
 	case v != v1alpha1.GroupVersion:
-		l.problem(lineOf(root, "apiVersion"), "apiVersion: %s is not supported: use %q", quoted(v), v1alpha1.GroupVersion)
+		l.problem(ls.of("apiVersion"), "apiVersion: %s is not supported: use %q", quoted(v), v1alpha1.GroupVersion)
 		ok = false
 	}
 	supported := fmt.Sprintf("supported kinds are %s and %s", v1alpha1.KindService, v1alpha1.KindWorkload)
 	switch v, set := m["kind"]; {
 	case !set || v == nil:
-		l.problem(root.Line, "kind: is required: %s", supported)
+		l.problem(ls.root.Line, "kind: is required: %s", supported)
 		ok = false
 	case v != v1alpha1.KindService && v != v1alpha1.KindWorkload:
-		l.problem(lineOf(root, "kind"), "kind: %s is not supported: %s", quoted(v), supported)
+		l.problem(ls.of("kind"), "kind: %s is not supported: %s", quoted(v), supported)
 		ok = false
 	default:
 		kind = v.(string)
@@ -245,19 +286,22 @@ func (l *loader) checkType(root *yaml.Node, m map[string]any) (kind string, ok b
 	return kind, ok
 }
 
-// decode decodes m, the document at root, into obj, defaults and (if
-// validate) validates it, and reports whether obj holds the document.
-func (l *loader) decode(root *yaml.Node, m map[string]any, obj object, validate bool) bool {
+// decode decodes m, the document whose lines ls finds, into obj, defaults
+// it and, if validate, validates it. It reports whether obj holds the
+// document.
+func (l *loader) decode(ls *lines, m map[string]any, obj object, validate bool) bool {
 	var found []fieldProblem
 	checkSchema(m, reflect.TypeOf(obj).Elem(), "", &found)
+	bad := make(map[string]bool, len(found))
 	for _, p := range found {
-		l.problem(lineOf(root, p.path), "%s: %s", p.path, p.msg)
+		l.problem(ls.of(p.path), "%s: %s", shorten(p.path), p.msg)
+		bad[p.path] = true
 	}
 
 	data, err := json.Marshal(m)
 	if err != nil {
 		// convert produces only values that JSON can hold.
-		l.problem(root.Line, "cannot convert the document to JSON: %v", err)
+		l.problem(ls.root.Line, "cannot convert the document to JSON: %v", err)
 		return false
 	}
 	if len(found) == 0 {
@@ -266,7 +310,7 @@ func (l *loader) decode(root *yaml.Node, m map[string]any, obj object, validate 
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(obj); err != nil {
-			l.jsonProblem(root, err)
+			l.jsonProblem(ls, err)
 			return false
 		}
 	} else {
@@ -281,22 +325,32 @@ func (l *loader) decode(root *yaml.Node, m map[string]any, obj object, validate 
 	err = obj.Validate()
 	var fes v1alpha1.FieldErrors
 	if err != nil && !errors.As(err, &fes) {
-		l.problem(root.Line, "%v", err)
+		l.problem(ls.root.Line, "%v", err)
 	}
 	for _, fe := range fes {
-		if under(fe.Path, found) {
+		if under(fe.Path, bad) {
 			continue // already reported as the wrong type
 		}
-		l.problem(lineOf(root, fe.Path), "%s: %s", fe.Path, fe.Msg)
+		l.problem(ls.of(fe.Path), "%s: %s", shorten(fe.Path), fe.Msg)
 	}
 	return true
 }
 
-// under reports whether path is, or is inside, one of the fields of found.
-func under(path string, found []fieldProblem) bool {
-	for _, p := range found {
-		if path == p.path || strings.HasPrefix(path, p.path+".") || strings.HasPrefix(path, p.path+"[") {
-			return true
+// under reports whether path is, or is inside, one of the fields in bad.
+func under(path string, bad map[string]bool) bool {
+	if bad[path] {
+		return true
+	}
+	inKey := false // map keys, in brackets, may hold dots
+	for i := 0; i < len(path); i++ {
+		switch c := path[i]; {
+		case inKey:
+			inKey = c != ']'
+		case c == '.' || c == '[':
+			if bad[path[:i]] {
+				return true
+			}
+			inKey = c == '['
 		}
 	}
 	return false
@@ -305,15 +359,15 @@ func under(path string, found []fieldProblem) bool {
 var unknownField = regexp.MustCompile(`^json: unknown field "(.*)"$`)
 
 // jsonProblem reports an error of encoding/json at the line of the field.
-func (l *loader) jsonProblem(root *yaml.Node, err error) {
+func (l *loader) jsonProblem(ls *lines, err error) {
 	var te *json.UnmarshalTypeError
 	switch m := unknownField.FindStringSubmatch(err.Error()); {
 	case m != nil:
-		l.problem(findKey(root, m[1], root.Line), "unknown field %q", m[1])
+		l.problem(findKey(ls.root, m[1], ls.root.Line), "unknown field %s", quote(m[1]))
 	case errors.As(err, &te) && te.Field != "":
-		l.problem(lineOf(root, te.Field), "%s: cannot use a JSON %s as %v", te.Field, te.Value, te.Type)
+		l.problem(ls.of(te.Field), "%s: cannot use a JSON %s as %v", te.Field, te.Value, te.Type)
 	default:
-		l.problem(root.Line, "%v", err)
+		l.problem(ls.root.Line, "%v", err)
 	}
 }
 
@@ -327,7 +381,7 @@ func nodeKind(n *yaml.Node) string {
 	case yaml.AliasNode:
 		return "an alias"
 	case yaml.ScalarNode:
-		return fmt.Sprintf("the scalar %q", n.Value)
+		return "the scalar " + quote(n.Value)
 	}
 	return "an empty document"
 }
@@ -335,7 +389,7 @@ func nodeKind(n *yaml.Node) string {
 // quoted is a value from convert for error messages: a string in quotes.
 func quoted(v any) string {
 	if s, ok := v.(string); ok {
-		return strconv.Quote(s)
+		return quote(s)
 	}
 	return describe(v)
 }

@@ -73,7 +73,8 @@ func (e *LoadError) Error() string {
 // Load reads every *.yaml and *.yml file of dir (not its subdirectories,
 // and not hidden files, whose names start with a dot), each holding any
 // number of "---"-separated documents, and returns the Services and
-// Workloads they define, defaulted and validated.
+// Workloads they define, defaulted and validated. Symbolic links are
+// followed; files larger than MaxFileSize are refused.
 //
 // Load returns nothing but an error unless the whole directory is good.
 // Problems in the files come as a *LoadError listing every one of them,

@@ -10,15 +10,33 @@ import (
 // form cycles through aliases.
 const maxMergeDepth = 10
 
-// lineOf returns the line of the field at path, a JSON-style path such as
-// "spec.ports[1].port" or "metadata.labels[app.kubernetes.io/name]", in the
-// document whose root mapping is root. A field in a mapping is at the line
-// of its key, an item of a list at its own line. If the field is missing,
-// lineOf returns the line of its nearest parent that is there.
+// lines finds the lines of fields in a document.
+type lines struct {
+	root *yaml.Node // the document's root mapping
+	// keys indexes the keys of the mappings searched so far, so that
+	// finding many fields of a big mapping does not take quadratic time.
+	keys map[*yaml.Node]map[string]int
+}
+
+func newLines(root *yaml.Node) *lines {
+	return &lines{root: root, keys: make(map[*yaml.Node]map[string]int)}
+}
+
+// lineOf returns the line of the field at path in the document whose root
+// mapping is root. See lines.of.
 func lineOf(root *yaml.Node, path string) int {
-	line, n := root.Line, root
+	return newLines(root).of(path)
+}
+
+// of returns the line of the field at path, a JSON-style path such as
+// "spec.ports[1].port" or "metadata.labels[app.kubernetes.io/name]". A
+// field in a mapping is at the line of its key, an item of a list at its
+// own line. If the field is missing, of returns the line of its nearest
+// parent that is there.
+func (ls *lines) of(path string) int {
+	line, n := ls.root.Line, ls.root
 	for _, seg := range splitPath(path) {
-		l, child := lookup(n, seg, 0)
+		l, child := ls.lookup(n, seg, 0)
 		if child == nil {
 			break
 		}
@@ -29,35 +47,27 @@ func lineOf(root *yaml.Node, path string) int {
 
 // lookup returns the line and node of seg in n: a key of a mapping (also
 // merged in with "<<"), or an index of a list.
-func lookup(n *yaml.Node, seg string, depth int) (int, *yaml.Node) {
+func (ls *lines) lookup(n *yaml.Node, seg string, depth int) (int, *yaml.Node) {
 	n = deref(n)
 	switch n.Kind {
 	case yaml.MappingNode:
-		var merges []*yaml.Node
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := deref(n.Content[i])
-			if k.Kind != yaml.ScalarNode {
-				continue
-			}
-			if k.ShortTag() == "!!merge" {
-				merges = append(merges, n.Content[i+1])
-				continue
-			}
-			if k.Value == seg {
-				return n.Content[i].Line, n.Content[i+1]
-			}
+		if i, ok := ls.index(n)[seg]; ok {
+			return n.Content[i].Line, n.Content[i+1]
 		}
 		if depth >= maxMergeDepth {
 			return 0, nil
 		}
-		for _, m := range merges {
-			m = deref(m)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := deref(n.Content[i]); k.Kind != yaml.ScalarNode || k.ShortTag() != "!!merge" {
+				continue
+			}
+			m := deref(n.Content[i+1])
 			sources := []*yaml.Node{m}
 			if m.Kind == yaml.SequenceNode {
 				sources = m.Content
 			}
 			for _, src := range sources {
-				if l, child := lookup(src, seg, depth+1); child != nil {
+				if l, child := ls.lookup(src, seg, depth+1); child != nil {
 					return l, child
 				}
 			}
@@ -68,6 +78,26 @@ func lookup(n *yaml.Node, seg string, depth int) (int, *yaml.Node) {
 		}
 	}
 	return 0, nil
+}
+
+// index returns where each key of mapping n is in its Content: the first
+// place, as convert keeps the first of duplicate keys.
+func (ls *lines) index(n *yaml.Node) map[string]int {
+	if idx, ok := ls.keys[n]; ok {
+		return idx
+	}
+	idx := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := deref(n.Content[i])
+		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
+			continue
+		}
+		if _, dup := idx[k.Value]; !dup {
+			idx[k.Value] = i
+		}
+	}
+	ls.keys[n] = idx
+	return idx
 }
 
 // splitPath splits "spec.ports[1].port" into "spec", "ports", "1", "port".

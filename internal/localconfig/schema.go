@@ -164,13 +164,36 @@ func number(v any) (float64, bool) {
 	return 0, false
 }
 
+// maxQuoted is how much of a value an error message quotes.
+const maxQuoted = 64
+
+// quote quotes s for an error message, cut short if long.
+func quote(s string) string {
+	if len(s) > maxQuoted {
+		return strconv.Quote(s[:maxQuoted]) + "..."
+	}
+	return strconv.Quote(s)
+}
+
+// maxPath is how much of a field's path an error message shows.
+const maxPath = 200
+
+// shorten cuts a field's path short for an error message, if long (a
+// hostile label key, say).
+func shorten(path string) string {
+	if len(path) > maxPath {
+		return path[:maxPath] + "..."
+	}
+	return path
+}
+
 // describe describes a value from convert for error messages.
 func describe(v any) string {
 	switch v := v.(type) {
 	case nil:
 		return "null"
 	case string:
-		return fmt.Sprintf("the string %q", v)
+		return "the string " + quote(v)
 	case bool:
 		return fmt.Sprintf("the boolean %t", v)
 	case int, uint64, float64:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -93,11 +94,15 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 		w.onError = func(error) {}
 	}
 	res, err := Load(cfg.Dir)
-	if err != nil {
+	var le *LoadError
+	if errors.As(err, &le) {
 		return nil, fmt.Errorf("localconfig: loading %s: %w", cfg.Dir, err)
 	}
+	if err != nil {
+		return nil, err // it names the directory
+	}
 	w.current.Store(res)
-	w.log.Info("local config loaded", "dir", w.dir, "services", len(res.Services), "workloads", len(res.Workloads))
+	w.log.Debug("local config loaded", "dir", w.dir, "services", len(res.Services), "workloads", len(res.Workloads))
 	return w, nil
 }
 
@@ -113,9 +118,11 @@ func (w *Watcher) Current() *Resources {
 // the old one, and Kubernetes ConfigMap volumes, which swap a hidden
 // symbolic link, are seen.
 //
-// Run first reloads the directory, catching changes made since NewWatcher,
-// and calls OnChange with the Resources in force. It returns nil when ctx
-// is done, and an error if the directory cannot be watched or is removed.
+// Run first loads the directory again, catching changes made since
+// NewWatcher, and calls OnChange with the Resources in force: the same
+// pointer Current returned if nothing changed. It returns nil when ctx is
+// done, and an error if the directory cannot be watched or is removed.
+// Call it once.
 func (w *Watcher) Run(ctx context.Context) error {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -126,10 +133,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return fmt.Errorf("localconfig: watching %s: %w", w.dir, err)
 	}
 
-	if err := w.reload(); err != nil {
-		w.onChange(w.Current())
-		w.onError(err)
-	}
+	w.start()
 
 	timer := time.NewTimer(w.debounce)
 	timer.Stop()
@@ -177,6 +181,27 @@ func affectsConfig(name string) bool {
 	return isConfigFile(name) || strings.HasPrefix(name, "..")
 }
 
+// start delivers the Resources in force when Run starts. The directory
+// was not watched between NewWatcher and Run, so it is loaded again: if it
+// has not changed, OnChange gets the very Resources that Current returned
+// so far; if it has, the new ones; if it is now broken, the ones in force,
+// and OnError says why the new ones are not.
+func (w *Watcher) start() {
+	res, err := Load(w.dir)
+	switch {
+	case err != nil:
+		w.logFailure(err)
+		w.onChange(w.Current())
+		w.onError(err)
+	case reflect.DeepEqual(res, w.Current()):
+		w.onChange(w.Current())
+	default:
+		w.current.Store(res)
+		w.log.Debug("local config reloaded", "dir", w.dir, "services", len(res.Services), "workloads", len(res.Workloads))
+		w.onChange(res)
+	}
+}
+
 // reload loads the directory. On success it makes the result current and
 // calls OnChange; on failure it logs the problems and returns the error,
 // leaving the current Resources in force.
@@ -187,7 +212,7 @@ func (w *Watcher) reload() error {
 		return err
 	}
 	w.current.Store(res)
-	w.log.Info("local config reloaded", "dir", w.dir, "services", len(res.Services), "workloads", len(res.Workloads))
+	w.log.Debug("local config reloaded", "dir", w.dir, "services", len(res.Services), "workloads", len(res.Workloads))
 	w.onChange(res)
 	return nil
 }

@@ -49,6 +49,7 @@ type LoadgenStats struct {
 // Loadgen GETs a URL at a steady rate.
 type Loadgen struct {
 	cfg                       LoadgenConfig
+	own                       *http.Transport // closed by Run when the client is ours
 	sent, ok, failed, skipped atomic.Uint64
 }
 
@@ -66,13 +67,15 @@ func NewLoadgen(cfg LoadgenConfig) *Loadgen {
 	if cfg.ReportEvery <= 0 {
 		cfg.ReportEvery = DefaultReportEvery
 	}
+	var own *http.Transport
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Transport: newTransport()}
+		own = newTransport()
+		cfg.Client = &http.Client{Transport: own}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Loadgen{cfg: cfg}
+	return &Loadgen{cfg: cfg, own: own}
 }
 
 // Stats returns the counts so far.
@@ -92,6 +95,9 @@ func (g *Loadgen) Run(ctx context.Context) error {
 	report := time.NewTicker(g.cfg.ReportEvery)
 	defer report.Stop()
 
+	if g.own != nil {
+		defer g.own.CloseIdleConnections()
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	sem := make(chan struct{}, g.cfg.MaxInFlight)
