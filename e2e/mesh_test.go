@@ -26,8 +26,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
 
 	"github.com/rampart-mesh/rampart/internal/ca"
 	"github.com/rampart-mesh/rampart/internal/controller"
@@ -343,6 +345,13 @@ metadata: {name: lines, namespace: %[1]s}
 spec:
   selector: {app: server}
   ports: [{name: tcp, port: 7, targetPort: %[4]d, protocol: TCP}]
+---
+apiVersion: rampart.dev/v1alpha1
+kind: Service
+metadata: {name: empty, namespace: %[1]s}
+spec:
+  selector: {app: nobody}
+  ports: [{name: grpc, port: 50051, targetPort: %[3]d, protocol: GRPC}]
 `, ns, a.httpPort, a.grpcPort, a.tcpPort)
 }
 
@@ -435,6 +444,25 @@ func TestMeshCarriesHTTPGRPCAndTCPWithIdentities(t *testing.T) {
 		fmt.Fprintln(c, "over the tunnel")
 		if line, err := r.ReadString('\n'); err != nil || line != "over the tunnel\n" {
 			t.Fatalf("echo %q, %v", line, err)
+		}
+	})
+
+	t.Run("grpc caller gets a grpc status when the mesh cannot route", func(t *testing.T) {
+		empty := m.startProxy(proxyOpts{name: "client2", sa: "client", upstreams: []string{"empty"}}, true)
+		conn, err := grpc.NewClient(empty.UpstreamAddr(0), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = testgrpc.NewTestServiceClient(conn).EmptyCall(ctx, &testgrpc.Empty{})
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no endpoints") {
+			t.Fatalf("call to a service without endpoints: %v, want UNAVAILABLE naming the cause", err)
+		}
+		failed := empty.Metrics().Requests.WithLabelValues("outbound", "", "empty."+ns, "503")
+		if got := testutil.ToFloat64(failed); got != 1 {
+			t.Fatalf("refused request counted %v times, want 1", got)
 		}
 	})
 

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -310,8 +311,9 @@ type stateKey struct{}
 // reqState carries, from the handler to RoundTrip and back, the route of a
 // request and the peer that served it.
 type reqState struct {
-	route *route
-	peer  tunnel.Peer
+	route  *route
+	peer   tunnel.Peer
+	failed int // status the proxy answered itself, when it did
 }
 
 func (o *Outbound) httpHandler(i int) http.Handler {
@@ -330,7 +332,10 @@ func (o *Outbound) httpHandler(i int) http.Handler {
 			}
 			o.cfg.Metrics.Refusals.WithLabelValues(metrics.Outbound, ReasonPeerFailed).Inc()
 			o.log.Warn("upstream request failed", "upstream", o.cfg.Upstreams[i].Service, "err", err)
-			http.Error(w, "rampart: no endpoint of the service could be reached", http.StatusBadGateway)
+			if st, ok := r.Context().Value(stateKey{}).(*reqState); ok {
+				st.failed = http.StatusBadGateway
+			}
+			localError(w, r, http.StatusBadGateway, "rampart: no endpoint of the service could be reached")
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -338,19 +343,25 @@ func (o *Outbound) httpHandler(i int) http.Handler {
 		switch {
 		case rt == nil || !rt.known:
 			o.refuse(ReasonUnknownService)
-			http.Error(w, "rampart: service "+o.serviceKey(o.cfg.Upstreams[i])+" is unknown to the mesh", http.StatusServiceUnavailable)
+			key := o.serviceKey(o.cfg.Upstreams[i])
+			o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", key, metrics.Code(http.StatusServiceUnavailable)).Inc()
+			localError(w, r, http.StatusServiceUnavailable, "rampart: service "+key+" is unknown to the mesh")
 			return
 		case len(rt.peers) == 0:
 			o.refuse(ReasonNoEndpoints)
-			http.Error(w, "rampart: service "+rt.service+" has no endpoints", http.StatusServiceUnavailable)
+			o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", rt.service, metrics.Code(http.StatusServiceUnavailable)).Inc()
+			localError(w, r, http.StatusServiceUnavailable, "rampart: service "+rt.service+" has no endpoints")
 			return
 		}
 		start := time.Now()
 		st := &reqState{route: rt}
 		sw := &metrics.StatusWriter{ResponseWriter: w}
 		rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
-		peer := st.peer.ID.String()
-		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, peer, rt.service, metrics.Code(sw.Code())).Inc()
+		peer, code := st.peer.ID.String(), sw.Code()
+		if st.failed != 0 {
+			code = st.failed
+		}
+		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, peer, rt.service, metrics.Code(code)).Inc()
 		o.cfg.Metrics.RequestDuration.WithLabelValues(metrics.Outbound, peer, rt.service).Observe(time.Since(start).Seconds())
 	})
 }
@@ -490,3 +501,18 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// localError answers a request the proxy could not send. A gRPC caller gets
+// a gRPC status (UNAVAILABLE) in a trailers-only response, which its client
+// library understands; anyone else gets the HTTP status and a text body.
+func localError(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		h := w.Header()
+		h.Set("Content-Type", "application/grpc")
+		h.Set("Grpc-Status", "14") // UNAVAILABLE
+		h.Set("Grpc-Message", url.PathEscape(msg))
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	http.Error(w, msg, code)
+}
