@@ -14,7 +14,6 @@
 package demo
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,7 +23,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -124,9 +122,6 @@ type Demo struct {
 	controller string // path of rampart-controller
 	proxy      string // path of rampart-proxy
 	client     *http.Client
-	// proxyIdentityFlags is set when rampart-proxy takes --namespace and
-	// --service-account (see probeProxy).
-	proxyIdentityFlags bool
 }
 
 // New validates cfg and finds the binaries.
@@ -246,7 +241,6 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 }
 
 func (d *Demo) run(ctx context.Context, sup *supervisor, p *plan) error {
-	d.probeProxy(ctx)
 	if err := d.startController(ctx, sup, p); err != nil {
 		return err
 	}
@@ -390,33 +384,18 @@ func (d *Demo) proxyArgs(p *plan, w *workload, token string) []string {
 		"--controller", p.controllerAddr,
 		"--trust-bundle", p.bundlePath(),
 		"--join-token", token,
+		"--namespace", Namespace,
+		"--service-account", w.name,
 		"--workload", w.name,
 		"--labels", "app=" + w.name,
 		"--tunnel-listen", w.tunnelAddr,
 		"--admin-listen", w.adminAddr,
 		"--log-format", "text",
 	}
-	if d.proxyIdentityFlags {
-		args = append(args, "--namespace", Namespace, "--service-account", w.name)
-	}
 	if w.calls != "" {
 		args = append(args, "--upstream", w.calls+"="+w.outboundAddr)
 	}
 	return args
-}
-
-// probeProxy finds out from its usage text whether rampart-proxy names the
-// identity it asks for with --namespace and --service-account. A proxy that
-// takes both from its join token needs neither; one that takes them from
-// flags must be told what the token admits, or the controller refuses it.
-func (d *Demo) probeProxy(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	// The exit status of -h varies between flag libraries; the text is
-	// what counts.
-	out, _ := exec.CommandContext(ctx, d.proxy, "-h").CombinedOutput()
-	d.proxyIdentityFlags = bytes.Contains(out, []byte("-namespace")) && bytes.Contains(out, []byte("-service-account"))
-	d.log.Debug("probed rampart-proxy", "identity_flags", d.proxyIdentityFlags)
 }
 
 // waitFor polls check until it succeeds. It fails when any child exits,
