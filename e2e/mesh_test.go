@@ -686,6 +686,14 @@ func TestMeshRenewsCertificatesWithoutDroppingConnections(t *testing.T) {
 	if line, err := r.ReadString('\n'); err != nil || line != "still here\n" {
 		t.Fatalf("long-lived connection after renewal: %q, %v", line, err)
 	}
+	// Discovery streams end with the certificate that opened them; the
+	// proxies are back on a stream opened with the renewed one.
+	eventually(t, 10*time.Second, func() error {
+		if testutil.ToFloat64(client.Metrics().ControlPlaneConnected) != 1 {
+			return fmt.Errorf("client not connected to the controller")
+		}
+		return nil
+	})
 	// New connections use the new certificates.
 	if code, body, err := get(client.UpstreamAddr(0), "/", nil); err != nil || code != 200 {
 		t.Fatalf("request after renewal: %d %q %v", code, body, err)

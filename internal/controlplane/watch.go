@@ -3,6 +3,7 @@ package controlplane
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -79,6 +80,11 @@ func (ds discoveryService) Watch(req *meshv1.WatchRequest, stream grpc.ServerStr
 	log := s.logger.With("peer", c.addr, "spiffe_id", id.String(), "workload", w.GetName())
 	log.Info("watch started", "upstreams", len(req.GetUpstreams()))
 
+	// The stream lives no longer than the certificate that opened it: the
+	// proxy reconnects with its renewed one, or is refused.
+	expiry := time.NewTimer(c.certs[0].NotAfter.Sub(s.now()))
+	defer expiry.Stop()
+
 	var last string
 	for {
 		// Take the channel before computing, so that a change made while
@@ -99,6 +105,9 @@ func (ds discoveryService) Watch(req *meshv1.WatchRequest, stream grpc.ServerStr
 		case <-ctx.Done():
 			log.Info("watch ended", "reason", "stream closed")
 			return nil
+		case <-expiry.C:
+			log.Info("watch ended", "reason", "client certificate expired")
+			return status.Error(codes.Unavailable, "client certificate expired; reconnect with the renewed certificate")
 		case <-s.draining:
 			log.Info("watch ended", "reason", "controller shutting down")
 			return status.Error(codes.Unavailable, "controller shutting down; reconnect")
