@@ -29,7 +29,10 @@ const (
 
 // clockSkew backdates NotBefore so that peers whose clocks run a little
 // behind accept a certificate as soon as it is issued.
-const clockSkew = time.Minute
+const clockSkew = ClockSkew
+
+// ClockSkew is how far before its issue every certificate's NotBefore lies.
+const ClockSkew = time.Minute
 
 // Names of the files in the state directory.
 const (

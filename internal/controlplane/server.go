@@ -53,6 +53,17 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock for certificate verification; nil means time.Now.
 	Now func() time.Time
+	// ReconnectGrace is how long after the server starts a proxy that was
+	// certified before the start (a proxy reconnecting after a controller
+	// restart) waits for its first configuration, so that its peers have
+	// re-registered and it is not told that their services are empty.
+	// Default 3s; negative disables.
+	ReconnectGrace time.Duration
+	// EndpointGrace is how long a workload stays an endpoint after its
+	// Watch stream ends, so that a proxy reconnecting (after renewing its
+	// certificate, or a network blip) never flaps out of its services.
+	// Default 10s; negative removes it at once.
+	EndpointGrace time.Duration
 }
 
 // Validate reports whether c can build a Server.
@@ -86,6 +97,9 @@ type Server struct {
 	logger  *slog.Logger
 	now     func() time.Time
 	metrics *metrics
+	started time.Time
+	grace   time.Duration
+	linger  time.Duration
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed by Drain
@@ -104,6 +118,8 @@ func New(cfg Config) (*Server, error) {
 		ttl:      cfg.SVIDTTL,
 		logger:   cfg.Logger,
 		now:      cfg.Now,
+		grace:    cfg.ReconnectGrace,
+		linger:   cfg.EndpointGrace,
 		draining: make(chan struct{}),
 	}
 	if s.ttl == 0 {
@@ -112,9 +128,16 @@ func New(cfg Config) (*Server, error) {
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
+	if s.linger == 0 {
+		s.linger = 10 * time.Second
+	}
+	if s.grace == 0 {
+		s.grace = 3 * time.Second
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.started = s.now()
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err

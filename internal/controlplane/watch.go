@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rampart-mesh/rampart/internal/ca"
 	"github.com/rampart-mesh/rampart/internal/discovery"
 	"github.com/rampart-mesh/rampart/internal/identity"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
@@ -73,12 +74,32 @@ func (ds discoveryService) Watch(req *meshv1.WatchRequest, stream grpc.ServerStr
 		}
 		return refuse(&refusal{code: code, reason: WatchBadRequest, id: id, err: err, msg: err.Error()})
 	}
-	defer unregister()
+	defer func() {
+		if s.linger <= 0 {
+			unregister()
+			return
+		}
+		time.AfterFunc(s.linger, unregister)
+	}()
 
 	s.metrics.watchStreams.Inc()
 	defer s.metrics.watchStreams.Dec()
 	log := s.logger.With("peer", c.addr, "spiffe_id", id.String(), "workload", w.GetName())
 	log.Info("watch started", "upstreams", len(req.GetUpstreams()))
+
+	// A proxy certified before this server started is reconnecting after a
+	// restart: give its peers the grace to re-register first, so that a
+	// restart never pushes empty endpoint lists to proxies serving traffic.
+	if wait := s.started.Add(s.grace).Sub(s.now()); wait > 0 &&
+		c.certs[0].NotBefore.Add(ca.ClockSkew).Before(s.started) {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		}
+	}
 
 	// The stream lives no longer than the certificate that opened it: the
 	// proxy reconnects with its renewed one, or is refused.

@@ -202,8 +202,8 @@ func Reason(err error) string {
 		}
 		return ReasonHandshake
 	}
-	var x509err interface{ Unwrap() error }
-	if errors.As(err, &x509err) {
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
 		return ReasonBadCertificate
 	}
 	return ReasonHandshake

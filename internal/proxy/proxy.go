@@ -221,6 +221,9 @@ func New(cfg Config) (*Proxy, error) {
 	defer func() {
 		if !ok {
 			p.closeListeners()
+			if p.admin != nil {
+				p.admin.Close()
+			}
 		}
 	}()
 	p.tunnelL, err = net.Listen("tcp", cfg.TunnelListen)
@@ -248,9 +251,14 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
+// closeListeners releases the traffic listeners of a proxy whose serving
+// never started; the admin listener belongs to admin.Run once Run is called.
 func (p *Proxy) closeListeners() {
 	if p.tunnelL != nil {
 		p.tunnelL.Close()
+	}
+	if p.outbound != nil {
+		p.outbound.Close()
 	}
 }
 
@@ -272,10 +280,11 @@ func (p *Proxy) Metrics() *metrics.Metrics { return p.metrics }
 // SVID returns the current certificate holder.
 func (p *Proxy) SVID() *meshtls.SVID { return p.svid }
 
-// Ready reports whether the proxy holds a certificate and a configuration
-// and is not draining.
+// Ready reports whether the proxy holds an unexpired certificate and a
+// configuration and is not draining.
 func (p *Proxy) Ready() bool {
-	return !p.draining.Load() && p.svid.Get() != nil && p.config.Load() != nil
+	s := p.svid.Get()
+	return !p.draining.Load() && s != nil && p.cfg.Now().Before(s.Certificates[0].NotAfter) && p.config.Load() != nil
 }
 
 // Run obtains an identity, then serves until ctx ends, then drains.

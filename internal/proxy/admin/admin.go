@@ -78,6 +78,9 @@ func New(cfg Config) (*Server, error) {
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.l.Addr().String() }
 
+// Close releases the listener of a Server that will not Run.
+func (s *Server) Close() { s.l.Close() }
+
 // Run serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 1)

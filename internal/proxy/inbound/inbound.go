@@ -222,6 +222,9 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, peer spif
 		return
 	}
 	defer app.Close()
+	// A stream reset by the peer (or a proxy draining) ends the app side.
+	stop := context.AfterFunc(r.Context(), func() { app.Close() })
+	defer stop()
 	rc := http.NewResponseController(w)
 	w.WriteHeader(http.StatusOK)
 	if err := rc.Flush(); err != nil {
@@ -239,8 +242,10 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, peer spif
 		closeWrite(app)
 	}()
 	toPeer, _ := copyFlush(w, rc, app)
-	// The app is done sending; stop reading from the peer too.
+	// The app is done sending; stop reading from the peer too. Closing the
+	// body unblocks a read pending on the HTTP/2 stream.
 	app.Close()
+	r.Body.Close()
 	wg.Wait()
 	h.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Inbound, peerID, service, "sent").Add(float64(toPeer))
 	h.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Inbound, peerID, service, "received").Add(float64(fromPeer))

@@ -42,6 +42,10 @@ const (
 	ReasonPeerFailed     = "peer_unavailable"
 )
 
+// statusClientClosed is the code recorded for a request its caller
+// abandoned before the answer (nginx's 499).
+const statusClientClosed = 499
+
 // maxAttempts bounds how many endpoints one request or connection tries
 // when tunnels cannot be established.
 const maxAttempts = 3
@@ -147,6 +151,9 @@ func New(cfg Config) (*Outbound, error) {
 	o.routes.Store(&empty)
 	return o, nil
 }
+
+// Close releases the listeners of an Outbound that will not Run.
+func (o *Outbound) Close() { o.closeListeners() }
 
 func (o *Outbound) closeListeners() {
 	for _, l := range o.listeners {
@@ -328,6 +335,9 @@ func (o *Outbound) httpHandler(i int) http.Handler {
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) {
+				if st, ok := r.Context().Value(stateKey{}).(*reqState); ok {
+					st.failed = statusClientClosed
+				}
 				return
 			}
 			o.cfg.Metrics.Refusals.WithLabelValues(metrics.Outbound, ReasonPeerFailed).Inc()

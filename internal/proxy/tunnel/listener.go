@@ -18,7 +18,14 @@ type ListenerConfig struct {
 	HandshakeTimeout time.Duration
 	// OnRefused is told about every handshake that failed, with the error.
 	OnRefused func(remote net.Addr, err error)
+	// MaxHandshakes bounds handshakes in progress; a connection beyond it
+	// is closed at once. Default 1024.
+	MaxHandshakes int
 }
+
+// ErrTooManyHandshakes is the refusal of a connection that arrived while
+// MaxHandshakes handshakes were in progress.
+var ErrTooManyHandshakes = errors.New("tunnel: too many handshakes in progress")
 
 // Listener accepts TCP connections, completes their mTLS handshakes
 // concurrently (a slow or hostile client never blocks the others) and
@@ -30,6 +37,7 @@ type Listener struct {
 
 	conns     chan net.Conn
 	done      chan struct{}
+	slots     chan struct{} // one per handshake in progress
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
@@ -44,10 +52,14 @@ func NewListener(inner net.Listener, cfg ListenerConfig) *Listener {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = 1024
+	}
 	tlsCfg := cfg.TLS.Clone()
 	tlsCfg.NextProtos = []string{ALPN}
 	cfg.TLS = tlsCfg
-	l := &Listener{inner: inner, cfg: cfg, conns: make(chan net.Conn), done: make(chan struct{})}
+	l := &Listener{inner: inner, cfg: cfg, conns: make(chan net.Conn), done: make(chan struct{}),
+		slots: make(chan struct{}, cfg.MaxHandshakes)}
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
@@ -59,24 +71,39 @@ func (l *Listener) acceptLoop() {
 	for {
 		raw, err := l.inner.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Temporary: back off as net/http does.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				select {
-				case <-time.After(delay):
-					continue
-				case <-l.done:
-					return
-				}
+			select {
+			case <-l.done:
+				return
+			default:
 			}
-			l.mu.Lock()
-			l.acceptErr = err
-			l.mu.Unlock()
-			l.Close()
-			return
+			if errors.Is(err, net.ErrClosed) {
+				l.mu.Lock()
+				l.acceptErr = err
+				l.mu.Unlock()
+				l.Close()
+				return
+			}
+			// Anything else (out of file descriptors, a connection reset
+			// before accept) passes: back off as net/http does, never stop
+			// serving because of what a client did.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(delay):
+				continue
+			case <-l.done:
+				return
+			}
 		}
 		delay = 0
+		select {
+		case l.slots <- struct{}{}:
+		default:
+			if l.cfg.OnRefused != nil {
+				l.cfg.OnRefused(raw.RemoteAddr(), ErrTooManyHandshakes)
+			}
+			raw.Close()
+			continue
+		}
 		l.wg.Add(1)
 		go l.handshake(raw)
 	}
@@ -84,6 +111,14 @@ func (l *Listener) acceptLoop() {
 
 func (l *Listener) handshake(raw net.Conn) {
 	defer l.wg.Done()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-l.slots
+		}
+	}
+	defer release()
 	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.HandshakeTimeout)
 	defer cancel()
 	conn := tls.Server(raw, l.cfg.TLS)
@@ -98,6 +133,7 @@ func (l *Listener) handshake(raw net.Conn) {
 		raw.Close()
 		return
 	}
+	release() // the handshake is over; waiting for Accept is cheap
 	select {
 	case l.conns <- conn:
 	case <-l.done:

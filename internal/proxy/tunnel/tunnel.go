@@ -109,6 +109,9 @@ func (d *Dialer) transport(p Peer) *http2.Transport {
 		DialTLSContext: func(ctx context.Context, network, _ string, _ *tls.Config) (net.Conn, error) {
 			return d.dial(ctx, p, tlsCfg)
 		},
+		// Close connections left idle, including those of peers that
+		// discovery no longer lists and that were busy when retired.
+		IdleConnTimeout: 90 * time.Second,
 		// Probe idle connections so that a dead peer is noticed.
 		ReadIdleTimeout:  30 * time.Second,
 		PingTimeout:      5 * time.Second,
