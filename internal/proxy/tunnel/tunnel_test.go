@@ -212,3 +212,46 @@ func TestListenerRequiresTheTunnelProtocol(t *testing.T) {
 		t.Fatal("a client without the tunnel ALPN was accepted")
 	}
 }
+
+func TestListenerBoundsHandshakesInProgress(t *testing.T) {
+	p := newPKI(t)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := make(chan error, 10)
+	l := tunnel.NewListener(inner, tunnel.ListenerConfig{
+		TLS:              p.config(t, "server").Server(nil),
+		HandshakeTimeout: 5 * time.Second,
+		MaxHandshakes:    1,
+		OnRefused:        func(_ net.Addr, err error) { refused <- err },
+	})
+	defer func() {
+		l.Close()
+		l.Wait()
+	}()
+	// The first client holds the only handshake slot by saying nothing.
+	first, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	time.Sleep(100 * time.Millisecond)
+	second, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	select {
+	case err := <-refused:
+		if !errors.Is(err, tunnel.ErrTooManyHandshakes) {
+			t.Fatalf("refusal %v, want ErrTooManyHandshakes", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("a connection beyond MaxHandshakes was not refused")
+	}
+	second.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := second.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the refused connection is still open")
+	}
+}
