@@ -27,7 +27,13 @@ type Protocol string
 
 // Protocols.
 const (
-	// ProtocolTCP is opaque bytes, carried as one tunnel stream per connection.
+	// ProtocolAuto detects the protocol of each connection from the first
+	// bytes the client sends: HTTP/1.x and HTTP/2 prior knowledge are
+	// proxied request by request, anything else as opaque bytes.
+	ProtocolAuto Protocol = "Auto"
+	// ProtocolTCP is opaque bytes, carried as one tunnel stream per
+	// connection, with no detection: the protocol for server-first
+	// protocols (MySQL, SMTP), where the client sends nothing to detect.
 	ProtocolTCP Protocol = "TCP"
 	// ProtocolHTTP is HTTP/1.1; requests are proxied one by one.
 	ProtocolHTTP Protocol = "HTTP"
@@ -58,6 +64,10 @@ type ServiceSpec struct {
 	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
 	// Ports the service exposes. At least one.
 	Ports []ServicePort `json:"ports"`
+	// Addresses are virtual IP addresses of the service (on Kubernetes,
+	// its ClusterIPs). A proxy that intercepts its app's traffic sends a
+	// connection to one of them, at a service port, to the service.
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // ServicePort is one port of a Service.
@@ -68,7 +78,9 @@ type ServicePort struct {
 	Port int32 `json:"port"`
 	// TargetPort is the app's port on its workload's loopback; defaults to Port.
 	TargetPort int32 `json:"targetPort,omitempty"`
-	// Protocol defaults to TCP.
+	// Protocol defaults to Auto, except on the well-known ports of
+	// server-first protocols (see ServerFirstPorts), where it defaults to
+	// TCP.
 	Protocol Protocol `json:"protocol,omitempty"`
 }
 
@@ -90,4 +102,8 @@ type WorkloadSpec struct {
 	// TunnelAddress is the host:port where the workload's proxy accepts
 	// tunnel connections from its peers.
 	TunnelAddress string `json:"tunnelAddress"`
+	// Address is the IP address of the workload itself, which apps may
+	// dial directly as they dial a pod IP. Empty means the host of
+	// TunnelAddress.
+	Address string `json:"address,omitempty"`
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,9 +57,18 @@ const (
 	maxPort = 65535
 )
 
+// ServerFirstPorts are the well-known ports of protocols in which the server
+// speaks first (SMTP, MySQL and Galera, Redis and Memcached are listed too
+// because their clients may wait on a pipelined server reply, Elasticsearch
+// transport): a port among them whose protocol is not set defaults to TCP,
+// because a client there may send nothing to detect. Set the protocol
+// explicitly to override.
+var ServerFirstPorts = []int32{25, 587, 3306, 4444, 4567, 4568, 5432, 6379, 9300, 11211}
+
 // Default fills the fields a Service may leave out: the namespace, each
-// port's TargetPort (the Port) and Protocol (TCP). A protocol that is set is
-// kept as written: GRPC stays GRPC, it is not rewritten to HTTP2.
+// port's TargetPort (the Port) and Protocol (Auto, or TCP on one of
+// ServerFirstPorts). A protocol that is set is kept as written: GRPC stays
+// GRPC, it is not rewritten to HTTP2.
 func (s *Service) Default() {
 	if s.Namespace == "" {
 		s.Namespace = DefaultNamespace
@@ -69,7 +79,10 @@ func (s *Service) Default() {
 			p.TargetPort = p.Port
 		}
 		if p.Protocol == "" {
-			p.Protocol = ProtocolTCP
+			p.Protocol = ProtocolAuto
+			if slices.Contains(ServerFirstPorts, p.TargetPort) || slices.Contains(ServerFirstPorts, p.Port) {
+				p.Protocol = ProtocolTCP
+			}
 		}
 	}
 }
@@ -138,6 +151,23 @@ func (s *Service) Validate() error {
 			errs.add(path+".protocol", "unsupported protocol %s: must be one of %s", quote(string(p.Protocol)), protocolList)
 		}
 	}
+	seenAddr := make(map[netip.Addr]int, len(spec.Addresses))
+	for i, a := range spec.Addresses {
+		path := fmt.Sprintf("spec.addresses[%d]", i)
+		ip, err := netip.ParseAddr(a)
+		switch {
+		case err != nil || ip.Zone() != "":
+			errs.add(path, "%s is not an IP address", quote(a))
+		case ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast():
+			errs.add(path, "%s cannot be a service address: unspecified, loopback and multicast addresses are reserved", quote(a))
+		default:
+			if j, dup := seenAddr[ip.Unmap()]; dup {
+				errs.add(path, "duplicate address %s (also spec.addresses[%d])", a, j)
+			} else {
+				seenAddr[ip.Unmap()] = i
+			}
+		}
+	}
 	return errs.errOrNil()
 }
 
@@ -165,6 +195,11 @@ func (w *Workload) Validate() error {
 		errs.add("spec.tunnelAddress", "is required: the host:port where the workload's proxy accepts tunnel connections")
 	} else if msg := hostPort(w.Spec.TunnelAddress); msg != "" {
 		errs.add("spec.tunnelAddress", "%s", msg)
+	}
+	if a := w.Spec.Address; a != "" {
+		if ip, err := netip.ParseAddr(a); err != nil || ip.Zone() != "" || ip.IsUnspecified() || ip.IsMulticast() {
+			errs.add("spec.address", "%s is not a unicast IP address", quote(a))
+		}
 	}
 	return errs.errOrNil()
 }
@@ -225,11 +260,11 @@ func dns1123Label(s string) string {
 }
 
 // protocolList is the supported protocols, for error messages.
-const protocolList = "TCP, HTTP, HTTP2, GRPC"
+const protocolList = "Auto, TCP, HTTP, HTTP2, GRPC"
 
 func validProtocol(p Protocol) bool {
 	switch p {
-	case ProtocolTCP, ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC:
+	case ProtocolAuto, ProtocolTCP, ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC:
 		return true
 	}
 	return false

@@ -114,6 +114,22 @@ func TestServiceValidate(t *testing.T) {
 			},
 		},
 		{
+			name:   "addresses",
+			mutate: func(s *Service) { s.Spec.Addresses = []string{"10.96.0.10", "fd00::10", "::ffff:10.96.0.10"} },
+			want:   FieldErrors{{Path: "spec.addresses[2]", Msg: `duplicate address ::ffff:10.96.0.10 (also spec.addresses[0])`}},
+		},
+		{
+			name:   "bad addresses",
+			mutate: func(s *Service) { s.Spec.Addresses = []string{"orders", "127.0.0.1", "0.0.0.0", "fe80::1%eth0", "224.0.0.1"} },
+			want: FieldErrors{
+				{Path: "spec.addresses[0]", Msg: `"orders" is not an IP address`},
+				{Path: "spec.addresses[1]", Msg: `"127.0.0.1" cannot be a service address: unspecified, loopback and multicast addresses are reserved`},
+				{Path: "spec.addresses[2]", Msg: `"0.0.0.0" cannot be a service address: unspecified, loopback and multicast addresses are reserved`},
+				{Path: "spec.addresses[3]", Msg: `"fe80::1%eth0" is not an IP address`},
+				{Path: "spec.addresses[4]", Msg: `"224.0.0.1" cannot be a service address: unspecified, loopback and multicast addresses are reserved`},
+			},
+		},
+		{
 			name:   "no ports",
 			mutate: func(s *Service) { s.Spec.Ports = nil },
 			want:   FieldErrors{{Path: "spec.ports", Msg: "at least one port is required"}},
@@ -144,7 +160,7 @@ func TestServiceValidate(t *testing.T) {
 		{
 			name:   "unknown protocol",
 			mutate: func(s *Service) { s.Spec.Ports[1].Protocol = "grpc" },
-			want:   FieldErrors{{Path: "spec.ports[1].protocol", Msg: `unsupported protocol "grpc": must be one of TCP, HTTP, HTTP2, GRPC`}},
+			want:   FieldErrors{{Path: "spec.ports[1].protocol", Msg: `unsupported protocol "grpc": must be one of Auto, TCP, HTTP, HTTP2, GRPC`}},
 		},
 		{
 			name:   "names required with several ports",
@@ -190,6 +206,12 @@ func TestWorkloadValidate(t *testing.T) {
 		{name: "IPv6", mutate: func(w *Workload) { w.Spec.TunnelAddress = "[fd00::7]:4443" }},
 		{name: "DNS name", mutate: func(w *Workload) { w.Spec.TunnelAddress = "Orders-1.shop.example.com.:4443" }},
 		{name: "no namespace", mutate: func(w *Workload) { w.Namespace = "" }},
+		{name: "address", mutate: func(w *Workload) { w.Spec.Address = "10.0.0.7" }},
+		{
+			name:   "bad address",
+			mutate: func(w *Workload) { w.Spec.Address = "10.0.0.7:80" },
+			want:   FieldErrors{{Path: "spec.address", Msg: `"10.0.0.7:80" is not a unicast IP address`}},
+		},
 		{
 			name:   "missing service account and address",
 			mutate: func(w *Workload) { w.Spec = WorkloadSpec{} },
@@ -270,13 +292,21 @@ func TestDefault(t *testing.T) {
 	s := &Service{Spec: ServiceSpec{Ports: []ServicePort{
 		{Port: 80},
 		{Port: 9090, TargetPort: 9091, Protocol: ProtocolGRPC},
+		{Port: 3306},
+		{Port: 16379, TargetPort: 6379},
+		{Port: 5432, Protocol: ProtocolHTTP},
 	}}}
 	s.Default()
 	want := &Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: DefaultNamespace},
 		Spec: ServiceSpec{Ports: []ServicePort{
-			{Port: 80, TargetPort: 80, Protocol: ProtocolTCP},
+			{Port: 80, TargetPort: 80, Protocol: ProtocolAuto},
 			{Port: 9090, TargetPort: 9091, Protocol: ProtocolGRPC},
+			// Server-first ports default to opaque TCP, by port or target port.
+			{Port: 3306, TargetPort: 3306, Protocol: ProtocolTCP},
+			{Port: 16379, TargetPort: 6379, Protocol: ProtocolTCP},
+			// A protocol that is set is kept.
+			{Port: 5432, TargetPort: 5432, Protocol: ProtocolHTTP},
 		}},
 	}
 	if diff := cmp.Diff(want, s); diff != "" {

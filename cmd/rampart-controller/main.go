@@ -49,6 +49,7 @@ func run(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Listen, "listen", controller.DefaultListen, "gRPC listen address (host:port)")
 	fs.StringVar(&cfg.AdminListen, "admin-listen", controller.DefaultAdminListen, `admin HTTP listen address for /metrics, /ready and /live ("off" disables it)`)
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", controller.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
+	fs.StringVar(&cfg.Egress, "egress", controller.EgressAllowAny, "what transparent proxies do with connections outside the mesh: allow-any or mesh-only")
 	fs.DurationVar(&cfg.SVIDTTL, "svid-ttl", controller.DefaultSVIDTTL, "lifetime of issued workload certificates")
 	if err := fs.Parse(args); err != nil {
 		return err

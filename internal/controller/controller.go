@@ -40,6 +40,7 @@ import (
 	"github.com/rampart-mesh/rampart/internal/discovery"
 	"github.com/rampart-mesh/rampart/internal/identity"
 	"github.com/rampart-mesh/rampart/internal/localconfig"
+	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
 )
 
@@ -101,6 +102,10 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful stop of the gRPC server; zero
 	// means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// Egress says what transparent proxies do with connections to
+	// destinations outside the mesh: EgressAllowAny (the default, pass
+	// them through) or EgressMeshOnly (refuse them).
+	Egress string
 	// Logger receives the controller's logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock of the CA, the token store and certificate
@@ -166,7 +171,26 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("controller: shutdown timeout %v is negative", c.ShutdownTimeout))
 	}
+	if _, err := egressMode(c.Egress); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// Egress modes of Config.Egress.
+const (
+	EgressAllowAny = "allow-any"
+	EgressMeshOnly = "mesh-only"
+)
+
+func egressMode(s string) (meshv1.EgressMode, error) {
+	switch s {
+	case "", EgressAllowAny:
+		return meshv1.EgressMode_EGRESS_ALLOW_ANY, nil
+	case EgressMeshOnly:
+		return meshv1.EgressMode_EGRESS_MESH_ONLY, nil
+	}
+	return 0, fmt.Errorf("controller: egress mode %q: want %q or %q", s, EgressAllowAny, EgressMeshOnly)
 }
 
 // Controller is rampart-controller.
@@ -236,8 +260,10 @@ func New(cfg Config) (*Controller, error) {
 	}
 	c.tokens = tokens
 
+	egress, _ := egressMode(cfg.Egress) // checked by Validate
 	model, err := discovery.New(discovery.Config{
 		TrustDomain: td,
+		Egress:      egress,
 		TrustBundle: authority.Roots(),
 		Logger:      cfg.Logger.With("component", "discovery"),
 	})

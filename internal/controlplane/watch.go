@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -64,6 +65,7 @@ func (ds discoveryService) Watch(req *meshv1.WatchRequest, stream grpc.ServerStr
 		Name:          w.GetName(),
 		Labels:        w.GetLabels(),
 		TunnelAddress: w.GetTunnelAddress(),
+		Address:       w.GetAddress(),
 	})
 	if err != nil {
 		// validateWatch checked the same; only a disagreement between the
@@ -85,7 +87,7 @@ func (ds discoveryService) Watch(req *meshv1.WatchRequest, stream grpc.ServerStr
 	s.metrics.watchStreams.Inc()
 	defer s.metrics.watchStreams.Dec()
 	log := s.logger.With("peer", c.addr, "spiffe_id", id.String(), "workload", w.GetName())
-	log.Info("watch started", "upstreams", len(req.GetUpstreams()))
+	log.Info("watch started", "upstreams", len(req.GetUpstreams()), "transparent", req.GetTransparent())
 
 	// A proxy certified before this server started is reconnecting after a
 	// restart: give its peers the grace to re-register first, so that a
@@ -111,7 +113,12 @@ func (ds discoveryService) Watch(req *meshv1.WatchRequest, stream grpc.ServerStr
 		// Take the channel before computing, so that a change made while
 		// computing wakes the loop again.
 		changed := s.model.Changed()
-		cfg := s.model.ConfigFor(id, w.GetName(), req.GetUpstreams())
+		var cfg *meshv1.ProxyConfig
+		if req.GetTransparent() {
+			cfg = s.model.TransparentConfigFor(id, w.GetName())
+		} else {
+			cfg = s.model.ConfigFor(id, w.GetName(), req.GetUpstreams())
+		}
 		if cfg.GetVersion() != last {
 			if err := stream.Send(cfg); err != nil {
 				log.Info("watch ended", "error", err.Error())
@@ -143,7 +150,7 @@ func validateWatch(req *meshv1.WatchRequest, ns string) error {
 	if w == nil {
 		return errors.New("workload is required")
 	}
-	if err := discovery.ValidateWorkload(w.GetName(), w.GetLabels(), w.GetTunnelAddress()); err != nil {
+	if err := discovery.ValidateWorkload(w.GetName(), w.GetLabels(), w.GetTunnelAddress(), w.GetAddress()); err != nil {
 		return err
 	}
 	ups := req.GetUpstreams()
@@ -156,4 +163,25 @@ func validateWatch(req *meshv1.WatchRequest, ns string) error {
 		}
 	}
 	return nil
+}
+
+// Leave implements meshv1.DiscoveryServer: a draining proxy stops being an
+// endpoint at once. Only the workload's own identity may take it out.
+func (ds discoveryService) Leave(ctx context.Context, req *meshv1.LeaveRequest) (*meshv1.LeaveResponse, error) {
+	s := ds.s
+	c := callerOf(ctx)
+	id, err := meshtls.VerifyPeer(c.certs, s.bundle, s.now())
+	if err != nil {
+		s.metrics.watchRefused.WithLabelValues(watchReason(meshtls.Reason(err))).Inc()
+		return nil, status.Error(codes.Unauthenticated, "client certificate refused: Leave needs the workload's SVID")
+	}
+	w := req.GetWorkload()
+	if w == nil || w.GetName() == "" || w.GetTunnelAddress() == "" {
+		s.metrics.watchRefused.WithLabelValues(WatchBadRequest).Inc()
+		return nil, status.Error(codes.InvalidArgument, "workload name and tunnel address are required")
+	}
+	if s.model.Leave(id, w.GetName(), w.GetTunnelAddress()) {
+		s.logger.Info("workload leaving", "spiffe_id", id.String(), "workload", w.GetName(), "tunnel", w.GetTunnelAddress())
+	}
+	return &meshv1.LeaveResponse{}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,6 +62,9 @@ type Config struct {
 	// ConnectTimeout is sent to proxies as their tunnel dial timeout.
 	// Zero means DefaultConnectTimeout.
 	ConnectTimeout time.Duration
+	// Egress is sent to transparent proxies: what they do with connections
+	// to destinations outside the mesh. The zero value passes them through.
+	Egress meshv1.EgressMode
 	// Logger receives warnings about conflicting configuration. Nil
 	// discards them.
 	Logger *slog.Logger
@@ -73,6 +77,9 @@ func (c Config) Validate() error {
 	}
 	if c.ConnectTimeout < 0 {
 		return fmt.Errorf("discovery: connect timeout %v is negative", c.ConnectTimeout)
+	}
+	if _, ok := meshv1.EgressMode_name[int32(c.Egress)]; !ok {
+		return fmt.Errorf("discovery: unknown egress mode %d", c.Egress)
 	}
 	return nil
 }
@@ -89,6 +96,9 @@ type Registration struct {
 	// TunnelAddress is the host:port where the proxy accepts tunnel
 	// connections from its peers.
 	TunnelAddress string
+	// Address is the workload's own IP address; empty means the host of
+	// TunnelAddress when that is an IP address.
+	Address string
 }
 
 // workload is one endpoint candidate: declared in configuration or
@@ -99,6 +109,8 @@ type workload struct {
 	serviceAccount string
 	labels         map[string]string
 	tunnelAddress  string
+	address        string // IP the workload itself is reached at; may be empty
+	leaving        bool   // draining: no longer an endpoint of any service
 }
 
 // maxWarned bounds the memory of conflicts already logged.
@@ -109,6 +121,7 @@ const maxWarned = 1024
 type Model struct {
 	td             spiffeid.TrustDomain
 	connectTimeout time.Duration
+	egress         meshv1.EgressMode
 	logger         *slog.Logger
 
 	mu         sync.Mutex
@@ -128,6 +141,7 @@ func New(cfg Config) (*Model, error) {
 	m := &Model{
 		td:             cfg.TrustDomain,
 		connectTimeout: cfg.ConnectTimeout,
+		egress:         cfg.Egress,
 		logger:         cfg.Logger,
 		resources:      &localconfig.Resources{},
 		registered:     make(map[uint64]workload),
@@ -217,6 +231,31 @@ func (m *Model) Register(r Registration) (unregister func(), err error) {
 	}, nil
 }
 
+// Leave marks the live registrations of workload name by identity id at
+// tunnelAddress as leaving: they stop being endpoints of any service at
+// once, while the leaving proxy keeps its own configuration until its
+// registration ends. It reports whether any registration matched.
+func (m *Model) Leave(id spiffeid.ID, name, tunnelAddress string) bool {
+	ns, sa, err := identity.ParseWorkloadID(id)
+	if err != nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	found := false
+	for regID, w := range m.registered {
+		if w.namespace == ns && w.serviceAccount == sa && w.name == name && w.tunnelAddress == tunnelAddress && !w.leaving {
+			w.leaving = true
+			m.registered[regID] = w
+			found = true
+		}
+	}
+	if found {
+		m.notifyLocked()
+	}
+	return found
+}
+
 func (m *Model) workloadOf(r Registration) (workload, error) {
 	if r.ID.TrustDomain() != m.td {
 		return workload{}, fmt.Errorf("%w: identity %q is not in trust domain %q", ErrInvalid, r.ID, m.td)
@@ -225,7 +264,7 @@ func (m *Model) workloadOf(r Registration) (workload, error) {
 	if err != nil {
 		return workload{}, fmt.Errorf("%w: identity %q is not a workload identity: %w", ErrInvalid, r.ID, err)
 	}
-	if err := ValidateWorkload(r.Name, r.Labels, r.TunnelAddress); err != nil {
+	if err := ValidateWorkload(r.Name, r.Labels, r.TunnelAddress, r.Address); err != nil {
 		return workload{}, err
 	}
 	return workload{
@@ -234,13 +273,32 @@ func (m *Model) workloadOf(r Registration) (workload, error) {
 		serviceAccount: sa,
 		labels:         maps.Clone(r.Labels),
 		tunnelAddress:  r.TunnelAddress,
+		address:        workloadAddress(r.Address, r.TunnelAddress),
 	}, nil
+}
+
+// workloadAddress is the IP a workload is reached at: address when set,
+// else the host of its tunnel address when that is an IP.
+func workloadAddress(address, tunnelAddress string) string {
+	if address != "" {
+		return address
+	}
+	host, _, err := net.SplitHostPort(tunnelAddress)
+	if err != nil {
+		return ""
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.IsUnspecified() {
+		return ""
+	}
+	return ip.Unmap().String()
 }
 
 // ValidateWorkload checks what a proxy says about its workload: a valid
 // name, at most MaxLabels labels with Kubernetes label syntax, and a
-// host:port tunnel address. Errors wrap ErrInvalid and say what to fix.
-func ValidateWorkload(name string, labels map[string]string, tunnelAddress string) error {
+// host:port tunnel address, and an IP address (or none). Errors wrap
+// ErrInvalid and say what to fix.
+func ValidateWorkload(name string, labels map[string]string, tunnelAddress, address string) error {
 	if name == "" {
 		return fmt.Errorf("%w: workload name is required", ErrInvalid)
 	}
@@ -260,6 +318,12 @@ func ValidateWorkload(name string, labels map[string]string, tunnelAddress strin
 	}
 	if err := validateHostPort(tunnelAddress); err != nil {
 		return fmt.Errorf("%w: tunnel address %q: %w", ErrInvalid, tunnelAddress, err)
+	}
+	if address != "" {
+		ip, err := netip.ParseAddr(address)
+		if err != nil || ip.Zone() != "" || ip.IsUnspecified() || ip.IsMulticast() {
+			return fmt.Errorf("%w: workload address %q: want the workload's unicast IP address, such as 10.0.0.7", ErrInvalid, address)
+		}
 	}
 	return nil
 }
@@ -303,6 +367,17 @@ func ParseUpstream(s, defaultNamespace string) (name, namespace string, err erro
 // Equal inputs and model state give equal configurations with equal
 // versions.
 func (m *Model) ConfigFor(id spiffeid.ID, workloadName string, upstreams []string) *meshv1.ProxyConfig {
+	return m.configFor(id, workloadName, upstreams, false)
+}
+
+// TransparentConfigFor compiles the configuration of a proxy that
+// intercepts its app's traffic: every service of the mesh, with its
+// addresses, so that any destination the app dials can be recognised.
+func (m *Model) TransparentConfigFor(id spiffeid.ID, workloadName string) *meshv1.ProxyConfig {
+	return m.configFor(id, workloadName, nil, true)
+}
+
+func (m *Model) configFor(id spiffeid.ID, workloadName string, upstreams []string, transparent bool) *meshv1.ProxyConfig {
 	ns, sa, err := identity.ParseWorkloadID(id)
 	if err != nil || id.TrustDomain() != m.td {
 		// Not a workload of this mesh: it gets no inbound ports and its
@@ -320,6 +395,14 @@ func (m *Model) ConfigFor(id spiffeid.ID, workloadName string, upstreams []strin
 		Settings: &meshv1.Settings{
 			ConnectTimeout: durationpb.New(m.connectTimeout),
 		},
+	}
+	if transparent {
+		cfg.Settings.Egress = m.egress
+		upstreams = upstreams[:0]
+		for i := range m.resources.Services {
+			s := &m.resources.Services[i]
+			upstreams = append(upstreams, s.Name+"."+namespaceOf(s.Namespace))
+		}
 	}
 	cfg.Services = m.servicesLocked(workloads, ns, upstreams)
 	if ns != "" {
@@ -354,6 +437,7 @@ func (m *Model) workloadsLocked() []workload {
 			serviceAccount: w.Spec.ServiceAccount,
 			labels:         w.Labels,
 			tunnelAddress:  w.Spec.TunnelAddress,
+			address:        workloadAddress(w.Spec.Address, w.Spec.TunnelAddress),
 		})
 	}
 	for _, w := range m.registered {
@@ -427,6 +511,7 @@ func (m *Model) servicesLocked(workloads []workload, ownNamespace string, upstre
 		if svc == nil {
 			continue
 		}
+		ms.Addresses = slices.Clone(svc.Spec.Addresses)
 		for _, p := range svc.Spec.Ports {
 			ms.Ports = append(ms.Ports, &meshv1.ServicePort{
 				Name:       p.Name,
@@ -443,7 +528,7 @@ func (m *Model) servicesLocked(workloads []workload, ownNamespace string, upstre
 func (m *Model) endpointsLocked(svc *v1alpha1.Service, workloads []workload) []*meshv1.Endpoint {
 	var eps []*meshv1.Endpoint
 	for _, w := range workloads {
-		if !selects(svc, w) {
+		if w.leaving || !selects(svc, w) {
 			continue
 		}
 		id, err := identity.WorkloadID(m.td, w.namespace, w.serviceAccount)
@@ -458,6 +543,7 @@ func (m *Model) endpointsLocked(svc *v1alpha1.Service, workloads []workload) []*
 			Address:  w.tunnelAddress,
 			SpiffeId: id.String(),
 			Workload: w.name,
+			Ip:       w.address,
 		})
 	}
 	slices.SortFunc(eps, func(a, b *meshv1.Endpoint) int {
@@ -472,7 +558,7 @@ func (m *Model) endpointsLocked(svc *v1alpha1.Service, workloads []workload) []*
 	// A proxy that reconnected before its old stream ended is registered
 	// twice with the same content: list it once.
 	return slices.CompactFunc(eps, func(a, b *meshv1.Endpoint) bool {
-		return a.Workload == b.Workload && a.Address == b.Address && a.SpiffeId == b.SpiffeId
+		return a.Workload == b.Workload && a.Address == b.Address && a.SpiffeId == b.SpiffeId && a.Ip == b.Ip
 	})
 }
 
@@ -494,7 +580,8 @@ func (m *Model) selfLocked(ns, sa, name string) (workload, bool) {
 	}
 	for _, w := range m.resources.Workloads {
 		if namespaceOf(w.Namespace) == ns && w.Name == name && w.Spec.ServiceAccount == sa {
-			return workload{namespace: ns, name: name, serviceAccount: sa, labels: w.Labels, tunnelAddress: w.Spec.TunnelAddress}, true
+			return workload{namespace: ns, name: name, serviceAccount: sa, labels: w.Labels, tunnelAddress: w.Spec.TunnelAddress,
+				address: workloadAddress(w.Spec.Address, w.Spec.TunnelAddress)}, true
 		}
 	}
 	return workload{}, false
@@ -566,8 +653,10 @@ func targetPort(p v1alpha1.ServicePort) int32 {
 
 func protocolOf(p v1alpha1.Protocol) meshv1.Protocol {
 	switch p {
-	case v1alpha1.ProtocolTCP, "":
+	case v1alpha1.ProtocolTCP:
 		return meshv1.Protocol_PROTOCOL_TCP
+	case v1alpha1.ProtocolAuto, "":
+		return meshv1.Protocol_PROTOCOL_AUTO
 	case v1alpha1.ProtocolHTTP:
 		return meshv1.Protocol_PROTOCOL_HTTP
 	case v1alpha1.ProtocolHTTP2, v1alpha1.ProtocolGRPC:

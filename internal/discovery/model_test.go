@@ -95,7 +95,7 @@ func TestServiceEndpoints(t *testing.T) {
 			want: []*meshv1.Service{{
 				Name: "web", Namespace: "shop",
 				Ports:     []*meshv1.ServicePort{{Port: 80, TargetPort: 8080, Protocol: meshv1.Protocol_PROTOCOL_HTTP}},
-				Endpoints: []*meshv1.Endpoint{{Address: "10.0.0.1:15008", SpiffeId: "spiffe://example.org/ns/shop/sa/web", Workload: "web-1"}},
+				Endpoints: []*meshv1.Endpoint{{Address: "10.0.0.1:15008", SpiffeId: "spiffe://example.org/ns/shop/sa/web", Workload: "web-1", Ip: "10.0.0.1"}},
 			}},
 		},
 		{
@@ -116,9 +116,9 @@ func TestServiceEndpoints(t *testing.T) {
 				Name: "web", Namespace: "shop",
 				Ports: []*meshv1.ServicePort{{Name: "grpc", Port: 9090, TargetPort: 9090, Protocol: meshv1.Protocol_PROTOCOL_HTTP2}},
 				Endpoints: []*meshv1.Endpoint{
-					{Address: "10.0.0.1:15008", SpiffeId: "spiffe://example.org/ns/shop/sa/web", Workload: "web-a"},
-					{Address: "10.0.0.2:15008", SpiffeId: "spiffe://example.org/ns/shop/sa/web", Workload: "web-b"},
-					{Address: "10.0.1.1:15008", SpiffeId: "spiffe://example.org/ns/shop/sa/web", Workload: "web-static"},
+					{Address: "10.0.0.1:15008", SpiffeId: "spiffe://example.org/ns/shop/sa/web", Workload: "web-a", Ip: "10.0.0.1"},
+					{Address: "10.0.0.2:15008", SpiffeId: "spiffe://example.org/ns/shop/sa/web", Workload: "web-b", Ip: "10.0.0.2"},
+					{Address: "10.0.1.1:15008", SpiffeId: "spiffe://example.org/ns/shop/sa/web", Workload: "web-static", Ip: "10.0.1.1"},
 				},
 			}},
 		},
@@ -134,7 +134,7 @@ func TestServiceEndpoints(t *testing.T) {
 			want: []*meshv1.Service{{
 				Name: "web", Namespace: "shop",
 				Ports:     []*meshv1.ServicePort{{Port: 80, TargetPort: 80, Protocol: meshv1.Protocol_PROTOCOL_TCP}},
-				Endpoints: []*meshv1.Endpoint{{Address: "10.0.0.1:15008", SpiffeId: "spiffe://example.org/ns/shop/sa/web", Workload: "web-1"}},
+				Endpoints: []*meshv1.Endpoint{{Address: "10.0.0.1:15008", SpiffeId: "spiffe://example.org/ns/shop/sa/web", Workload: "web-1", Ip: "10.0.0.1"}},
 			}},
 		},
 		{
@@ -147,7 +147,7 @@ func TestServiceEndpoints(t *testing.T) {
 				{Name: "ghost", Namespace: "shop"},
 				{
 					Name: "web", Namespace: "shop",
-					Ports: []*meshv1.ServicePort{{Port: 80, TargetPort: 80, Protocol: meshv1.Protocol_PROTOCOL_TCP}},
+					Ports: []*meshv1.ServicePort{{Port: 80, TargetPort: 80, Protocol: meshv1.Protocol_PROTOCOL_AUTO}},
 				},
 			},
 		},
@@ -221,7 +221,7 @@ func TestInbound(t *testing.T) {
 			},
 			self:     wid("shop", "web"),
 			workload: "web-1",
-			want:     []*meshv1.InboundPort{{Port: 80, Protocol: meshv1.Protocol_PROTOCOL_TCP}},
+			want:     []*meshv1.InboundPort{{Port: 80, Protocol: meshv1.Protocol_PROTOCOL_AUTO}},
 		},
 		{
 			name:     "another service account's workload name gives nothing",
@@ -270,7 +270,7 @@ func TestInboundFollowsLatestRegistration(t *testing.T) {
 	}})
 	unregOld := mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-1", Labels: map[string]string{"v": "1"}, TunnelAddress: "10.0.0.1:15008"})
 	mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-1", Labels: map[string]string{"v": "2"}, TunnelAddress: "10.0.0.1:15008"})
-	want := []*meshv1.InboundPort{{Port: 82, Protocol: meshv1.Protocol_PROTOCOL_TCP}}
+	want := []*meshv1.InboundPort{{Port: 82, Protocol: meshv1.Protocol_PROTOCOL_AUTO}}
 	if diff := cmp.Diff(want, m.ConfigFor(wid("shop", "web"), "web-1", nil).GetInbound(), cmpOpts...); diff != "" {
 		t.Errorf("inbound with two registrations (-want +got):\n%s", diff)
 	}

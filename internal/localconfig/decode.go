@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -248,6 +249,22 @@ func (l *loader) loadDocument(doc *yaml.Node) {
 			l.problem(root.Line, "%s is also defined at %v", shorten(id), first)
 		} else {
 			l.defined[id] = position{file: l.file, line: root.Line}
+		}
+	}
+	if svc, ok := obj.(*v1alpha1.Service); ok {
+		// Two services at one address would leave a transparent proxy
+		// guessing which one a connection is for.
+		for _, a := range svc.Spec.Addresses {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				continue // reported by validation
+			}
+			key := "address " + ip.Unmap().String()
+			if first, dup := l.defined[key]; dup {
+				l.problem(root.Line, "service address %s is also used by the Service defined at %v", a, first)
+			} else {
+				l.defined[key] = position{file: l.file, line: root.Line}
+			}
 		}
 	}
 	if len(l.problems) > before {

@@ -71,14 +71,18 @@ func TestLoad(t *testing.T) {
 			`orders.yaml:6: metadata.lables: unknown field: did you mean "labels"?`,
 			`orders.yaml:14: spec.ports[0].targetPrt: unknown field: did you mean "targetPort"?`,
 			`orders.yaml:15: spec.ports[0].Protocol: unknown field: did you mean "protocol"? (field names are case-sensitive)`,
-			`orders.yaml:16: spec.foo: unknown field: the fields here are ports, selector, serviceAccounts`,
+			`orders.yaml:16: spec.foo: unknown field: the fields here are addresses, ports, selector, serviceAccounts`,
 		}},
 		{dir: "badport", want: []string{
 			`orders.yaml:11: spec.ports[0].port: must be between 1 and 65535`,
 			`orders.yaml:13: spec.ports[1].port: must be between 1 and 65535`,
 			`orders.yaml:14: spec.ports[1].targetPort: must be between 1 and 65535`,
-			`orders.yaml:15: spec.ports[1].protocol: unsupported protocol "UDP": must be one of TCP, HTTP, HTTP2, GRPC`,
+			`orders.yaml:15: spec.ports[1].protocol: unsupported protocol "UDP": must be one of Auto, TCP, HTTP, HTTP2, GRPC`,
 			`orders.yaml:16: spec.ports[2].name: is required when the service has more than one port`,
+		}},
+		{dir: "vip", want: []string{
+			`services.yaml:11: service address ::ffff:10.96.0.10 is also used by the Service defined at services.yaml:1`,
+			`services.yaml:18: spec.addresses[2]: "not-an-ip" is not an IP address`,
 		}},
 		{dir: "noselector", want: []string{
 			// The selector is missing: the line of its parent, spec.
@@ -316,7 +320,7 @@ func TestLoadManyProblems(t *testing.T) {
 	if want := "big.yaml:6: metadata.labels[bad key 0]: invalid label key"; !strings.HasPrefix(got[0], want) {
 		t.Errorf("first problem %q, want it to start with %q", got[0], want)
 	}
-	if want := "big.yaml:" + itoa(2*n+8) + ": spec.unknown" + itoa(n-1) + ": unknown field: the fields here are ports, selector, serviceAccounts"; got[len(got)-1] != want {
+	if want := "big.yaml:" + itoa(2*n+8) + ": spec.unknown" + itoa(n-1) + ": unknown field: the fields here are addresses, ports, selector, serviceAccounts"; got[len(got)-1] != want {
 		t.Errorf("last problem %q, want %q", got[len(got)-1], want)
 	}
 	t.Logf("%d problems in %v", len(got), time.Since(start))

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -235,11 +236,8 @@ func (p *Proxy) renewLoop(ctx context.Context) error {
 // while the stream is down.
 func (p *Proxy) watchLoop(ctx context.Context) error {
 	req := &meshv1.WatchRequest{
-		Workload: &meshv1.Workload{
-			Name:          p.cfg.Workload,
-			Labels:        p.cfg.Labels,
-			TunnelAddress: p.cfg.Advertise,
-		},
+		Workload:    p.workload(),
+		Transparent: p.cfg.OutboundListen != "",
 	}
 	for _, u := range p.cfg.Upstreams {
 		req.Upstreams = append(req.Upstreams, u.Service)
@@ -304,6 +302,11 @@ func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) ([]*x509.Certifica
 				return nil, fmt.Errorf("service %s.%s: port %d has no known protocol", s.GetName(), s.GetNamespace(), port.GetPort())
 			}
 		}
+		for _, a := range s.GetAddresses() {
+			if _, err := netip.ParseAddr(a); err != nil {
+				return nil, fmt.Errorf("service %s.%s: address %q is not an IP address", s.GetName(), s.GetNamespace(), a)
+			}
+		}
 		for _, e := range s.GetEndpoints() {
 			if _, err := spiffeid.FromString(e.GetSpiffeId()); err != nil {
 				return nil, fmt.Errorf("service %s.%s: endpoint %s: %w", s.GetName(), s.GetNamespace(), e.GetAddress(), err)
@@ -311,12 +314,23 @@ func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) ([]*x509.Certifica
 			if _, port, err := net.SplitHostPort(e.GetAddress()); err != nil || port == "" {
 				return nil, fmt.Errorf("service %s.%s: endpoint address %q is not host:port", s.GetName(), s.GetNamespace(), e.GetAddress())
 			}
+			if ip := e.GetIp(); ip != "" {
+				if _, err := netip.ParseAddr(ip); err != nil {
+					return nil, fmt.Errorf("service %s.%s: endpoint %s: ip %q is not an IP address", s.GetName(), s.GetNamespace(), e.GetAddress(), ip)
+				}
+			}
 		}
 	}
 	for _, in := range pc.GetInbound() {
 		if !validPort(in.GetPort()) {
 			return nil, fmt.Errorf("inbound port %d out of range", in.GetPort())
 		}
+		if _, ok := meshv1.Protocol_name[int32(in.GetProtocol())]; !ok || in.GetProtocol() == meshv1.Protocol_PROTOCOL_UNSPECIFIED {
+			return nil, fmt.Errorf("inbound port %d has no known protocol", in.GetPort())
+		}
+	}
+	if _, ok := meshv1.EgressMode_name[int32(pc.GetSettings().GetEgress())]; !ok {
+		return nil, fmt.Errorf("unknown egress mode %d", pc.GetSettings().GetEgress())
 	}
 	roots, err := parseCerts(pc.GetTrustBundle())
 	if err != nil {

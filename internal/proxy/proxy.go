@@ -44,6 +44,10 @@ const (
 	DefaultAdminListen  = "127.0.0.1:15000"
 	DefaultController   = "127.0.0.1:15012"
 	DefaultDrainTimeout = 10 * time.Second
+	// Ports of the listeners that iptables redirection points at, in
+	// transparent mode.
+	DefaultOutboundListen = "127.0.0.1:15001"
+	DefaultInboundListen  = "0.0.0.0:15006"
 )
 
 // Config configures a Proxy.
@@ -70,7 +74,25 @@ type Config struct {
 	TunnelListen string
 	Advertise    string
 	AdminListen  string
-	Upstreams    []outbound.Upstream
+	// Address is the workload's own IP address (its pod IP), by which
+	// transparent peers may dial it directly; empty means the host of
+	// Advertise.
+	Address   string
+	Upstreams []outbound.Upstream
+	// OutboundListen, when set, enables transparent mode: it is where
+	// iptables redirects the app's outbound connections (see
+	// `rampart-proxy iptables`), and the proxy then learns every service
+	// of the mesh rather than only its upstreams.
+	OutboundListen string
+	// InboundListen, when set, is where iptables redirects inbound
+	// connections that do not come through the tunnel; they are refused
+	// under strict mTLS and counted.
+	InboundListen string
+	// DrainDelay is how long the proxy keeps serving after it starts
+	// draining (readiness false, endpoint withdrawn from the controller)
+	// before it stops accepting, so that peers learn of its departure
+	// first. Zero stops accepting at once.
+	DrainDelay time.Duration
 	// DrainTimeout bounds graceful shutdown.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
@@ -165,6 +187,7 @@ type Proxy struct {
 	outbound *outbound.Outbound
 	admin    *admin.Server
 	tunnelL  net.Listener
+	plainL   net.Listener // nil unless InboundListen
 
 	config   atomic.Pointer[meshv1.ProxyConfig]
 	draining atomic.Bool
@@ -233,9 +256,14 @@ func New(cfg Config) (*Proxy, error) {
 	if p.cfg.Advertise == "" {
 		p.cfg.Advertise = p.tunnelL.Addr().String()
 	}
+	if cfg.InboundListen != "" {
+		if p.plainL, err = net.Listen("tcp", cfg.InboundListen); err != nil {
+			return nil, fmt.Errorf("proxy: inbound listener: %w", err)
+		}
+	}
 	p.outbound, err = outbound.New(outbound.Config{
-		Upstreams: cfg.Upstreams, Namespace: cfg.Namespace, Dialer: p.dialer,
-		Metrics: p.metrics, Logger: p.log, DrainTimeout: cfg.DrainTimeout,
+		Upstreams: cfg.Upstreams, Transparent: cfg.OutboundListen, Namespace: cfg.Namespace,
+		Dialer: p.dialer, Metrics: p.metrics, Logger: p.log, DrainTimeout: cfg.DrainTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -257,6 +285,9 @@ func (p *Proxy) closeListeners() {
 	if p.tunnelL != nil {
 		p.tunnelL.Close()
 	}
+	if p.plainL != nil {
+		p.plainL.Close()
+	}
 	if p.outbound != nil {
 		p.outbound.Close()
 	}
@@ -270,6 +301,19 @@ func (p *Proxy) TunnelAddr() string { return p.tunnelL.Addr().String() }
 
 // AdminAddr is the bound admin address.
 func (p *Proxy) AdminAddr() string { return p.admin.Addr() }
+
+// OutboundAddr is the bound address of the transparent outbound listener,
+// or "" without one.
+func (p *Proxy) OutboundAddr() string { return p.outbound.TransparentAddr() }
+
+// InboundAddr is the bound address of the plaintext inbound listener, or
+// "" without one.
+func (p *Proxy) InboundAddr() string {
+	if p.plainL == nil {
+		return ""
+	}
+	return p.plainL.Addr().String()
+}
 
 // UpstreamAddr is the bound address of the i-th upstream.
 func (p *Proxy) UpstreamAddr(i int) string { return p.outbound.Addr(i) }
@@ -287,9 +331,17 @@ func (p *Proxy) Ready() bool {
 	return !p.draining.Load() && s != nil && p.cfg.Now().Before(s.Certificates[0].NotAfter) && p.config.Load() != nil
 }
 
-// Run obtains an identity, then serves until ctx ends, then drains.
+// Run obtains an identity, then serves until ctx ends, then drains:
+// readiness turns false and the controller withdraws the workload from
+// every service at once; after DrainDelay the listeners stop accepting,
+// peers get GOAWAY, and requests and connections in flight have until
+// DrainTimeout to finish.
 func (p *Proxy) Run(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
+	// serveCtx ends when accepting stops: DrainDelay after ctx, or at once
+	// when a component fails.
+	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServing()
+	g, gctx := errgroup.WithContext(serveCtx)
 	g.Go(func() error { return p.admin.Run(gctx) })
 	g.Go(func() error {
 		if err := p.bootstrap(gctx); err != nil {
@@ -307,15 +359,69 @@ func (p *Proxy) Run(ctx context.Context) error {
 		sg.Go(func() error { return p.watchLoop(sctx) })
 		sg.Go(func() error { return p.serveTunnel(sctx) })
 		sg.Go(func() error { return p.outbound.Run(sctx) })
+		if p.plainL != nil {
+			sg.Go(func() error { return p.inbound.ServePlaintext(sctx, p.plainL) })
+		}
 		return sg.Wait()
 	})
+	drained := make(chan struct{})
 	go func() {
-		<-gctx.Done()
+		defer close(drained)
+		select {
+		case <-ctx.Done():
+		case <-gctx.Done():
+			p.draining.Store(true)
+			return
+		}
 		p.draining.Store(true)
+		p.log.Info("draining", "delay", p.cfg.DrainDelay.String(), "timeout", p.cfg.DrainTimeout.String())
+		p.leave()
+		if p.cfg.DrainDelay > 0 {
+			t := time.NewTimer(p.cfg.DrainDelay)
+			select {
+			case <-t.C:
+			case <-gctx.Done():
+				t.Stop()
+			}
+		}
+		stopServing()
 	}()
 	err := g.Wait()
+	stopServing()
+	<-drained
 	p.dialer.Close()
 	return err
+}
+
+// leave asks the controller to withdraw this workload from every service,
+// if the proxy holds an identity to ask with. It is best effort: a
+// controller that cannot be reached withdraws the workload when its
+// stream ends.
+func (p *Proxy) leave() {
+	if p.svid.Get() == nil {
+		return
+	}
+	conn, err := p.dialControl()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = meshv1.NewDiscoveryClient(conn).Leave(ctx, &meshv1.LeaveRequest{Workload: p.workload()})
+	if err != nil {
+		p.log.Warn("could not tell the controller that the workload is leaving", "err", err)
+	}
+}
+
+// workload is how this proxy describes its workload to the controller.
+func (p *Proxy) workload() *meshv1.Workload {
+	return &meshv1.Workload{
+		Name:          p.cfg.Workload,
+		Labels:        p.cfg.Labels,
+		TunnelAddress: p.cfg.Advertise,
+		Address:       p.cfg.Address,
+	}
 }
 
 func (p *Proxy) serveTunnel(ctx context.Context) error {

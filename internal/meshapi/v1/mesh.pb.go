@@ -38,6 +38,10 @@ const (
 	Protocol_PROTOCOL_HTTP Protocol = 2
 	// HTTP/2 with prior knowledge (h2c) between the app and its proxy; gRPC.
 	Protocol_PROTOCOL_HTTP2 Protocol = 3
+	// Detected per connection from the first bytes the client sends:
+	// HTTP/1.x and HTTP/2 prior knowledge are proxied request by request,
+	// anything else (TLS originated by the app included) as opaque TCP.
+	Protocol_PROTOCOL_AUTO Protocol = 4
 )
 
 // Enum value maps for Protocol.
@@ -47,12 +51,14 @@ var (
 		1: "PROTOCOL_TCP",
 		2: "PROTOCOL_HTTP",
 		3: "PROTOCOL_HTTP2",
+		4: "PROTOCOL_AUTO",
 	}
 	Protocol_value = map[string]int32{
 		"PROTOCOL_UNSPECIFIED": 0,
 		"PROTOCOL_TCP":         1,
 		"PROTOCOL_HTTP":        2,
 		"PROTOCOL_HTTP2":       3,
+		"PROTOCOL_AUTO":        4,
 	}
 )
 
@@ -81,6 +87,55 @@ func (x Protocol) Number() protoreflect.EnumNumber {
 // Deprecated: Use Protocol.Descriptor instead.
 func (Protocol) EnumDescriptor() ([]byte, []int) {
 	return file_mesh_proto_rawDescGZIP(), []int{0}
+}
+
+// What a proxy does with a connection to a destination outside the mesh.
+type EgressMode int32
+
+const (
+	// Pass it through unchanged (the default).
+	EgressMode_EGRESS_ALLOW_ANY EgressMode = 0
+	// Refuse it: only mesh services can be reached.
+	EgressMode_EGRESS_MESH_ONLY EgressMode = 1
+)
+
+// Enum value maps for EgressMode.
+var (
+	EgressMode_name = map[int32]string{
+		0: "EGRESS_ALLOW_ANY",
+		1: "EGRESS_MESH_ONLY",
+	}
+	EgressMode_value = map[string]int32{
+		"EGRESS_ALLOW_ANY": 0,
+		"EGRESS_MESH_ONLY": 1,
+	}
+)
+
+func (x EgressMode) Enum() *EgressMode {
+	p := new(EgressMode)
+	*p = x
+	return p
+}
+
+func (x EgressMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EgressMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_mesh_proto_enumTypes[1].Descriptor()
+}
+
+func (EgressMode) Type() protoreflect.EnumType {
+	return &file_mesh_proto_enumTypes[1]
+}
+
+func (x EgressMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EgressMode.Descriptor instead.
+func (EgressMode) EnumDescriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{1}
 }
 
 type CertifyRequest struct {
@@ -209,7 +264,11 @@ type WatchRequest struct {
 	Workload *Workload `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
 	// Services this proxy sends traffic to, as "name" (same namespace) or
 	// "name.namespace". In transparent mode the controller decides instead.
-	Upstreams     []string `protobuf:"bytes,2,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
+	Upstreams []string `protobuf:"bytes,2,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
+	// The proxy intercepts the app's traffic (iptables redirection) and must
+	// know every service it may reach, with their addresses, rather than only
+	// the upstreams it names.
+	Transparent   bool `protobuf:"varint,3,opt,name=transparent,proto3" json:"transparent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -258,6 +317,94 @@ func (x *WatchRequest) GetUpstreams() []string {
 	return nil
 }
 
+func (x *WatchRequest) GetTransparent() bool {
+	if x != nil {
+		return x.Transparent
+	}
+	return false
+}
+
+type LeaveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The workload that is leaving, as it was registered.
+	Workload      *Workload `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveRequest) Reset() {
+	*x = LeaveRequest{}
+	mi := &file_mesh_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveRequest) ProtoMessage() {}
+
+func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
+func (*LeaveRequest) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LeaveRequest) GetWorkload() *Workload {
+	if x != nil {
+		return x.Workload
+	}
+	return nil
+}
+
+type LeaveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveResponse) Reset() {
+	*x = LeaveResponse{}
+	mi := &file_mesh_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveResponse) ProtoMessage() {}
+
+func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
+func (*LeaveResponse) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{4}
+}
+
 type Workload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Name of the workload instance, unique within its namespace.
@@ -266,13 +413,16 @@ type Workload struct {
 	// Address ("host:port") where the proxy accepts tunnel connections from
 	// its peers.
 	TunnelAddress string `protobuf:"bytes,3,opt,name=tunnel_address,json=tunnelAddress,proto3" json:"tunnel_address,omitempty"`
+	// IP address of the workload itself (its pod IP), which apps use to reach
+	// it directly. Empty means the host of tunnel_address.
+	Address       string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_mesh_proto_msgTypes[3]
+	mi := &file_mesh_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +434,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[3]
+	mi := &file_mesh_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +447,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{3}
+	return file_mesh_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Workload) GetName() string {
@@ -317,6 +467,13 @@ func (x *Workload) GetLabels() map[string]string {
 func (x *Workload) GetTunnelAddress() string {
 	if x != nil {
 		return x.TunnelAddress
+	}
+	return ""
+}
+
+func (x *Workload) GetAddress() string {
+	if x != nil {
+		return x.Address
 	}
 	return ""
 }
@@ -342,7 +499,7 @@ type ProxyConfig struct {
 
 func (x *ProxyConfig) Reset() {
 	*x = ProxyConfig{}
-	mi := &file_mesh_proto_msgTypes[4]
+	mi := &file_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +511,7 @@ func (x *ProxyConfig) String() string {
 func (*ProxyConfig) ProtoMessage() {}
 
 func (x *ProxyConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[4]
+	mi := &file_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +524,7 @@ func (x *ProxyConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyConfig.ProtoReflect.Descriptor instead.
 func (*ProxyConfig) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{4}
+	return file_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ProxyConfig) GetVersion() string {
@@ -413,18 +570,21 @@ func (x *ProxyConfig) GetSettings() *Settings {
 }
 
 type Service struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Ports         []*ServicePort         `protobuf:"bytes,3,rep,name=ports,proto3" json:"ports,omitempty"`
-	Endpoints     []*Endpoint            `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Ports     []*ServicePort         `protobuf:"bytes,3,rep,name=ports,proto3" json:"ports,omitempty"`
+	Endpoints []*Endpoint            `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// Virtual IP addresses of the service (a Kubernetes ClusterIP, say).
+	// A transparent proxy maps connections to address:port to this service.
+	Addresses     []string `protobuf:"bytes,5,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_mesh_proto_msgTypes[5]
+	mi := &file_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +596,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[5]
+	mi := &file_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +609,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{5}
+	return file_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Service) GetName() string {
@@ -480,6 +640,13 @@ func (x *Service) GetEndpoints() []*Endpoint {
 	return nil
 }
 
+func (x *Service) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
 type ServicePort struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -493,7 +660,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_mesh_proto_msgTypes[6]
+	mi := &file_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +672,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[6]
+	mi := &file_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +685,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{6}
+	return file_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ServicePort) GetName() string {
@@ -557,14 +724,18 @@ type Endpoint struct {
 	// any other identity is refused.
 	SpiffeId string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
 	// Workload name, for metrics and logs.
-	Workload      string `protobuf:"bytes,3,opt,name=workload,proto3" json:"workload,omitempty"`
+	Workload string `protobuf:"bytes,3,opt,name=workload,proto3" json:"workload,omitempty"`
+	// IP address of the workload itself. A transparent proxy maps
+	// connections to ip:target_port to this endpoint alone, as Kubernetes
+	// does for a pod IP.
+	Ip            string `protobuf:"bytes,4,opt,name=ip,proto3" json:"ip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_mesh_proto_msgTypes[7]
+	mi := &file_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +747,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[7]
+	mi := &file_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +760,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{7}
+	return file_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -613,6 +784,13 @@ func (x *Endpoint) GetWorkload() string {
 	return ""
 }
 
+func (x *Endpoint) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
 type InboundPort struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Port          uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
@@ -623,7 +801,7 @@ type InboundPort struct {
 
 func (x *InboundPort) Reset() {
 	*x = InboundPort{}
-	mi := &file_mesh_proto_msgTypes[8]
+	mi := &file_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +813,7 @@ func (x *InboundPort) String() string {
 func (*InboundPort) ProtoMessage() {}
 
 func (x *InboundPort) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[8]
+	mi := &file_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +826,7 @@ func (x *InboundPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundPort.ProtoReflect.Descriptor instead.
 func (*InboundPort) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{8}
+	return file_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InboundPort) GetPort() uint32 {
@@ -669,13 +847,15 @@ type Settings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Dial timeout for tunnel connections to peers.
 	ConnectTimeout *durationpb.Duration `protobuf:"bytes,1,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Connections to destinations outside the mesh, in transparent mode.
+	Egress        EgressMode `protobuf:"varint,2,opt,name=egress,proto3,enum=rampart.mesh.v1.EgressMode" json:"egress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_mesh_proto_msgTypes[9]
+	mi := &file_mesh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +867,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[9]
+	mi := &file_mesh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +880,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{9}
+	return file_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Settings) GetConnectTimeout() *durationpb.Duration {
@@ -708,6 +888,13 @@ func (x *Settings) GetConnectTimeout() *durationpb.Duration {
 		return x.ConnectTimeout
 	}
 	return nil
+}
+
+func (x *Settings) GetEgress() EgressMode {
+	if x != nil {
+		return x.Egress
+	}
+	return EgressMode_EGRESS_ALLOW_ANY
 }
 
 var File_mesh_proto protoreflect.FileDescriptor
@@ -724,14 +911,19 @@ const file_mesh_proto_rawDesc = "" +
 	"\n" +
 	"cert_chain\x18\x01 \x03(\fR\tcertChain\x12!\n" +
 	"\ftrust_bundle\x18\x02 \x03(\fR\vtrustBundle\x12\x1b\n" +
-	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\"c\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\"\x85\x01\n" +
 	"\fWatchRequest\x125\n" +
 	"\bworkload\x18\x01 \x01(\v2\x19.rampart.mesh.v1.WorkloadR\bworkload\x12\x1c\n" +
-	"\tupstreams\x18\x02 \x03(\tR\tupstreams\"\xbf\x01\n" +
+	"\tupstreams\x18\x02 \x03(\tR\tupstreams\x12 \n" +
+	"\vtransparent\x18\x03 \x01(\bR\vtransparent\"E\n" +
+	"\fLeaveRequest\x125\n" +
+	"\bworkload\x18\x01 \x01(\v2\x19.rampart.mesh.v1.WorkloadR\bworkload\"\x0f\n" +
+	"\rLeaveResponse\"\xd9\x01\n" +
 	"\bWorkload\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12=\n" +
 	"\x06labels\x18\x02 \x03(\v2%.rampart.mesh.v1.Workload.LabelsEntryR\x06labels\x12%\n" +
-	"\x0etunnel_address\x18\x03 \x01(\tR\rtunnelAddress\x1a9\n" +
+	"\x0etunnel_address\x18\x03 \x01(\tR\rtunnelAddress\x12\x18\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8c\x02\n" +
@@ -741,36 +933,45 @@ const file_mesh_proto_rawDesc = "" +
 	"\bservices\x18\x03 \x03(\v2\x18.rampart.mesh.v1.ServiceR\bservices\x126\n" +
 	"\ainbound\x18\x04 \x03(\v2\x1c.rampart.mesh.v1.InboundPortR\ainbound\x12!\n" +
 	"\ftrust_bundle\x18\x05 \x03(\fR\vtrustBundle\x125\n" +
-	"\bsettings\x18\x06 \x01(\v2\x19.rampart.mesh.v1.SettingsR\bsettings\"\xa8\x01\n" +
+	"\bsettings\x18\x06 \x01(\v2\x19.rampart.mesh.v1.SettingsR\bsettings\"\xc6\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x122\n" +
 	"\x05ports\x18\x03 \x03(\v2\x1c.rampart.mesh.v1.ServicePortR\x05ports\x127\n" +
-	"\tendpoints\x18\x04 \x03(\v2\x19.rampart.mesh.v1.EndpointR\tendpoints\"\x8d\x01\n" +
+	"\tendpoints\x18\x04 \x03(\v2\x19.rampart.mesh.v1.EndpointR\tendpoints\x12\x1c\n" +
+	"\taddresses\x18\x05 \x03(\tR\taddresses\"\x8d\x01\n" +
 	"\vServicePort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1f\n" +
 	"\vtarget_port\x18\x03 \x01(\rR\n" +
 	"targetPort\x125\n" +
-	"\bprotocol\x18\x04 \x01(\x0e2\x19.rampart.mesh.v1.ProtocolR\bprotocol\"]\n" +
+	"\bprotocol\x18\x04 \x01(\x0e2\x19.rampart.mesh.v1.ProtocolR\bprotocol\"m\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1a\n" +
-	"\bworkload\x18\x03 \x01(\tR\bworkload\"X\n" +
+	"\bworkload\x18\x03 \x01(\tR\bworkload\x12\x0e\n" +
+	"\x02ip\x18\x04 \x01(\tR\x02ip\"X\n" +
 	"\vInboundPort\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x125\n" +
-	"\bprotocol\x18\x02 \x01(\x0e2\x19.rampart.mesh.v1.ProtocolR\bprotocol\"N\n" +
+	"\bprotocol\x18\x02 \x01(\x0e2\x19.rampart.mesh.v1.ProtocolR\bprotocol\"\x83\x01\n" +
 	"\bSettings\x12B\n" +
-	"\x0fconnect_timeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout*]\n" +
+	"\x0fconnect_timeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\x123\n" +
+	"\x06egress\x18\x02 \x01(\x0e2\x1b.rampart.mesh.v1.EgressModeR\x06egress*p\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x11\n" +
 	"\rPROTOCOL_HTTP\x10\x02\x12\x12\n" +
-	"\x0ePROTOCOL_HTTP2\x10\x032X\n" +
+	"\x0ePROTOCOL_HTTP2\x10\x03\x12\x11\n" +
+	"\rPROTOCOL_AUTO\x10\x04*8\n" +
+	"\n" +
+	"EgressMode\x12\x14\n" +
+	"\x10EGRESS_ALLOW_ANY\x10\x00\x12\x14\n" +
+	"\x10EGRESS_MESH_ONLY\x10\x012X\n" +
 	"\bIdentity\x12L\n" +
-	"\aCertify\x12\x1f.rampart.mesh.v1.CertifyRequest\x1a .rampart.mesh.v1.CertifyResponse2S\n" +
+	"\aCertify\x12\x1f.rampart.mesh.v1.CertifyRequest\x1a .rampart.mesh.v1.CertifyResponse2\x9b\x01\n" +
 	"\tDiscovery\x12F\n" +
-	"\x05Watch\x12\x1d.rampart.mesh.v1.WatchRequest\x1a\x1c.rampart.mesh.v1.ProxyConfig0\x01B<Z:github.com/rampart-mesh/rampart/internal/meshapi/v1;meshv1b\x06proto3"
+	"\x05Watch\x12\x1d.rampart.mesh.v1.WatchRequest\x1a\x1c.rampart.mesh.v1.ProxyConfig0\x01\x12F\n" +
+	"\x05Leave\x12\x1d.rampart.mesh.v1.LeaveRequest\x1a\x1e.rampart.mesh.v1.LeaveResponseB<Z:github.com/rampart-mesh/rampart/internal/meshapi/v1;meshv1b\x06proto3"
 
 var (
 	file_mesh_proto_rawDescOnce sync.Once
@@ -784,43 +985,50 @@ func file_mesh_proto_rawDescGZIP() []byte {
 	return file_mesh_proto_rawDescData
 }
 
-var file_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_mesh_proto_goTypes = []any{
 	(Protocol)(0),               // 0: rampart.mesh.v1.Protocol
-	(*CertifyRequest)(nil),      // 1: rampart.mesh.v1.CertifyRequest
-	(*CertifyResponse)(nil),     // 2: rampart.mesh.v1.CertifyResponse
-	(*WatchRequest)(nil),        // 3: rampart.mesh.v1.WatchRequest
-	(*Workload)(nil),            // 4: rampart.mesh.v1.Workload
-	(*ProxyConfig)(nil),         // 5: rampart.mesh.v1.ProxyConfig
-	(*Service)(nil),             // 6: rampart.mesh.v1.Service
-	(*ServicePort)(nil),         // 7: rampart.mesh.v1.ServicePort
-	(*Endpoint)(nil),            // 8: rampart.mesh.v1.Endpoint
-	(*InboundPort)(nil),         // 9: rampart.mesh.v1.InboundPort
-	(*Settings)(nil),            // 10: rampart.mesh.v1.Settings
-	nil,                         // 11: rampart.mesh.v1.Workload.LabelsEntry
-	(*durationpb.Duration)(nil), // 12: google.protobuf.Duration
+	(EgressMode)(0),             // 1: rampart.mesh.v1.EgressMode
+	(*CertifyRequest)(nil),      // 2: rampart.mesh.v1.CertifyRequest
+	(*CertifyResponse)(nil),     // 3: rampart.mesh.v1.CertifyResponse
+	(*WatchRequest)(nil),        // 4: rampart.mesh.v1.WatchRequest
+	(*LeaveRequest)(nil),        // 5: rampart.mesh.v1.LeaveRequest
+	(*LeaveResponse)(nil),       // 6: rampart.mesh.v1.LeaveResponse
+	(*Workload)(nil),            // 7: rampart.mesh.v1.Workload
+	(*ProxyConfig)(nil),         // 8: rampart.mesh.v1.ProxyConfig
+	(*Service)(nil),             // 9: rampart.mesh.v1.Service
+	(*ServicePort)(nil),         // 10: rampart.mesh.v1.ServicePort
+	(*Endpoint)(nil),            // 11: rampart.mesh.v1.Endpoint
+	(*InboundPort)(nil),         // 12: rampart.mesh.v1.InboundPort
+	(*Settings)(nil),            // 13: rampart.mesh.v1.Settings
+	nil,                         // 14: rampart.mesh.v1.Workload.LabelsEntry
+	(*durationpb.Duration)(nil), // 15: google.protobuf.Duration
 }
 var file_mesh_proto_depIdxs = []int32{
-	4,  // 0: rampart.mesh.v1.WatchRequest.workload:type_name -> rampart.mesh.v1.Workload
-	11, // 1: rampart.mesh.v1.Workload.labels:type_name -> rampart.mesh.v1.Workload.LabelsEntry
-	6,  // 2: rampart.mesh.v1.ProxyConfig.services:type_name -> rampart.mesh.v1.Service
-	9,  // 3: rampart.mesh.v1.ProxyConfig.inbound:type_name -> rampart.mesh.v1.InboundPort
-	10, // 4: rampart.mesh.v1.ProxyConfig.settings:type_name -> rampart.mesh.v1.Settings
-	7,  // 5: rampart.mesh.v1.Service.ports:type_name -> rampart.mesh.v1.ServicePort
-	8,  // 6: rampart.mesh.v1.Service.endpoints:type_name -> rampart.mesh.v1.Endpoint
-	0,  // 7: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
-	0,  // 8: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
-	12, // 9: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
-	1,  // 10: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
-	3,  // 11: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
-	2,  // 12: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
-	5,  // 13: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
-	12, // [12:14] is the sub-list for method output_type
-	10, // [10:12] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	7,  // 0: rampart.mesh.v1.WatchRequest.workload:type_name -> rampart.mesh.v1.Workload
+	7,  // 1: rampart.mesh.v1.LeaveRequest.workload:type_name -> rampart.mesh.v1.Workload
+	14, // 2: rampart.mesh.v1.Workload.labels:type_name -> rampart.mesh.v1.Workload.LabelsEntry
+	9,  // 3: rampart.mesh.v1.ProxyConfig.services:type_name -> rampart.mesh.v1.Service
+	12, // 4: rampart.mesh.v1.ProxyConfig.inbound:type_name -> rampart.mesh.v1.InboundPort
+	13, // 5: rampart.mesh.v1.ProxyConfig.settings:type_name -> rampart.mesh.v1.Settings
+	10, // 6: rampart.mesh.v1.Service.ports:type_name -> rampart.mesh.v1.ServicePort
+	11, // 7: rampart.mesh.v1.Service.endpoints:type_name -> rampart.mesh.v1.Endpoint
+	0,  // 8: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
+	0,  // 9: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
+	15, // 10: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
+	1,  // 11: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
+	2,  // 12: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
+	4,  // 13: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
+	5,  // 14: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
+	3,  // 15: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
+	8,  // 16: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
+	6,  // 17: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
+	15, // [15:18] is the sub-list for method output_type
+	12, // [12:15] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_mesh_proto_init() }
@@ -833,8 +1041,8 @@ func file_mesh_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mesh_proto_rawDesc), len(file_mesh_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   11,
+			NumEnums:      2,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -142,6 +142,7 @@ var Identity_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	Discovery_Watch_FullMethodName = "/rampart.mesh.v1.Discovery/Watch"
+	Discovery_Leave_FullMethodName = "/rampart.mesh.v1.Discovery/Leave"
 )
 
 // DiscoveryClient is the client API for Discovery service.
@@ -154,6 +155,11 @@ type DiscoveryClient interface {
 	// streams its configuration. A new message is sent whenever what the
 	// proxy needs changes; each carries the complete state, versioned.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ProxyConfig], error)
+	// Leave removes the calling workload (identified by its SVID and the
+	// tunnel address it registered) from every service at once. A proxy calls
+	// it when it starts draining, so that peers stop choosing it before it
+	// stops accepting.
+	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 }
 
 type discoveryClient struct {
@@ -183,6 +189,16 @@ func (c *discoveryClient) Watch(ctx context.Context, in *WatchRequest, opts ...g
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Discovery_WatchClient = grpc.ServerStreamingClient[ProxyConfig]
 
+func (c *discoveryClient) Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaveResponse)
+	err := c.cc.Invoke(ctx, Discovery_Leave_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DiscoveryServer is the server API for Discovery service.
 // All implementations must embed UnimplementedDiscoveryServer
 // for forward compatibility.
@@ -193,6 +209,11 @@ type DiscoveryServer interface {
 	// streams its configuration. A new message is sent whenever what the
 	// proxy needs changes; each carries the complete state, versioned.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[ProxyConfig]) error
+	// Leave removes the calling workload (identified by its SVID and the
+	// tunnel address it registered) from every service at once. A proxy calls
+	// it when it starts draining, so that peers stop choosing it before it
+	// stops accepting.
+	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	mustEmbedUnimplementedDiscoveryServer()
 }
 
@@ -205,6 +226,9 @@ type UnimplementedDiscoveryServer struct{}
 
 func (UnimplementedDiscoveryServer) Watch(*WatchRequest, grpc.ServerStreamingServer[ProxyConfig]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedDiscoveryServer) Leave(context.Context, *LeaveRequest) (*LeaveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Leave not implemented")
 }
 func (UnimplementedDiscoveryServer) mustEmbedUnimplementedDiscoveryServer() {}
 func (UnimplementedDiscoveryServer) testEmbeddedByValue()                   {}
@@ -238,13 +262,36 @@ func _Discovery_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Discovery_WatchServer = grpc.ServerStreamingServer[ProxyConfig]
 
+func _Discovery_Leave_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DiscoveryServer).Leave(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Discovery_Leave_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DiscoveryServer).Leave(ctx, req.(*LeaveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Discovery_ServiceDesc is the grpc.ServiceDesc for Discovery service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Discovery_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "rampart.mesh.v1.Discovery",
 	HandlerType: (*DiscoveryServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Leave",
+			Handler:    _Discovery_Leave_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Watch",

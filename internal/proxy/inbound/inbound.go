@@ -5,7 +5,14 @@
 // Only ports the controller declared for this workload are reachable, and
 // only with their declared protocol: an opaque stream to an HTTP port (which
 // would skip per-request handling) is refused, as is anything to an
-// undeclared port. It must not depend on Kubernetes packages.
+// undeclared port. A port whose protocol is detected (Auto) takes both
+// requests and streams, as the caller's proxy classified the connection.
+//
+// Connections redirected to the workload without mTLS (iptables sends
+// every inbound connection but the tunnel's to the plaintext listener) are
+// refused and counted: the mesh's default is strict mTLS.
+//
+// It must not depend on Kubernetes packages.
 package inbound
 
 import (
@@ -95,6 +102,7 @@ func (h *Handler) reverseProxy(t http.RoundTripper) *httputil.ReverseProxy {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = net.JoinHostPort(h.cfg.AppHost, pr.In.Header.Get(tunnel.HeaderTargetPort))
 			pr.Out.Header.Del(tunnel.HeaderTargetPort)
+			pr.Out.Header.Del(tunnel.HeaderAppProtocol)
 			// The caller's identity is what mTLS proved, never what the
 			// request says.
 			pr.Out.Header.Del(tunnel.HeaderClientID)
@@ -186,6 +194,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rp = h.http1
 	case meshv1.Protocol_PROTOCOL_HTTP2:
 		rp = h.http2
+	case meshv1.Protocol_PROTOCOL_AUTO:
+		// Detected at the caller: speak to the app as the caller's app
+		// spoke.
+		rp = h.http1
+		if r.Header.Get(tunnel.HeaderAppProtocol) == tunnel.AppProtocolH2C {
+			rp = h.http2
+		}
 	default:
 		h.refuse(w, http.StatusForbidden, ReasonProtocolMismatch, "target port does not speak HTTP")
 		return
@@ -211,7 +226,7 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, peer spif
 		h.refuse(w, http.StatusForbidden, ReasonPortNotAllowed, "target port is not served by this workload")
 		return
 	}
-	if proto != meshv1.Protocol_PROTOCOL_TCP {
+	if proto != meshv1.Protocol_PROTOCOL_TCP && proto != meshv1.Protocol_PROTOCOL_AUTO {
 		h.refuse(w, http.StatusForbidden, ReasonProtocolMismatch, "target port speaks HTTP; send requests, not a stream")
 		return
 	}

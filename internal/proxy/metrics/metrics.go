@@ -48,6 +48,14 @@ type Metrics struct {
 	ConfigUpdates prometheus.Counter
 	// ConfigRejected counts configurations received and refused.
 	ConfigRejected prometheus.Counter
+	// Detected counts connections classified by protocol detection.
+	Detected *prometheus.CounterVec
+	// Egress counts transparent connections to destinations outside the
+	// mesh, by action (passthrough or refused).
+	Egress *prometheus.CounterVec
+	// Plaintext counts redirected inbound connections that arrived without
+	// mTLS, by detected protocol and action.
+	Plaintext *prometheus.CounterVec
 }
 
 // New creates the series on a fresh registry with Go and process collectors.
@@ -99,13 +107,25 @@ func New() *Metrics {
 			Name: "rampart_proxy_config_rejected_total",
 			Help: "Configurations received from the controller and refused as invalid; the last good one stays in force.",
 		}),
+		Detected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rampart_proxy_protocol_detections_total",
+			Help: "Connections classified by protocol detection, by direction and protocol (http/1.1, h2c, tls, tcp).",
+		}, []string{"direction", "protocol"}),
+		Egress: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rampart_proxy_egress_connections_total",
+			Help: "Intercepted connections to destinations outside the mesh, by action (passthrough or refused).",
+		}, []string{"action"}),
+		Plaintext: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rampart_proxy_plaintext_connections_total",
+			Help: "Redirected inbound connections that arrived without mTLS, by detected protocol and action.",
+		}, []string{"protocol", "action"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Requests, m.RequestDuration, m.TCPConnections, m.TCPBytes, m.TLSRefusals,
 		m.Refusals, m.SVIDExpiry, m.SVIDRenewals, m.ControlPlaneConnected,
-		m.ConfigUpdates, m.ConfigRejected,
+		m.ConfigUpdates, m.ConfigRejected, m.Detected, m.Egress, m.Plaintext,
 	)
 	return m
 }

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -31,6 +32,7 @@ import (
 	"github.com/rampart-mesh/rampart/internal/identity"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
+	"github.com/rampart-mesh/rampart/internal/proxy/sniff"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -40,6 +42,9 @@ const (
 	ReasonUnknownService = "unknown_service"
 	ReasonNoEndpoints    = "no_endpoints"
 	ReasonPeerFailed     = "peer_unavailable"
+	ReasonEgressDenied   = "egress_denied"
+	ReasonLoop           = "redirect_loop"
+	ReasonNoDestination  = "no_original_destination"
 )
 
 // statusClientClosed is the code recorded for a request its caller
@@ -98,7 +103,15 @@ func ParseUpstream(s string) (Upstream, error) {
 
 // Config configures an Outbound.
 type Config struct {
+	// Upstreams are explicit app-facing listeners, one per service.
 	Upstreams []Upstream
+	// Transparent, when set, is the address of the listener that receives
+	// the app's connections redirected by iptables (see
+	// internal/proxy/iptables). The original destination of each selects
+	// a service by its address or an endpoint by its IP; any other
+	// destination is outside the mesh and is passed through or refused,
+	// as the configuration's egress mode says.
+	Transparent string
 	// Namespace is the proxy's own namespace, for upstreams without one.
 	Namespace string
 	Dialer    *tunnel.Dialer   // required
@@ -107,17 +120,32 @@ type Config struct {
 	// DrainTimeout bounds how long Run waits for requests and connections
 	// in flight after its context ends; default 10s.
 	DrainTimeout time.Duration
+	// DetectTimeout bounds how long protocol detection waits for a
+	// client's first bytes on a port of protocol Auto before treating the
+	// connection as opaque; default 1s. Misdetection costs per-request
+	// handling, never the connection: the peer accepts both.
+	DetectTimeout time.Duration
+	// DialTimeout bounds dialing a destination outside the mesh; default 5s.
+	DialTimeout time.Duration
 }
 
 // Outbound owns the app-facing listeners.
 type Outbound struct {
-	cfg       Config
-	log       *slog.Logger
-	listeners []net.Listener
-	routes    atomic.Pointer[[]*route]
+	cfg         Config
+	log         *slog.Logger
+	listeners   []net.Listener // by upstream index
+	transparent net.Listener   // nil unless Config.Transparent
+	state       atomic.Pointer[state]
 }
 
-// route is where one upstream's traffic goes under the current config.
+// state is what the current configuration says about destinations.
+type state struct {
+	upstreams []*route                  // by upstream index
+	byAddr    map[netip.AddrPort]*route // service address:port and endpoint ip:target port
+	egress    meshv1.EgressMode
+}
+
+// route is where one destination's traffic goes under the current config.
 type route struct {
 	service string // name.namespace, for metrics and errors
 	known   bool
@@ -135,6 +163,12 @@ func New(cfg Config) (*Outbound, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
+	if cfg.DetectTimeout <= 0 {
+		cfg.DetectTimeout = time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
 	o := &Outbound{cfg: cfg, log: cfg.Logger}
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
@@ -147,8 +181,15 @@ func New(cfg Config) (*Outbound, error) {
 		}
 		o.listeners = append(o.listeners, l)
 	}
-	empty := make([]*route, len(cfg.Upstreams))
-	o.routes.Store(&empty)
+	if cfg.Transparent != "" {
+		l, err := net.Listen("tcp", cfg.Transparent)
+		if err != nil {
+			o.closeListeners()
+			return nil, fmt.Errorf("outbound: transparent listener: %w", err)
+		}
+		o.transparent = l
+	}
+	o.state.Store(&state{upstreams: make([]*route, len(cfg.Upstreams))})
 	return o, nil
 }
 
@@ -159,10 +200,22 @@ func (o *Outbound) closeListeners() {
 	for _, l := range o.listeners {
 		l.Close()
 	}
+	if o.transparent != nil {
+		o.transparent.Close()
+	}
 }
 
 // Addr returns the bound address of the i-th upstream.
 func (o *Outbound) Addr(i int) string { return o.listeners[i].Addr().String() }
+
+// TransparentAddr returns the bound address of the transparent listener,
+// or "" without one.
+func (o *Outbound) TransparentAddr() string {
+	if o.transparent == nil {
+		return ""
+	}
+	return o.transparent.Addr().String()
+}
 
 // serviceKey resolves an upstream's service name to name.namespace.
 func (o *Outbound) serviceKey(u Upstream) string {
@@ -173,32 +226,79 @@ func (o *Outbound) serviceKey(u Upstream) string {
 }
 
 // Update applies a new configuration. It never fails: an upstream the
-// configuration does not describe is refused until one does.
+// configuration does not describe is refused until one does. Connections
+// open stay open: each request and connection looks its route up anew.
 func (o *Outbound) Update(pc *meshv1.ProxyConfig) {
 	services := make(map[string]*meshv1.Service, len(pc.GetServices()))
 	for _, s := range pc.GetServices() {
 		services[s.GetName()+"."+s.GetNamespace()] = s
 	}
-	routes := make([]*route, len(o.cfg.Upstreams))
+	st := &state{
+		upstreams: make([]*route, len(o.cfg.Upstreams)),
+		egress:    pc.GetSettings().GetEgress(),
+	}
 	for i, u := range o.cfg.Upstreams {
 		key := o.serviceKey(u)
 		r := &route{service: key}
-		routes[i] = r
-		s, ok := services[key]
-		if !ok {
-			continue
-		}
-		r.port = pickPort(s.GetPorts(), u.Port)
-		r.known = r.port != nil
-		for _, e := range s.GetEndpoints() {
-			id, err := spiffeid.FromString(e.GetSpiffeId())
-			if err != nil {
-				continue // validated upstream; never reached
-			}
-			r.peers = append(r.peers, tunnel.Peer{Address: e.GetAddress(), ID: id})
+		st.upstreams[i] = r
+		if s, ok := services[key]; ok {
+			r.port = pickPort(s.GetPorts(), u.Port)
+			r.known = r.port != nil
+			r.peers = peersOf(s.GetEndpoints(), nil)
 		}
 	}
-	o.routes.Store(&routes)
+	if o.transparent != nil {
+		st.byAddr = addressTable(pc.GetServices())
+	}
+	o.state.Store(st)
+}
+
+// addressTable maps every address a transparent proxy may see as an
+// original destination to its route: a service address at a service port
+// balances over the service's endpoints; an endpoint's own IP at a target
+// port goes to that endpoint alone, as a pod IP does on Kubernetes. The
+// first service to claim an address wins; the controller refuses
+// duplicates.
+func addressTable(services []*meshv1.Service) map[netip.AddrPort]*route {
+	table := make(map[netip.AddrPort]*route)
+	for _, s := range services {
+		key := s.GetName() + "." + s.GetNamespace()
+		all := peersOf(s.GetEndpoints(), nil)
+		for _, p := range s.GetPorts() {
+			for _, a := range s.GetAddresses() {
+				ip, err := netip.ParseAddr(a)
+				if err != nil {
+					continue // validated upstream; never reached
+				}
+				ap := netip.AddrPortFrom(ip.Unmap(), uint16(p.GetPort()))
+				if _, dup := table[ap]; !dup {
+					table[ap] = &route{service: key, known: true, port: p, peers: all}
+				}
+			}
+			for _, e := range s.GetEndpoints() {
+				ip, err := netip.ParseAddr(e.GetIp())
+				if err != nil {
+					continue // no IP of its own: reached through the service only
+				}
+				ap := netip.AddrPortFrom(ip.Unmap(), uint16(p.GetTargetPort()))
+				if _, dup := table[ap]; !dup {
+					table[ap] = &route{service: key, known: true, port: p, peers: peersOf([]*meshv1.Endpoint{e}, nil)}
+				}
+			}
+		}
+	}
+	return table
+}
+
+func peersOf(eps []*meshv1.Endpoint, out []tunnel.Peer) []tunnel.Peer {
+	for _, e := range eps {
+		id, err := spiffeid.FromString(e.GetSpiffeId())
+		if err != nil {
+			continue // validated upstream; never reached
+		}
+		out = append(out, tunnel.Peer{Address: e.GetAddress(), ID: id})
+	}
+	return out
 }
 
 func pickPort(ports []*meshv1.ServicePort, want string) *meshv1.ServicePort {
@@ -216,30 +316,42 @@ func pickPort(ports []*meshv1.ServicePort, want string) *meshv1.ServicePort {
 	return nil
 }
 
-func (o *Outbound) route(i int) *route { return (*o.routes.Load())[i] }
-
-// Run serves every upstream until ctx ends, then drains.
-func (o *Outbound) Run(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
-	for i := range o.cfg.Upstreams {
-		g.Go(func() error { return o.serve(gctx, i) })
-	}
-	err := g.Wait()
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+// target resolves, at each use, the route of one accepted connection, so
+// that a configuration change applies to connections already open.
+type target interface {
+	route() *route
+	// name is what logs call the destination.
+	name() string
 }
 
-func (o *Outbound) serve(ctx context.Context, i int) error {
-	l := o.listeners[i]
-	httpConns := newChanListener(l.Addr())
+type upstreamTarget struct {
+	o *Outbound
+	i int
+}
+
+func (t upstreamTarget) route() *route { return t.o.state.Load().upstreams[t.i] }
+func (t upstreamTarget) name() string  { return t.o.serviceKey(t.o.cfg.Upstreams[t.i]) }
+
+type addrTarget struct {
+	o   *Outbound
+	dst netip.AddrPort
+}
+
+func (t addrTarget) route() *route { return t.o.state.Load().byAddr[t.dst] }
+func (t addrTarget) name() string  { return t.dst.String() }
+
+// Run serves every listener until ctx ends, then drains: it stops
+// accepting, lets requests and connections in flight finish until the
+// drain deadline, then cuts what is left.
+func (o *Outbound) Run(ctx context.Context) error {
+	httpConns := newChanListener(addrOf(o))
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           o.httpHandler(i),
+		Handler:           o.httpHandler(),
 		Protocols:         &p,
+		ConnContext:       connContext,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(o.log.Handler(), slog.LevelDebug),
@@ -248,65 +360,148 @@ func (o *Outbound) serve(ctx context.Context, i int) error {
 	// the drain deadline.
 	tcpCtx, cancelTCP := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelTCP()
-	var tcpConns sync.WaitGroup
+	c := &conns{o: o, http: httpConns, ctx: tcpCtx}
 
-	var wg sync.WaitGroup
-	wg.Add(1)
+	serveDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(serveDone)
 		srv.Serve(httpConns) //nolint:errcheck // always ErrServerClosed after Shutdown
 	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		<-ctx.Done()
-		l.Close()
-	}()
 
-	var acceptErr error
-	for {
-		conn, err := l.Accept()
-		if err != nil {
-			if ctx.Err() == nil {
-				acceptErr = fmt.Errorf("outbound: accept on %s: %w", l.Addr(), err)
-			}
-			break
-		}
-		r := o.route(i)
-		switch {
-		case r == nil || !r.known:
-			o.refuse(ReasonUnknownService)
-			o.log.Warn("refused connection: upstream service is unknown to the mesh", "upstream", o.cfg.Upstreams[i].String())
-			conn.Close()
-		case r.port.GetProtocol() == meshv1.Protocol_PROTOCOL_TCP:
-			tcpConns.Add(1)
-			go func() {
-				defer tcpConns.Done()
-				o.serveTCP(tcpCtx, conn, r)
-			}()
-		default:
-			httpConns.push(conn)
-		}
+	g, gctx := errgroup.WithContext(ctx)
+	for i, l := range o.listeners {
+		g.Go(func() error {
+			return c.acceptLoop(gctx, l, func(net.Conn) (target, bool) { return upstreamTarget{o, i}, true })
+		})
 	}
+	if o.transparent != nil {
+		g.Go(func() error { return c.acceptLoop(gctx, o.transparent, c.transparentTarget) })
+	}
+	acceptErr := g.Wait()
 
-	// Drain: stop accepting (done), let requests and streams in flight
-	// finish until the deadline, then cut what is left.
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.cfg.DrainTimeout)
 	defer cancel()
+	// Connections still being classified finish dispatching first, so
+	// that none reaches the HTTP server after it shut down.
+	c.dispatching.Wait()
 	httpConns.Close()
 	if err := srv.Shutdown(drainCtx); err != nil {
 		srv.Close()
 	}
 	done := make(chan struct{})
-	go func() { tcpConns.Wait(); close(done) }()
+	go func() { c.tcp.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-drainCtx.Done():
 		cancelTCP()
 		<-done
 	}
-	wg.Wait()
+	<-serveDone
+	if ctx.Err() != nil {
+		return nil
+	}
 	return acceptErr
+}
+
+func addrOf(o *Outbound) net.Addr {
+	if len(o.listeners) > 0 {
+		return o.listeners[0].Addr()
+	}
+	if o.transparent != nil {
+		return o.transparent.Addr()
+	}
+	return &net.TCPAddr{}
+}
+
+// conns tracks the connections of one Run.
+type conns struct {
+	o           *Outbound
+	http        *chanListener
+	ctx         context.Context // of opaque connections
+	dispatching sync.WaitGroup  // connections being classified
+	tcp         sync.WaitGroup  // opaque connections being carried
+}
+
+// acceptLoop accepts on l until ctx ends or accepting fails, and hands
+// each connection to dispatch.
+func (c *conns) acceptLoop(ctx context.Context, l net.Listener, targetOf func(net.Conn) (target, bool)) error {
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("outbound: accept on %s: %w", l.Addr(), err)
+		}
+		t, ok := targetOf(conn)
+		if !ok {
+			continue // handled (passed through or refused)
+		}
+		c.dispatching.Add(1)
+		go c.dispatch(conn, t)
+	}
+}
+
+// dispatch classifies a connection by its route's protocol, detecting it
+// when the port says Auto, and hands it to the HTTP server or carries it
+// as an opaque stream.
+func (c *conns) dispatch(conn net.Conn, t target) {
+	o := c.o
+	r := t.route()
+	if r == nil || !r.known {
+		c.dispatching.Done()
+		o.refuse(ReasonUnknownService)
+		o.log.Warn("refused connection: destination is unknown to the mesh", "destination", t.name())
+		conn.Close()
+		return
+	}
+	proto := r.port.GetProtocol()
+	if proto == meshv1.Protocol_PROTOCOL_AUTO {
+		p, detected, err := sniff.Detect(conn, o.cfg.DetectTimeout)
+		if err != nil {
+			c.dispatching.Done()
+			conn.Close()
+			return
+		}
+		o.cfg.Metrics.Detected.WithLabelValues(metrics.Outbound, p.String()).Inc()
+		conn = detected
+		switch p {
+		case sniff.HTTP1, sniff.HTTP2:
+			proto = meshv1.Protocol_PROTOCOL_HTTP
+		default:
+			proto = meshv1.Protocol_PROTOCOL_TCP
+		}
+	}
+	if proto == meshv1.Protocol_PROTOCOL_TCP {
+		c.tcp.Add(1)
+		c.dispatching.Done()
+		defer c.tcp.Done()
+		o.serveTCP(c.ctx, conn, t)
+		return
+	}
+	c.http.push(&targetConn{Conn: conn, target: t})
+	c.dispatching.Done()
+}
+
+// targetConn carries a connection's target to the HTTP handler.
+type targetConn struct {
+	net.Conn
+	target target
+}
+
+type targetKey struct{}
+
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*targetConn); ok {
+		return context.WithValue(ctx, targetKey{}, tc.target)
+	}
+	return ctx
 }
 
 func (o *Outbound) refuse(reason string) {
@@ -323,7 +518,7 @@ type reqState struct {
 	failed int // status the proxy answered itself, when it did
 }
 
-func (o *Outbound) httpHandler(i int) http.Handler {
+func (o *Outbound) httpHandler() http.Handler {
 	rp := &httputil.ReverseProxy{
 		Transport: o,
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -332,30 +527,43 @@ func (o *Outbound) httpHandler(i int) http.Handler {
 			// The app may not speak for anyone, itself included: the
 			// receiving proxy sets the caller's identity.
 			pr.Out.Header.Del(tunnel.HeaderClientID)
+			pr.Out.Header.Del(tunnel.HeaderAppProtocol)
+			if pr.In.ProtoMajor == 2 && st.route.port.GetProtocol() == meshv1.Protocol_PROTOCOL_AUTO {
+				// Detected HTTP/2: the app's server speaks it too.
+				pr.Out.Header.Set(tunnel.HeaderAppProtocol, tunnel.AppProtocolH2C)
+			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			st, _ := r.Context().Value(stateKey{}).(*reqState)
 			if errors.Is(err, context.Canceled) {
-				if st, ok := r.Context().Value(stateKey{}).(*reqState); ok {
+				if st != nil {
 					st.failed = statusClientClosed
 				}
 				return
 			}
 			o.cfg.Metrics.Refusals.WithLabelValues(metrics.Outbound, ReasonPeerFailed).Inc()
-			o.log.Warn("upstream request failed", "upstream", o.cfg.Upstreams[i].Service, "err", err)
-			if st, ok := r.Context().Value(stateKey{}).(*reqState); ok {
+			if st != nil {
 				st.failed = http.StatusBadGateway
+				o.log.Warn("upstream request failed", "service", st.route.service, "err", err)
 			}
 			localError(w, r, http.StatusBadGateway, "rampart: no endpoint of the service could be reached")
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rt := o.route(i)
+		t, _ := r.Context().Value(targetKey{}).(target)
+		var rt *route
+		if t != nil {
+			rt = t.route()
+		}
 		switch {
 		case rt == nil || !rt.known:
+			name := "unknown"
+			if t != nil {
+				name = t.name()
+			}
 			o.refuse(ReasonUnknownService)
-			key := o.serviceKey(o.cfg.Upstreams[i])
-			o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", key, metrics.Code(http.StatusServiceUnavailable)).Inc()
-			localError(w, r, http.StatusServiceUnavailable, "rampart: service "+key+" is unknown to the mesh")
+			o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", "", metrics.Code(http.StatusServiceUnavailable)).Inc()
+			localError(w, r, http.StatusServiceUnavailable, "rampart: destination "+name+" is unknown to the mesh")
 			return
 		case len(rt.peers) == 0:
 			o.refuse(ReasonNoEndpoints)
@@ -412,8 +620,14 @@ func retriable(ctx context.Context, err error) bool {
 	return ctx.Err() == nil && errors.As(err, &de)
 }
 
-func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, r *route) {
+func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, t target) {
 	defer conn.Close()
+	r := t.route()
+	if r == nil || !r.known {
+		o.refuse(ReasonUnknownService)
+		o.log.Warn("refused connection: destination is unknown to the mesh", "destination", t.name())
+		return
+	}
 	if len(r.peers) == 0 {
 		o.refuse(ReasonNoEndpoints)
 		o.log.Warn("refused connection: service has no endpoints", "service", r.service)
@@ -443,9 +657,7 @@ func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, r *route) {
 	peerID := peer.ID.String()
 	o.cfg.Metrics.TCPConnections.WithLabelValues(metrics.Outbound, peerID, r.service).Inc()
 	received, _ := io.Copy(conn, body)
-	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
+	closeWrite(conn)
 	// Wait for the app to finish sending (or the stream to be cut).
 	select {
 	case <-up.done:
@@ -453,6 +665,12 @@ func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, r *route) {
 	}
 	o.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Outbound, peerID, r.service, "sent").Add(float64(up.n.Load()))
 	o.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Outbound, peerID, r.service, "received").Add(float64(received))
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
 }
 
 // countingReader counts bytes read and signals when reading ended.

@@ -43,6 +43,12 @@ const (
 	// HeaderClientID carries, from the inbound proxy to its app, the verified
 	// SPIFFE ID of the caller. Proxies remove any copy arriving from outside.
 	HeaderClientID = "Rampart-Client-Id"
+	// HeaderAppProtocol tells the receiving proxy, for a port whose
+	// protocol is detected, that the calling app spoke AppProtocolH2C, so
+	// that the request reaches the destination app over HTTP/2 as well.
+	// Absent means HTTP/1.1. The receiving proxy removes it.
+	HeaderAppProtocol = "Rampart-App-Protocol"
+	AppProtocolH2C    = "h2c"
 	// ConnectHost is the host part of a CONNECT stream's authority: the
 	// target is always the peer's own loopback.
 	ConnectHost = "127.0.0.1"

@@ -1,0 +1,67 @@
+package inbound
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
+	"github.com/rampart-mesh/rampart/internal/proxy/origdst"
+	"github.com/rampart-mesh/rampart/internal/proxy/sniff"
+)
+
+// PlaintextRefused is the action counted for plaintext connections under
+// strict mTLS.
+const PlaintextRefused = "refused"
+
+// plaintextDetectTimeout bounds how long a refused plaintext connection is
+// read from to name its protocol in metrics.
+const plaintextDetectTimeout = 200 * time.Millisecond
+
+// ServePlaintext accepts, on l, the connections that iptables redirected
+// to the workload from outside the tunnel, until ctx ends. Under strict
+// mTLS (the default) each is refused: it is classified by its first bytes
+// for the metrics, logged at debug level and closed.
+func (h *Handler) ServePlaintext(ctx context.Context, l net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("inbound: accept on %s: %w", l.Addr(), err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.refusePlaintext(conn)
+		}()
+	}
+}
+
+func (h *Handler) refusePlaintext(conn net.Conn) {
+	defer conn.Close()
+	dst := "unknown"
+	if d, err := origdst.Get(conn); err == nil {
+		dst = d.String()
+	}
+	proto, _, err := sniff.Detect(conn, plaintextDetectTimeout)
+	name := proto.String()
+	if err != nil {
+		name = "none"
+	}
+	h.cfg.Metrics.Plaintext.WithLabelValues(name, PlaintextRefused).Inc()
+	h.log.Debug("refused plaintext connection: the workload requires mTLS",
+		"direction", metrics.Inbound, "remote", conn.RemoteAddr().String(), "destination", dst, "protocol", name)
+}
