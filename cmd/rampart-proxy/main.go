@@ -32,6 +32,9 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "iptables" {
+		return runIPTables(args[1:])
+	}
 	fs := flag.NewFlagSet("rampart-proxy", flag.ContinueOnError)
 	var (
 		cfg                 proxy.Config
@@ -52,6 +55,10 @@ func run(args []string) error {
 	fs.StringVar(&cfg.TunnelListen, "tunnel-listen", proxy.DefaultTunnelListen, "address for mTLS tunnel connections from peer proxies")
 	fs.StringVar(&cfg.Advertise, "advertise", "", "tunnel address given to peers (default: the bound --tunnel-listen)")
 	fs.StringVar(&cfg.AdminListen, "admin-listen", proxy.DefaultAdminListen, "admin address: /ready /live /metrics /config")
+	fs.StringVar(&cfg.Address, "address", "", "the workload's own IP address, by which peers may dial it directly (default: the host of --advertise)")
+	fs.StringVar(&cfg.OutboundListen, "outbound-listen", "", "transparent mode: where iptables redirects the app's outbound connections, such as "+proxy.DefaultOutboundListen+" (see `rampart-proxy iptables`)")
+	fs.StringVar(&cfg.InboundListen, "inbound-listen", "", "transparent mode: where iptables redirects inbound connections that bypass the tunnel, such as "+proxy.DefaultInboundListen+"; they are refused and counted")
+	fs.DurationVar(&cfg.DrainDelay, "drain-delay", 0, "on shutdown, how long to keep serving after readiness turns false and the controller withdraws the workload")
 	fs.Var(&upstreams, "upstream", "service[.namespace][:port]=host:port: a local listener the app calls to reach a service (repeatable)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long to let requests in flight finish on shutdown")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

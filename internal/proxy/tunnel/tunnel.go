@@ -169,23 +169,42 @@ func (d *Dialer) RoundTrip(p Peer, req *http.Request) (*http.Response, error) {
 // Connect opens an opaque stream to port on the peer's loopback. Bytes
 // read from up are sent; the returned body yields the bytes received. The
 // stream ends when up returns EOF and the peer closes its side, or when ctx
-// is cancelled.
+// is cancelled. After an error, a read from up may still be pending: the
+// caller unblocks it by closing up's source.
 func (d *Dialer) Connect(ctx context.Context, p Peer, port int, up io.Reader) (io.ReadCloser, error) {
+	ctx, cancel := context.WithCancel(ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodConnect, "https://"+p.Address, up)
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("tunnel: %w", err)
 	}
 	req.Host = net.JoinHostPort(ConnectHost, strconv.Itoa(port))
 	req.ContentLength = -1
 	resp, err := d.RoundTrip(p, req)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
+		// Cancel first: closing the body otherwise waits for the request
+		// body, a read from up that only the caller can end.
+		cancel()
 		resp.Body.Close()
 		return nil, fmt.Errorf("tunnel: %s refused the stream: %s", p, resp.Status)
 	}
-	return resp.Body, nil
+	return &streamBody{ReadCloser: resp.Body, cancel: cancel}, nil
+}
+
+// streamBody releases the stream's context once the stream is closed.
+type streamBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *streamBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // Retain closes the pooled connections of every peer not in keep. Streams
