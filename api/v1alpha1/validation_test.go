@@ -119,8 +119,10 @@ func TestServiceValidate(t *testing.T) {
 			want:   FieldErrors{{Path: "spec.addresses[2]", Msg: `duplicate address ::ffff:10.96.0.10 (also spec.addresses[0])`}},
 		},
 		{
-			name:   "bad addresses",
-			mutate: func(s *Service) { s.Spec.Addresses = []string{"orders", "127.0.0.1", "0.0.0.0", "fe80::1%eth0", "224.0.0.1"} },
+			name: "bad addresses",
+			mutate: func(s *Service) {
+				s.Spec.Addresses = []string{"orders", "127.0.0.1", "0.0.0.0", "fe80::1%eth0", "224.0.0.1"}
+			},
 			want: FieldErrors{
 				{Path: "spec.addresses[0]", Msg: `"orders" is not an IP address`},
 				{Path: "spec.addresses[1]", Msg: `"127.0.0.1" cannot be a service address: unspecified, loopback and multicast addresses are reserved`},
