@@ -373,3 +373,32 @@ func runIn(p *meshPod, name string, args ...string) error {
 	}
 	return nil
 }
+
+// TestEgressMeshOnly checks the locked-down egress mode: a pod's
+// connection to a destination outside the mesh is refused and counted,
+// while the destination itself stays reachable from outside the mesh.
+func TestEgressMeshOnly(t *testing.T) {
+	c := newCluster(t, "mesh-only", map[string]string{"services.yaml": services})
+	client := c.addMeshPod("client", "client", "app=client")
+	outsider := c.net.AddPod("outsider")
+	l, err := outsider.Listen("tcp", "0.0.0.0:9999")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "outside") })}
+	go srv.Serve(l) //nolint:errcheck // ends at Close
+	defer srv.Close()
+	url := fmt.Sprintf("http://%s:9999/", outsider.IP)
+
+	// Reachable without the mesh in the way...
+	if _, err := get(c.net.AddPod("bystander").HTTPClient(), url); err != nil {
+		t.Fatalf("the destination is unreachable even without the mesh: %v", err)
+	}
+	// ...and refused from a mesh pod.
+	if body, err := get(client.HTTPClient(), url); err == nil {
+		t.Fatalf("egress to %s in mesh-only mode answered %q: want it refused", url, body)
+	}
+	if got := client.metric("rampart_proxy_egress_connections_total", `action="refused"`); got == 0 {
+		t.Error("refused egress not counted")
+	}
+}
