@@ -333,7 +333,18 @@ func TestPodsTalkThroughTheMesh(t *testing.T) {
 			}()
 		}
 		time.Sleep(time.Second)
-		web2.proxy.Stop() // SIGTERM: drain
+		go web2.proxy.Stop() // SIGTERM: drain
+		// Readiness turns false first, while the proxy still serves.
+		sawNotReady := false
+		for !sawNotReady {
+			select {
+			case <-web2.proxy.Done():
+				t.Fatal("the draining proxy exited before reporting not ready")
+			default:
+			}
+			_, err := web2.admin("/ready")
+			sawNotReady = err != nil && strings.Contains(err.Error(), "503")
+		}
 		select {
 		case <-web2.proxy.Done():
 		case <-time.After(15 * time.Second):
