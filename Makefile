@@ -10,7 +10,7 @@ PKGS      := ./...
 
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: all build demo test test-unit lint vet fmt-check generate check-generated bench deps-test deps-generate clean
+.PHONY: all build demo test test-unit lint vet fmt-check generate check-generated bench bench-go deps-test deps-generate clean
 
 all: build
 
@@ -44,8 +44,14 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 
-## bench: benchmarks, reported by go test
-bench:
+## bench: the data plane side by side with a direct connection, nginx and HAProxy
+## (bench/README.md); writes bench/results.json
+bench: build
+	bash bench/setup.sh
+	$(GO) run ./bench/sidecars -bin-dir $(abspath $(BIN)) -out bench/results.json
+
+## bench-go: the Go benchmarks, reported by go test
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 ## generate: regenerate protobuf code (committed) from internal/**/*.proto
