@@ -76,6 +76,7 @@ Flags:
 	fs.Var((*prefixListValue)(&cfg.InboundSkipCIDRs), "skip-inbound-cidrs", "comma-separated source `CIDRs` (IPv4 or IPv6) whose inbound TCP goes straight to the app")
 	fs.Var((*prefixListValue)(&cfg.OutboundSkipCIDRs), "skip-outbound-cidrs", "comma-separated destination `CIDRs` (IPv4 or IPv6) the app reaches directly")
 	fs.BoolVar(&cfg.DryRun, "dry-run", false, "print the iptables-restore input instead of applying it")
+	fs.BoolVar(&cfg.IPv4Only, "ipv4-only", false, "install IPv4 rules alone when ip6tables is missing on a kernel with IPv6 (IPv6 traffic then bypasses the proxy)")
 	fs.BoolVar(&uninstall, "uninstall", false, "remove Rampart's chains and the jumps into them (succeeds when there are none)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, false, err

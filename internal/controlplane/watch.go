@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"google.golang.org/grpc"
@@ -66,6 +67,7 @@ func (ds discoveryService) Watch(req *meshv1.WatchRequest, stream grpc.ServerStr
 		Labels:        w.GetLabels(),
 		TunnelAddress: w.GetTunnelAddress(),
 		Address:       w.GetAddress(),
+		PeerIP:        peerIP(c.addr),
 	})
 	if err != nil {
 		// validateWatch checked the same; only a disagreement between the
@@ -180,8 +182,18 @@ func (ds discoveryService) Leave(ctx context.Context, req *meshv1.LeaveRequest) 
 		s.metrics.watchRefused.WithLabelValues(WatchBadRequest).Inc()
 		return nil, status.Error(codes.InvalidArgument, "workload name and tunnel address are required")
 	}
-	if s.model.Leave(id, w.GetName(), w.GetTunnelAddress()) {
+	if s.model.Leave(id, w.GetName(), w.GetTunnelAddress(), peerIP(c.addr)) {
 		s.logger.Info("workload leaving", "spiffe_id", id.String(), "workload", w.GetName(), "tunnel", w.GetTunnelAddress())
 	}
 	return &meshv1.LeaveResponse{}, nil
+}
+
+// peerIP is the IP of a "host:port" peer address; the zero Addr when it
+// has none.
+func peerIP(addr string) netip.Addr {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }

@@ -99,6 +99,12 @@ type Registration struct {
 	// Address is the workload's own IP address; empty means the host of
 	// TunnelAddress when that is an IP address.
 	Address string
+	// PeerIP is the source address of the proxy's connection to the
+	// controller. A registered workload's address is believed only when it
+	// is this address: otherwise any workload could claim another's IP, or
+	// an address outside the mesh, and receive the traffic other proxies
+	// send there. An invalid PeerIP believes no address.
+	PeerIP netip.Addr
 }
 
 // workload is one endpoint candidate: declared in configuration or
@@ -109,8 +115,9 @@ type workload struct {
 	serviceAccount string
 	labels         map[string]string
 	tunnelAddress  string
-	address        string // IP the workload itself is reached at; may be empty
-	leaving        bool   // draining: no longer an endpoint of any service
+	address        string     // IP the workload itself is reached at; may be empty
+	peerIP         netip.Addr // where its proxy connects from; zero for declared workloads
+	leaving        bool       // draining: no longer an endpoint of any service
 }
 
 // maxWarned bounds the memory of conflicts already logged.
@@ -232,10 +239,12 @@ func (m *Model) Register(r Registration) (unregister func(), err error) {
 }
 
 // Leave marks the live registrations of workload name by identity id at
-// tunnelAddress as leaving: they stop being endpoints of any service at
-// once, while the leaving proxy keeps its own configuration until its
-// registration ends. It reports whether any registration matched.
-func (m *Model) Leave(id spiffeid.ID, name, tunnelAddress string) bool {
+// tunnelAddress, made from peerIP, as leaving: they stop being endpoints
+// of any service at once, while the leaving proxy keeps its own
+// configuration until its registration ends. Requiring the registering
+// connection's address keeps a replica sharing the identity from
+// withdrawing its siblings. It reports whether any registration matched.
+func (m *Model) Leave(id spiffeid.ID, name, tunnelAddress string, peerIP netip.Addr) bool {
 	ns, sa, err := identity.ParseWorkloadID(id)
 	if err != nil {
 		return false
@@ -244,7 +253,8 @@ func (m *Model) Leave(id spiffeid.ID, name, tunnelAddress string) bool {
 	defer m.mu.Unlock()
 	found := false
 	for regID, w := range m.registered {
-		if w.namespace == ns && w.serviceAccount == sa && w.name == name && w.tunnelAddress == tunnelAddress && !w.leaving {
+		if w.namespace == ns && w.serviceAccount == sa && w.name == name && w.tunnelAddress == tunnelAddress &&
+			w.peerIP == peerIP.Unmap() && !w.leaving {
 			w.leaving = true
 			m.registered[regID] = w
 			found = true
@@ -267,13 +277,21 @@ func (m *Model) workloadOf(r Registration) (workload, error) {
 	if err := ValidateWorkload(r.Name, r.Labels, r.TunnelAddress, r.Address); err != nil {
 		return workload{}, err
 	}
+	addr := workloadAddress(r.Address, r.TunnelAddress)
+	if addr != "" && addr != r.PeerIP.Unmap().String() {
+		// Not proven: reachable through its services only.
+		m.logger.Warn("workload address is not the address its proxy connects from; ignoring it",
+			"spiffe_id", r.ID.String(), "workload", r.Name, "address", addr, "peer", r.PeerIP.String())
+		addr = ""
+	}
 	return workload{
 		namespace:      ns,
 		name:           r.Name,
 		serviceAccount: sa,
 		labels:         maps.Clone(r.Labels),
 		tunnelAddress:  r.TunnelAddress,
-		address:        workloadAddress(r.Address, r.TunnelAddress),
+		address:        addr,
+		peerIP:         r.PeerIP.Unmap(),
 	}, nil
 }
 
@@ -405,6 +423,7 @@ func (m *Model) configFor(id spiffeid.ID, workloadName string, upstreams []strin
 		}
 	}
 	cfg.Services = m.servicesLocked(workloads, ns, upstreams)
+	m.dropAmbiguousIPsLocked(cfg.Services, workloads)
 	if ns != "" {
 		cfg.Inbound = m.inboundLocked(ns, sa, workloadName)
 	}
@@ -627,6 +646,47 @@ func (m *Model) inboundLocked(ns, sa, name string) []*meshv1.InboundPort {
 		out = append(out, &meshv1.InboundPort{Port: tp, Protocol: chosen})
 	}
 	return out
+}
+
+// dropAmbiguousIPsLocked clears the IP of every endpoint in services whose
+// IP is also a service address or is claimed by more than one identity, so
+// that a transparent proxy never sends a connection meant for one
+// destination to another (fail closed: such an endpoint is still reached
+// through its services).
+func (m *Model) dropAmbiguousIPsLocked(services []*meshv1.Service, workloads []workload) {
+	serviceAddr := make(map[netip.Addr]bool)
+	for i := range m.resources.Services {
+		for _, a := range m.resources.Services[i].Spec.Addresses {
+			if ip, err := netip.ParseAddr(a); err == nil {
+				serviceAddr[ip.Unmap()] = true
+			}
+		}
+	}
+	owner := make(map[netip.Addr]string) // IP -> the one identity claiming it, "" when several
+	for _, w := range workloads {
+		ip, err := netip.ParseAddr(w.address)
+		if err != nil {
+			continue
+		}
+		id := w.namespace + "/" + w.serviceAccount
+		if prev, ok := owner[ip]; ok && prev != id {
+			id = ""
+		}
+		owner[ip] = id
+	}
+	for _, s := range services {
+		for _, e := range s.GetEndpoints() {
+			ip, err := netip.ParseAddr(e.GetIp())
+			if err != nil {
+				continue
+			}
+			if serviceAddr[ip.Unmap()] || owner[ip.Unmap()] == "" {
+				m.warnOnceLocked("ambiguous-ip/"+ip.String(), "an endpoint IP is also a service address or is claimed by several identities; not mapping it",
+					"ip", ip.String(), "workload", e.GetWorkload(), "spiffe_id", e.GetSpiffeId())
+				e.Ip = ""
+			}
+		}
+	}
 }
 
 // warnOnceLocked logs msg once per key until the resources change, so that

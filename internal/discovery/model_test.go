@@ -3,6 +3,7 @@ package discovery
 import (
 	"crypto/x509"
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -85,10 +86,10 @@ func TestServiceEndpoints(t *testing.T) {
 			name:     "labels select, other labels and namespaces do not",
 			services: []v1alpha1.Service{service("shop", "web", web, nil, port{port: 80, targetPort: 8080, protocol: v1alpha1.ProtocolHTTP})},
 			regs: []Registration{
-				{ID: wid("shop", "web"), Name: "web-1", Labels: map[string]string{"app": "web", "v": "1"}, TunnelAddress: "10.0.0.1:15008"},
-				{ID: wid("shop", "web"), Name: "api-1", Labels: map[string]string{"app": "api"}, TunnelAddress: "10.0.0.2:15008"},
-				{ID: wid("other", "web"), Name: "web-2", Labels: web, TunnelAddress: "10.0.0.3:15008"},
-				{ID: wid("shop", "web"), Name: "nolabels", TunnelAddress: "10.0.0.4:15008"},
+				{ID: wid("shop", "web"), Name: "web-1", Labels: map[string]string{"app": "web", "v": "1"}, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")},
+				{ID: wid("shop", "web"), Name: "api-1", Labels: map[string]string{"app": "api"}, TunnelAddress: "10.0.0.2:15008", PeerIP: netip.MustParseAddr("10.0.0.2")},
+				{ID: wid("other", "web"), Name: "web-2", Labels: web, TunnelAddress: "10.0.0.3:15008", PeerIP: netip.MustParseAddr("10.0.0.3")},
+				{ID: wid("shop", "web"), Name: "nolabels", TunnelAddress: "10.0.0.4:15008", PeerIP: netip.MustParseAddr("10.0.0.4")},
 			},
 			self:      wid("shop", "client"),
 			upstreams: []string{"web"},
@@ -106,9 +107,9 @@ func TestServiceEndpoints(t *testing.T) {
 				staticWorkload("shop", "web-impostor", "thief", "10.0.1.2:15008", web),
 			},
 			regs: []Registration{
-				{ID: wid("shop", "web"), Name: "web-b", Labels: web, TunnelAddress: "10.0.0.2:15008"},
-				{ID: wid("shop", "web"), Name: "web-a", Labels: web, TunnelAddress: "10.0.0.1:15008"},
-				{ID: wid("shop", "thief"), Name: "web-c", Labels: web, TunnelAddress: "10.0.0.3:15008"},
+				{ID: wid("shop", "web"), Name: "web-b", Labels: web, TunnelAddress: "10.0.0.2:15008", PeerIP: netip.MustParseAddr("10.0.0.2")},
+				{ID: wid("shop", "web"), Name: "web-a", Labels: web, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")},
+				{ID: wid("shop", "thief"), Name: "web-c", Labels: web, TunnelAddress: "10.0.0.3:15008", PeerIP: netip.MustParseAddr("10.0.0.3")},
 			},
 			self:      wid("front", "client"),
 			upstreams: []string{"web.shop"},
@@ -126,8 +127,8 @@ func TestServiceEndpoints(t *testing.T) {
 			name:     "same registration twice is listed once",
 			services: []v1alpha1.Service{service("shop", "web", web, nil, port{port: 80, protocol: v1alpha1.ProtocolTCP})},
 			regs: []Registration{
-				{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008"},
-				{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008"},
+				{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")},
+				{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")},
 			},
 			self:      wid("shop", "client"),
 			upstreams: []string{"web"},
@@ -194,7 +195,7 @@ func TestInbound(t *testing.T) {
 				service("other", "web", web, nil, port{port: 7000}),
 				service("shop", "web-restricted", web, []string{"admin"}, port{port: 7001}),
 			},
-			reg:      &Registration{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008"},
+			reg:      &Registration{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")},
 			self:     wid("shop", "web"),
 			workload: "web-1",
 			want: []*meshv1.InboundPort{
@@ -208,7 +209,7 @@ func TestInbound(t *testing.T) {
 				service("shop", "a", web, nil, port{port: 80, targetPort: 8080, protocol: v1alpha1.ProtocolHTTP2}),
 				service("shop", "b", web, nil, port{port: 81, targetPort: 8080, protocol: v1alpha1.ProtocolHTTP}),
 			},
-			reg:      &Registration{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008"},
+			reg:      &Registration{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")},
 			self:     wid("shop", "web"),
 			workload: "web-1",
 			want:     []*meshv1.InboundPort{{Port: 8080, Protocol: meshv1.Protocol_PROTOCOL_HTTP}},
@@ -226,7 +227,7 @@ func TestInbound(t *testing.T) {
 		{
 			name:     "another service account's workload name gives nothing",
 			services: []v1alpha1.Service{service("shop", "web", web, nil, port{port: 80})},
-			reg:      &Registration{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008"},
+			reg:      &Registration{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")},
 			self:     wid("shop", "other"),
 			workload: "web-1",
 			want:     nil,
@@ -241,7 +242,7 @@ func TestInbound(t *testing.T) {
 		{
 			name:     "not a workload identity gets nothing",
 			services: []v1alpha1.Service{service("shop", "web", web, nil, port{port: 80})},
-			reg:      &Registration{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008"},
+			reg:      &Registration{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")},
 			self:     spiffeid.RequireFromPath(td, "/something/else"),
 			workload: "web-1",
 			want:     nil,
@@ -268,8 +269,8 @@ func TestInboundFollowsLatestRegistration(t *testing.T) {
 		service("shop", "v1", map[string]string{"v": "1"}, nil, port{port: 81}),
 		service("shop", "v2", map[string]string{"v": "2"}, nil, port{port: 82}),
 	}})
-	unregOld := mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-1", Labels: map[string]string{"v": "1"}, TunnelAddress: "10.0.0.1:15008"})
-	mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-1", Labels: map[string]string{"v": "2"}, TunnelAddress: "10.0.0.1:15008"})
+	unregOld := mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-1", Labels: map[string]string{"v": "1"}, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")})
+	mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-1", Labels: map[string]string{"v": "2"}, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")})
 	want := []*meshv1.InboundPort{{Port: 82, Protocol: meshv1.Protocol_PROTOCOL_AUTO}}
 	if diff := cmp.Diff(want, m.ConfigFor(wid("shop", "web"), "web-1", nil).GetInbound(), cmpOpts...); diff != "" {
 		t.Errorf("inbound with two registrations (-want +got):\n%s", diff)
@@ -324,14 +325,14 @@ func TestVersion(t *testing.T) {
 	}
 
 	// A change that does not concern this proxy keeps its version.
-	unregister := mustRegister(t, m, Registration{ID: wid("shop", "api"), Name: "api-1", Labels: map[string]string{"app": "api"}, TunnelAddress: "10.0.0.9:15008"})
+	unregister := mustRegister(t, m, Registration{ID: wid("shop", "api"), Name: "api-1", Labels: map[string]string{"app": "api"}, TunnelAddress: "10.0.0.9:15008", PeerIP: netip.MustParseAddr("10.0.0.9")})
 	if v := m.ConfigFor(self, "client", []string{"web", "db"}).GetVersion(); v != a.GetVersion() {
 		t.Errorf("unrelated registration changed the version: %q -> %q", a.GetVersion(), v)
 	}
 	unregister()
 
 	// A new endpoint changes it; its departure restores it.
-	unregister = mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008"})
+	unregister = mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")})
 	c := m.ConfigFor(self, "client", []string{"web", "db"})
 	if c.GetVersion() == a.GetVersion() {
 		t.Errorf("new endpoint kept version %q", c.GetVersion())
@@ -364,7 +365,7 @@ func TestChanged(t *testing.T) {
 		{"SetResources", func() { m.SetResources(&localconfig.Resources{}) }},
 		{"SetTrustBundle", func() { m.SetTrustBundle(nil) }},
 		{"Register and unregister", func() {
-			unregister := mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-1", TunnelAddress: "10.0.0.1:15008"})
+			unregister := mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-1", TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")})
 			ch := m.Changed()
 			unregister()
 			if !closed(ch) {
@@ -393,7 +394,7 @@ func TestChanged(t *testing.T) {
 
 	t.Run("failed registration does not notify", func(t *testing.T) {
 		ch := m.Changed()
-		if _, err := m.Register(Registration{ID: wid("shop", "web"), Name: "Bad Name", TunnelAddress: "10.0.0.1:15008"}); err == nil {
+		if _, err := m.Register(Registration{ID: wid("shop", "web"), Name: "Bad Name", TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")}); err == nil {
 			t.Fatal("Register accepted an invalid name")
 		}
 		if closed(ch) {
@@ -407,7 +408,7 @@ func TestRegisterInvalid(t *testing.T) {
 	for i := range MaxLabels + 1 {
 		tooMany["l"+string(rune('a'+i%26))+string(rune('a'+i/26))] = "v"
 	}
-	ok := Registration{ID: wid("shop", "web"), Name: "web-1", Labels: map[string]string{"app": "web"}, TunnelAddress: "10.0.0.1:15008"}
+	ok := Registration{ID: wid("shop", "web"), Name: "web-1", Labels: map[string]string{"app": "web"}, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")}
 	tests := []struct {
 		name   string
 		modify func(*Registration)

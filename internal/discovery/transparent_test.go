@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -28,7 +29,7 @@ func TestTransparentConfigListsEveryService(t *testing.T) {
 			Spec:       v1alpha1.WorkloadSpec{ServiceAccount: "db", TunnelAddress: "db-0.data.example:15008", Address: "10.1.0.5"},
 		}},
 	})
-	mustRegister(t, m, Registration{ID: wid("shop", "orders"), Name: "orders-1", Labels: map[string]string{"app": "orders"}, TunnelAddress: "10.0.0.2:15008"})
+	mustRegister(t, m, Registration{ID: wid("shop", "orders"), Name: "orders-1", Labels: map[string]string{"app": "orders"}, TunnelAddress: "10.0.0.2:15008", PeerIP: netip.MustParseAddr("10.0.0.2")})
 	mustRegister(t, m, Registration{ID: wid("shop", "orders"), Name: "orders-2", Labels: map[string]string{"app": "orders"}, TunnelAddress: "orders-2.example:15008"})
 
 	cfg := m.TransparentConfigFor(wid("shop", "web"), "web-1")
@@ -66,8 +67,8 @@ func TestLeaveRemovesEndpointButKeepsOwnConfig(t *testing.T) {
 	m := newModel(t)
 	web := map[string]string{"app": "web"}
 	m.SetResources(&localconfig.Resources{Services: []v1alpha1.Service{service("shop", "web", web, nil, port{port: 80})}})
-	unregister := mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008"})
-	mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-2", Labels: web, TunnelAddress: "10.0.0.2:15008"})
+	unregister := mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-1", Labels: web, TunnelAddress: "10.0.0.1:15008", PeerIP: netip.MustParseAddr("10.0.0.1")})
+	mustRegister(t, m, Registration{ID: wid("shop", "web"), Name: "web-2", Labels: web, TunnelAddress: "10.0.0.2:15008", PeerIP: netip.MustParseAddr("10.0.0.2")})
 
 	endpoints := func() []string {
 		var out []string
@@ -80,18 +81,23 @@ func TestLeaveRemovesEndpointButKeepsOwnConfig(t *testing.T) {
 		t.Fatalf("endpoints before Leave (-want +got):\n%s", diff)
 	}
 	changed := m.Changed()
-	// Only the exact registration leaves: another identity, name or
-	// address matches nothing.
-	for _, tc := range []struct{ sa, name, addr string }{
-		{"other", "web-1", "10.0.0.1:15008"},
-		{"web", "web-3", "10.0.0.1:15008"},
-		{"web", "web-1", "10.0.0.9:15008"},
+	// Only the exact registration leaves: another identity, name or tunnel
+	// address matches nothing; nor does a sibling replica of the same
+	// identity connecting from elsewhere.
+	for _, tc := range []struct{ sa, name, addr, peer string }{
+		{"other", "web-1", "10.0.0.1:15008", "10.0.0.1"},
+		{"web", "web-3", "10.0.0.1:15008", "10.0.0.1"},
+		{"web", "web-1", "10.0.0.9:15008", "10.0.0.1"},
+		{"web", "web-1", "10.0.0.1:15008", "10.0.0.2"},
 	} {
-		if m.Leave(wid("shop", tc.sa), tc.name, tc.addr) {
+		if m.Leave(wid("shop", tc.sa), tc.name, tc.addr, netip.MustParseAddr(tc.peer)) {
 			t.Errorf("Leave(%v) matched a registration", tc)
 		}
 	}
-	if !m.Leave(wid("shop", "web"), "web-1", "10.0.0.1:15008") {
+	if diff := cmp.Diff([]string{"web-1", "web-2"}, endpoints()); diff != "" {
+		t.Fatalf("endpoints after refused Leaves (-want +got):\n%s", diff)
+	}
+	if !m.Leave(wid("shop", "web"), "web-1", "10.0.0.1:15008", netip.MustParseAddr("10.0.0.1")) {
 		t.Fatal("Leave of a live registration matched nothing")
 	}
 	select {
@@ -108,7 +114,7 @@ func TestLeaveRemovesEndpointButKeepsOwnConfig(t *testing.T) {
 		t.Errorf("inbound of the leaving workload = %v, want its port kept", got)
 	}
 	unregister()
-	if m.Leave(wid("shop", "web"), "web-1", "10.0.0.1:15008") {
+	if m.Leave(wid("shop", "web"), "web-1", "10.0.0.1:15008", netip.MustParseAddr("10.0.0.1")) {
 		t.Error("Leave matched a registration that ended")
 	}
 }
@@ -123,5 +129,45 @@ func TestValidateWorkloadAddress(t *testing.T) {
 		if err := ValidateWorkload("web-1", nil, "10.0.0.7:15008", a); err == nil {
 			t.Errorf("address %q accepted", a)
 		}
+	}
+}
+
+// TestAddressesAreProvenOrDropped: a registered workload's address counts
+// only when its proxy connects from it, and an IP that is also a service
+// address, or that two identities claim, maps to nobody.
+func TestAddressesAreProvenOrDropped(t *testing.T) {
+	m := newModel(t)
+	pay := service("bank", "payments", map[string]string{"app": "payments"}, nil, port{port: 443, protocol: v1alpha1.ProtocolTCP})
+	pay.Spec.Addresses = []string{"10.96.0.50"}
+	evil := service("aaa", "evil", map[string]string{"app": "evil"}, nil, port{port: 443, protocol: v1alpha1.ProtocolTCP})
+	m.SetResources(&localconfig.Resources{Services: []v1alpha1.Service{pay, evil}})
+	reg := func(ns, sa, name, tunnel, addr, peer string) {
+		t.Helper()
+		r := Registration{ID: wid(ns, sa), Name: name, Labels: map[string]string{"app": sa}, TunnelAddress: tunnel, Address: addr}
+		if peer != "" {
+			r.PeerIP = netip.MustParseAddr(peer)
+		}
+		mustRegister(t, m, r)
+	}
+	// Claims a service's address, from its own address: proven, yet
+	// ambiguous with the service address.
+	reg("aaa", "evil", "evil-1", "10.0.0.66:15008", "10.96.0.50", "10.96.0.50")
+	// Claims an address it does not connect from: not believed.
+	reg("aaa", "evil", "evil-2", "10.0.0.67:15008", "8.8.8.8", "10.0.0.67")
+	// Two identities claim one IP: neither gets it.
+	reg("aaa", "evil", "evil-3", "10.0.0.70:15008", "", "10.0.0.70")
+	reg("bank", "payments", "payments-1", "10.0.0.70:15008", "", "10.0.0.70")
+	// Proven and unique: kept.
+	reg("bank", "payments", "payments-2", "10.0.0.71:15008", "", "10.0.0.71")
+
+	ips := map[string]string{}
+	for _, s := range m.TransparentConfigFor(wid("shop", "client"), "c").GetServices() {
+		for _, e := range s.GetEndpoints() {
+			ips[e.GetWorkload()] = e.GetIp()
+		}
+	}
+	want := map[string]string{"evil-1": "", "evil-2": "", "evil-3": "", "payments-1": "", "payments-2": "10.0.0.71"}
+	if diff := cmp.Diff(want, ips); diff != "" {
+		t.Errorf("endpoint IPs (-want +got):\n%s", diff)
 	}
 }

@@ -33,7 +33,10 @@ func Install(ctx context.Context, cfg Config) error {
 		saved, err := cfg.save(ctx, f)
 		if err != nil {
 			if f.is6 && errors.Is(err, exec.ErrNotFound) {
-				cfg.Logger.Warn("ip6tables not found: IPv6 traffic will not be intercepted; install the iptables package to intercept it", "error", err)
+				if !cfg.IPv4Only {
+					return fmt.Errorf("iptables: the kernel has IPv6 but ip6tables is missing, so IPv6 traffic would bypass the proxy: install the iptables package, or pass --ipv4-only to accept that: %w", err)
+				}
+				cfg.Logger.Warn("ip6tables not found: IPv6 traffic will not be intercepted (--ipv4-only)", "error", err)
 				continue
 			}
 			return installErr(f, installed, err)

@@ -122,9 +122,18 @@ func TestInstallReplacesEarlierInstall(t *testing.T) {
 }
 
 func TestInstallWithoutIP6Tables(t *testing.T) {
+	// On a kernel with IPv6, a missing ip6tables would leave IPv6 open:
+	// an error, unless IPv4Only says that is accepted.
 	f := &fakeTools{save: map[string]string{"iptables": emptyNAT}}
-	if err := Install(t.Context(), config(f, true)); err != nil {
-		t.Fatalf("Install without ip6tables: %v", err)
+	err := Install(t.Context(), config(f, true))
+	if err == nil || !strings.Contains(err.Error(), "--ipv4-only") || !errors.Is(err, exec.ErrNotFound) {
+		t.Fatalf("Install without ip6tables = %v, want an error naming --ipv4-only", err)
+	}
+	f = &fakeTools{save: map[string]string{"iptables": emptyNAT}}
+	cfg := config(f, true)
+	cfg.IPv4Only = true
+	if err := Install(t.Context(), cfg); err != nil {
+		t.Fatalf("Install without ip6tables, IPv4Only: %v", err)
 	}
 	if _, ok := f.restored["iptables"]; !ok {
 		t.Error("IPv4 rules not installed")

@@ -84,6 +84,10 @@ type Config struct {
 	// Runner runs the iptables binaries; default ExecRunner(), which runs
 	// them in this process's network namespace.
 	Runner Runner
+	// IPv4Only accepts installing IPv4 rules alone on a kernel with IPv6
+	// when ip6tables is missing. Without it that is an error: IPv6 traffic
+	// would bypass the proxy.
+	IPv4Only bool
 	// DryRun makes Install and Uninstall write the rules they would apply
 	// to Output instead of applying them. Uninstall still reads the current
 	// rules (iptables-save) to know what it would remove.
