@@ -42,6 +42,17 @@ func TestValidateConfig(t *testing.T) {
 		{"bad endpoint identity", func(c *meshv1.ProxyConfig) { c.Services[0].Endpoints[0].SpiffeId = "orders" }, "endpoint"},
 		{"bad endpoint address", func(c *meshv1.ProxyConfig) { c.Services[0].Endpoints[0].Address = "127.0.0.1" }, "not host:port"},
 		{"inbound port zero", func(c *meshv1.ProxyConfig) { c.Inbound[0].Port = 0 }, "inbound port"},
+		{"inbound without protocol", func(c *meshv1.ProxyConfig) { c.Inbound[0].Protocol = 0 }, "inbound port 8080 has no known protocol"},
+		{"addresses", func(c *meshv1.ProxyConfig) {
+			c.Services[0].Addresses = []string{"10.96.0.10", "fd00::10"}
+			c.Services[0].Endpoints[0].Ip = "10.0.0.7"
+			c.Settings = &meshv1.Settings{Egress: meshv1.EgressMode_EGRESS_MESH_ONLY}
+		}, ""},
+		{"service address not an IP", func(c *meshv1.ProxyConfig) { c.Services[0].Addresses = []string{"orders"} }, "not a unicast"},
+		{"loopback service address", func(c *meshv1.ProxyConfig) { c.Services[0].Addresses = []string{"127.0.0.1"} }, "not a unicast"},
+		{"zoned endpoint ip", func(c *meshv1.ProxyConfig) { c.Services[0].Endpoints[0].Ip = "fe80::1%eth0" }, "not a unicast"},
+		{"unspecified endpoint ip", func(c *meshv1.ProxyConfig) { c.Services[0].Endpoints[0].Ip = "0.0.0.0" }, "not a unicast"},
+		{"unknown egress mode", func(c *meshv1.ProxyConfig) { c.Settings = &meshv1.Settings{Egress: 7} }, "unknown egress mode"},
 		{"bad bundle", func(c *meshv1.ProxyConfig) { c.TrustBundle = [][]byte{[]byte("junk")} }, "trust bundle"},
 	}
 	for _, tt := range tests {

@@ -303,8 +303,8 @@ func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) ([]*x509.Certifica
 			}
 		}
 		for _, a := range s.GetAddresses() {
-			if _, err := netip.ParseAddr(a); err != nil {
-				return nil, fmt.Errorf("service %s.%s: address %q is not an IP address", s.GetName(), s.GetNamespace(), a)
+			if !validUnicast(a) {
+				return nil, fmt.Errorf("service %s.%s: address %q is not a unicast, non-loopback IP address", s.GetName(), s.GetNamespace(), a)
 			}
 		}
 		for _, e := range s.GetEndpoints() {
@@ -314,10 +314,8 @@ func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) ([]*x509.Certifica
 			if _, port, err := net.SplitHostPort(e.GetAddress()); err != nil || port == "" {
 				return nil, fmt.Errorf("service %s.%s: endpoint address %q is not host:port", s.GetName(), s.GetNamespace(), e.GetAddress())
 			}
-			if ip := e.GetIp(); ip != "" {
-				if _, err := netip.ParseAddr(ip); err != nil {
-					return nil, fmt.Errorf("service %s.%s: endpoint %s: ip %q is not an IP address", s.GetName(), s.GetNamespace(), e.GetAddress(), ip)
-				}
+			if ip := e.GetIp(); ip != "" && !validUnicast(ip) {
+				return nil, fmt.Errorf("service %s.%s: endpoint %s: ip %q is not a unicast, non-loopback IP address", s.GetName(), s.GetNamespace(), e.GetAddress(), ip)
 			}
 		}
 	}
@@ -345,3 +343,10 @@ func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) ([]*x509.Certifica
 }
 
 func validPort(p uint32) bool { return p >= 1 && p <= 65535 }
+
+// validUnicast reports whether s is an IP address a transparent proxy may
+// map: no zone, not unspecified, loopback or multicast.
+func validUnicast(s string) bool {
+	ip, err := netip.ParseAddr(s)
+	return err == nil && ip.Zone() == "" && !ip.IsUnspecified() && !ip.IsLoopback() && !ip.IsMulticast()
+}
