@@ -11,6 +11,10 @@ import (
 	"github.com/rampart-mesh/rampart/internal/proxy/origdst"
 )
 
+// ReasonNotConfigured is the refusal of a transparent connection that
+// arrives before the first configuration.
+const ReasonNotConfigured = "not_configured"
+
 // Egress actions counted in rampart_proxy_egress_connections_total.
 const (
 	EgressPassthrough = "passthrough"
@@ -41,6 +45,15 @@ func (c *conns) transparentTarget(conn net.Conn) (target, bool) {
 		return nil, false
 	}
 	st := o.state.Load()
+	if st.byAddr == nil {
+		// No configuration yet: nothing says which destinations are the
+		// mesh's, nor whether egress is allowed. Passing the connection
+		// through would let it skip mTLS; refuse it (fail closed).
+		o.refuse(ReasonNotConfigured)
+		o.log.Warn("refused connection: no configuration from the controller yet", "destination", dst.String())
+		conn.Close()
+		return nil, false
+	}
 	if _, ok := st.byAddr[dst]; ok {
 		return addrTarget{o: o, dst: dst}, true
 	}
