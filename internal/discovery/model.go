@@ -296,17 +296,19 @@ func (m *Model) workloadOf(r Registration) (workload, error) {
 }
 
 // workloadAddress is the IP a workload is reached at: address when set,
-// else the host of its tunnel address when that is an IP.
+// else the host of its tunnel address when that is an IP. A loopback
+// address is no workload's own (every proxy in local mode shares it, and
+// interception never sees loopback traffic): none.
 func workloadAddress(address, tunnelAddress string) string {
-	if address != "" {
-		return address
+	if address == "" {
+		host, _, err := net.SplitHostPort(tunnelAddress)
+		if err != nil {
+			return ""
+		}
+		address = host
 	}
-	host, _, err := net.SplitHostPort(tunnelAddress)
-	if err != nil {
-		return ""
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil || ip.IsUnspecified() {
+	ip, err := netip.ParseAddr(address)
+	if err != nil || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() || ip.Zone() != "" {
 		return ""
 	}
 	return ip.Unmap().String()

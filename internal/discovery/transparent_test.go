@@ -171,3 +171,21 @@ func TestAddressesAreProvenOrDropped(t *testing.T) {
 		t.Errorf("endpoint IPs (-want +got):\n%s", diff)
 	}
 }
+
+func TestLoopbackIsNoWorkloadAddress(t *testing.T) {
+	for _, tc := range []struct{ address, tunnel, want string }{
+		{"", "127.0.0.1:15008", ""},
+		{"", "127.1.2.3:15008", ""},
+		{"", "[::1]:15008", ""},
+		{"", "0.0.0.0:15008", ""},
+		{"", "web-1.example:15008", ""},
+		{"", "10.0.0.7:15008", "10.0.0.7"},
+		{"", "[::ffff:10.0.0.7]:15008", "10.0.0.7"},
+		{"10.0.0.8", "127.0.0.1:15008", "10.0.0.8"},
+		{"127.0.0.1", "10.0.0.7:15008", ""},
+	} {
+		if got := workloadAddress(tc.address, tc.tunnel); got != tc.want {
+			t.Errorf("workloadAddress(%q, %q) = %q, want %q", tc.address, tc.tunnel, got, tc.want)
+		}
+	}
+}
