@@ -8,6 +8,9 @@
 // undeclared port. A port whose protocol is detected (Auto) takes both
 // requests and streams, as the caller's proxy classified the connection.
 //
+// Requests reach an HTTP/1.1 app through package h1's client, an h2c app
+// through net/http's transport, both passed on with package forward.
+//
 // Connections redirected to the workload without mTLS (iptables sends
 // every inbound connection but the tunnel's to the plaintext listener) are
 // refused and counted: the mesh's default is strict mTLS.
@@ -23,7 +26,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,6 +35,8 @@ import (
 
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
+	"github.com/rampart-mesh/rampart/internal/proxy/forward"
+	"github.com/rampart-mesh/rampart/internal/proxy/h1"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 )
@@ -60,10 +64,27 @@ type Config struct {
 type Handler struct {
 	cfg   Config
 	log   *slog.Logger
-	ports atomic.Pointer[map[uint32]meshv1.Protocol]
+	ports atomic.Pointer[map[uint32]*appPort]
 
-	http1 *httputil.ReverseProxy
-	http2 *httputil.ReverseProxy
+	http1 http.RoundTripper // to apps that speak HTTP/1.1
+	http2 http.RoundTripper // to apps that speak h2c
+}
+
+// appPort is a declared app port.
+type appPort struct {
+	proto   meshv1.Protocol
+	addr    string // AppHost:port
+	service string // ":port", the service label of its metrics
+	series  sync.Map
+}
+
+// seriesOf returns the request series of a peer at this port.
+func (a *appPort) seriesOf(m *metrics.Metrics, peer string) *metrics.Series {
+	if s, ok := a.series.Load(peer); ok {
+		return s.(*metrics.Series)
+	}
+	s, _ := a.series.LoadOrStore(peer, m.Series(metrics.Inbound, peer, a.service))
+	return s.(*metrics.Series)
 }
 
 // New returns a Handler that refuses everything until SetPorts.
@@ -78,69 +99,49 @@ func New(cfg Config) (*Handler, error) {
 		cfg.DialTimeout = 5 * time.Second
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger}
+	h.ports.Store(&map[uint32]*appPort{})
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	t1 := &http.Transport{
-		DialContext:         dialer.DialContext,
-		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
+	t1 := &h1.Client{
+		DialContext:    dialer.DialContext,
+		MaxIdlePerHost: 256,
+		IdleTimeout:    90 * time.Second,
 	}
 	var p2 http.Protocols
 	p2.SetUnencryptedHTTP2(true)
 	t2 := &http.Transport{DialContext: dialer.DialContext, Protocols: &p2, IdleConnTimeout: 90 * time.Second}
-	h.http1 = h.reverseProxy(t1)
-	h.http2 = h.reverseProxy(t2)
+	h.http1, h.http2 = t1, t2
 	return h, nil
-}
-
-func (h *Handler) reverseProxy(t http.RoundTripper) *httputil.ReverseProxy {
-	return &httputil.ReverseProxy{
-		Transport: t,
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = net.JoinHostPort(h.cfg.AppHost, pr.In.Header.Get(tunnel.HeaderTargetPort))
-			pr.Out.Header.Del(tunnel.HeaderTargetPort)
-			pr.Out.Header.Del(tunnel.HeaderAppProtocol)
-			// The caller's identity is what mTLS proved, never what the
-			// request says.
-			pr.Out.Header.Del(tunnel.HeaderClientID)
-			if id, ok := PeerID(pr.In.Context()); ok {
-				pr.Out.Header.Set(tunnel.HeaderClientID, id.String())
-			}
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if errors.Is(err, context.Canceled) {
-				return
-			}
-			h.cfg.Metrics.Refusals.WithLabelValues(metrics.Inbound, ReasonAppUnavailable).Inc()
-			h.log.Warn("app unreachable", "target_port", r.Header.Get(tunnel.HeaderTargetPort), "err", err)
-			http.Error(w, "rampart: the destination app is unavailable", http.StatusBadGateway)
-		},
-	}
 }
 
 // SetPorts replaces the app ports that may be reached, with their protocols.
 func (h *Handler) SetPorts(ports []*meshv1.InboundPort) {
-	m := make(map[uint32]meshv1.Protocol, len(ports))
+	old := h.ports.Load()
+	m := make(map[uint32]*appPort, len(ports))
 	for _, p := range ports {
-		m[p.GetPort()] = p.GetProtocol()
+		if o, ok := (*old)[p.GetPort()]; ok && o.proto == p.GetProtocol() {
+			m[p.GetPort()] = o // keeps its series
+			continue
+		}
+		port := strconv.FormatUint(uint64(p.GetPort()), 10)
+		m[p.GetPort()] = &appPort{
+			proto:   p.GetProtocol(),
+			addr:    net.JoinHostPort(h.cfg.AppHost, port),
+			service: ":" + port,
+		}
 	}
 	h.ports.Store(&m)
 }
 
-func (h *Handler) port(s string) (uint32, meshv1.Protocol, bool) {
+func (h *Handler) port(s string) (*appPort, bool) {
 	n, err := strconv.ParseUint(s, 10, 16)
 	if err != nil || n == 0 {
-		return 0, 0, false
+		return nil, false
 	}
-	m := h.ports.Load()
-	if m == nil {
-		return 0, 0, false
-	}
-	proto, ok := (*m)[uint32(n)]
-	return uint32(n), proto, ok
+	a, ok := (*h.ports.Load())[uint32(n)]
+	return a, ok
 }
 
 type peerKey struct{}
@@ -156,13 +157,35 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	if err != nil {
 		return ctx
 	}
-	return context.WithValue(ctx, peerKey{}, id)
+	return context.WithValue(ctx, peerKey{}, newPeer(id))
+}
+
+// peer is the verified identity of a connection's peer, with the header
+// value that carries it to the app.
+type peer struct {
+	id       spiffeid.ID
+	clientID []string // Rampart-Client-Id
+}
+
+func newPeer(id spiffeid.ID) *peer { return &peer{id: id, clientID: []string{id.String()}} }
+
+func peerOf(ctx context.Context) (*peer, bool) {
+	switch v := ctx.Value(peerKey{}).(type) {
+	case *peer:
+		return v, true
+	case spiffeid.ID:
+		return newPeer(v), true
+	}
+	return nil, false
 }
 
 // PeerID returns the verified identity of the peer that sent the request.
 func PeerID(ctx context.Context) (spiffeid.ID, bool) {
-	id, ok := ctx.Value(peerKey{}).(spiffeid.ID)
-	return id, ok
+	p, ok := peerOf(ctx)
+	if !ok {
+		return spiffeid.ID{}, false
+	}
+	return p.id, true
 }
 
 func (h *Handler) refuse(w http.ResponseWriter, status int, reason, msg string) {
@@ -172,46 +195,88 @@ func (h *Handler) refuse(w http.ResponseWriter, status int, reason, msg string) 
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	peer, ok := PeerID(r.Context())
+	peer, ok := peerOf(r.Context())
 	if !ok {
 		// Unreachable through Listener; fail closed all the same.
 		h.refuse(w, http.StatusForbidden, ReasonNoPeerIdentity, "no verified peer identity")
 		return
 	}
 	if r.Method == http.MethodConnect {
-		h.serveConnect(w, r, peer)
+		h.serveConnect(w, r, peer.id)
 		return
 	}
-	port, proto, ok := h.port(r.Header.Get(tunnel.HeaderTargetPort))
+	var target string
+	if v := r.Header[tunnel.HeaderTargetPort]; len(v) > 0 {
+		target = v[0]
+	}
+	app, ok := h.port(target)
 	if !ok {
-		h.log.Warn("refused request to an undeclared port", "peer", peer, "target_port", r.Header.Get(tunnel.HeaderTargetPort))
+		h.log.Warn("refused request to an undeclared port", "peer", peer.id, "target_port", target)
 		h.refuse(w, http.StatusForbidden, ReasonPortNotAllowed, "target port is not served by this workload")
 		return
 	}
-	var rp *httputil.ReverseProxy
-	switch proto {
+	var rt http.RoundTripper
+	switch app.proto {
 	case meshv1.Protocol_PROTOCOL_HTTP:
-		rp = h.http1
+		rt = h.http1
 	case meshv1.Protocol_PROTOCOL_HTTP2:
-		rp = h.http2
+		rt = h.http2
 	case meshv1.Protocol_PROTOCOL_AUTO:
 		// Detected at the caller: speak to the app as the caller's app
 		// spoke.
-		rp = h.http1
-		if r.Header.Get(tunnel.HeaderAppProtocol) == tunnel.AppProtocolH2C {
-			rp = h.http2
+		rt = h.http1
+		if v := r.Header[tunnel.HeaderAppProtocol]; len(v) > 0 && v[0] == tunnel.AppProtocolH2C {
+			rt = h.http2
 		}
 	default:
 		h.refuse(w, http.StatusForbidden, ReasonProtocolMismatch, "target port does not speak HTTP")
 		return
 	}
 	start := time.Now()
-	sw := &metrics.StatusWriter{ResponseWriter: w}
-	rp.ServeHTTP(sw, r)
-	peerID := peer.String()
-	service := ":" + strconv.FormatUint(uint64(port), 10)
-	h.cfg.Metrics.Requests.WithLabelValues(metrics.Inbound, peerID, service, metrics.Code(sw.Code())).Inc()
-	h.cfg.Metrics.RequestDuration.WithLabelValues(metrics.Inbound, peerID, service).Observe(time.Since(start).Seconds())
+	code := h.forward(w, r, rt, app, peer)
+	app.seriesOf(h.cfg.Metrics, peer.id.String()).Observe(code, time.Since(start).Seconds())
+}
+
+// forward passes a request on to the app and its answer back, and returns
+// the status code to count.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt http.RoundTripper, app *appPort, peer *peer) int {
+	x, err := forward.NewExchange(w, r)
+	if err != nil {
+		return h.appFailed(w, app, err)
+	}
+	defer x.Close()
+	out := x.Out
+	out.URL.Scheme = "http"
+	out.URL.Host = app.addr
+	delete(out.Header, tunnel.HeaderTargetPort)
+	delete(out.Header, tunnel.HeaderAppProtocol)
+	tunnel.StripLookalikes(out.Header)
+	// The caller's identity is what mTLS proved, never what the request
+	// says.
+	out.Header[tunnel.HeaderClientID] = peer.clientID
+	res, err := rt.RoundTrip(out)
+	x.RoundTripDone()
+	if err != nil {
+		return h.appFailed(w, app, err)
+	}
+	if err := x.WriteResponse(res); err != nil {
+		// The body broke off: abort, so that the client sees the
+		// response incomplete.
+		panic(http.ErrAbortHandler)
+	}
+	return res.StatusCode
+}
+
+// appFailed answers a request the app could not be asked, and returns the
+// status code to count.
+func (h *Handler) appFailed(w http.ResponseWriter, app *appPort, err error) int {
+	if errors.Is(err, context.Canceled) {
+		return http.StatusOK // nothing was written, as before
+	}
+	h.cfg.Metrics.Refusals.WithLabelValues(metrics.Inbound, ReasonAppUnavailable).Inc()
+	h.log.Warn("app unreachable", "target_port", app.service[1:], "err", err)
+	http.Error(w, "rampart: the destination app is unavailable", http.StatusBadGateway)
+	return http.StatusBadGateway
 }
 
 func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, peer spiffeid.ID) {
@@ -220,32 +285,32 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, peer spif
 		h.refuse(w, http.StatusBadRequest, ReasonBadTarget, "CONNECT authority must be "+tunnel.ConnectHost+":<port>")
 		return
 	}
-	port, proto, ok := h.port(portStr)
+	app, ok := h.port(portStr)
 	if !ok {
 		h.log.Warn("refused stream to an undeclared port", "peer", peer, "target_port", portStr)
 		h.refuse(w, http.StatusForbidden, ReasonPortNotAllowed, "target port is not served by this workload")
 		return
 	}
-	if proto != meshv1.Protocol_PROTOCOL_TCP && proto != meshv1.Protocol_PROTOCOL_AUTO {
+	if app.proto != meshv1.Protocol_PROTOCOL_TCP && app.proto != meshv1.Protocol_PROTOCOL_AUTO {
 		h.refuse(w, http.StatusForbidden, ReasonProtocolMismatch, "target port speaks HTTP; send requests, not a stream")
 		return
 	}
-	app, err := net.DialTimeout("tcp", net.JoinHostPort(h.cfg.AppHost, portStr), h.cfg.DialTimeout)
+	conn, err := net.DialTimeout("tcp", app.addr, h.cfg.DialTimeout)
 	if err != nil {
 		h.log.Warn("app unreachable", "target_port", portStr, "err", err)
 		h.refuse(w, http.StatusServiceUnavailable, ReasonAppUnavailable, "the destination app is unavailable")
 		return
 	}
-	defer app.Close()
+	defer conn.Close()
 	// A stream reset by the peer (or a proxy draining) ends the app side.
-	stop := context.AfterFunc(r.Context(), func() { app.Close() })
+	stop := context.AfterFunc(r.Context(), func() { conn.Close() })
 	defer stop()
 	rc := http.NewResponseController(w)
 	w.WriteHeader(http.StatusOK)
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	peerID, service := peer.String(), ":"+strconv.FormatUint(uint64(port), 10)
+	peerID, service := peer.String(), app.service
 	h.cfg.Metrics.TCPConnections.WithLabelValues(metrics.Inbound, peerID, service).Inc()
 
 	var wg sync.WaitGroup
@@ -253,13 +318,13 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, peer spif
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		fromPeer, _ = io.Copy(app, r.Body)
-		closeWrite(app)
+		fromPeer, _ = io.Copy(conn, r.Body)
+		closeWrite(conn)
 	}()
-	toPeer, _ := copyFlush(w, rc, app)
+	toPeer, _ := copyFlush(w, rc, conn)
 	// The app is done sending; stop reading from the peer too. Closing the
 	// body unblocks a read pending on the HTTP/2 stream.
-	app.Close()
+	conn.Close()
 	r.Body.Close()
 	wg.Wait()
 	h.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Inbound, peerID, service, "sent").Add(float64(toPeer))
@@ -269,7 +334,9 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, peer spif
 // copyFlush copies src to w, flushing after every read so that interactive
 // protocols see each write at once.
 func copyFlush(w io.Writer, rc *http.ResponseController, src io.Reader) (int64, error) {
-	buf := make([]byte, 32*1024)
+	bp := forward.GetBuffer()
+	defer forward.PutBuffer(bp)
+	buf := *bp
 	var n int64
 	for {
 		nr, rerr := src.Read(buf)

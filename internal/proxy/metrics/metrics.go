@@ -8,8 +8,8 @@
 package metrics
 
 import (
-	"net/http"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -130,55 +130,114 @@ func New() *Metrics {
 	return m
 }
 
+// Series counts the requests of one direction, peer and service. It
+// holds the children of Requests and RequestDuration once they exist, so
+// that counting a request hashes no label values. A child is created on
+// first use, as WithLabelValues would: a series that never happened does
+// not appear. Safe for concurrent use.
+type Series struct {
+	m                        *Metrics
+	direction, peer, service string
+	duration                 atomic.Pointer[observer]
+	codes                    [len(commonCodes)]atomic.Pointer[counter]
+}
+
+type observer struct{ prometheus.Observer }
+
+type counter struct{ prometheus.Counter }
+
+// commonCodes are the status codes whose counters a Series keeps at hand.
+var commonCodes = [...]int{200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 409, 429, 499, 500, 502, 503, 504}
+
+func codeIndex(status int) int {
+	switch status {
+	case 200:
+		return 0
+	case 201:
+		return 1
+	case 204:
+		return 2
+	case 206:
+		return 3
+	case 301:
+		return 4
+	case 302:
+		return 5
+	case 304:
+		return 6
+	case 400:
+		return 7
+	case 401:
+		return 8
+	case 403:
+		return 9
+	case 404:
+		return 10
+	case 405:
+		return 11
+	case 409:
+		return 12
+	case 429:
+		return 13
+	case 499:
+		return 14
+	case 500:
+		return 15
+	case 502:
+		return 16
+	case 503:
+		return 17
+	case 504:
+		return 18
+	}
+	return -1
+}
+
+// Series returns the request series of one direction, peer and service.
+// Callers keep it for as long as the peer and service are current.
+func (m *Metrics) Series(direction, peer, service string) *Series {
+	return &Series{m: m, direction: direction, peer: peer, service: service}
+}
+
+// Observe counts one request with its final status code and duration in
+// seconds.
+func (s *Series) Observe(status int, seconds float64) {
+	s.requests(status).Inc()
+	d := s.duration.Load()
+	if d == nil {
+		d = &observer{s.m.RequestDuration.WithLabelValues(s.direction, s.peer, s.service)}
+		s.duration.Store(d)
+	}
+	d.Observe(seconds)
+}
+
+func (s *Series) requests(status int) prometheus.Counter {
+	i := codeIndex(status)
+	if i < 0 {
+		return s.m.Requests.WithLabelValues(s.direction, s.peer, s.service, Code(status))
+	}
+	c := s.codes[i].Load()
+	if c == nil {
+		// Racing first requests create the same child: WithLabelValues
+		// returns the one that exists.
+		c = &counter{s.m.Requests.WithLabelValues(s.direction, s.peer, s.service, Code(status))}
+		s.codes[i].Store(c)
+	}
+	return c
+}
+
 // Code renders an HTTP status code as a label value without allocating for
 // common codes.
 func Code(status int) string {
-	switch status {
-	case 200:
-		return "200"
-	case 204:
-		return "204"
-	case 404:
-		return "404"
-	case 500:
-		return "500"
-	case 502:
-		return "502"
-	case 503:
-		return "503"
+	if i := codeIndex(status); i >= 0 {
+		return codeNames[i]
 	}
 	return strconv.Itoa(status)
 }
 
-// StatusWriter records the status code of the response written through it.
-type StatusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-// WriteHeader implements http.ResponseWriter.
-func (w *StatusWriter) WriteHeader(code int) {
-	if w.status == 0 && code >= 200 {
-		w.status = code
+var codeNames = func() (names [len(commonCodes)]string) {
+	for i, c := range commonCodes {
+		names[i] = strconv.Itoa(c)
 	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-// Write implements http.ResponseWriter.
-func (w *StatusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Code is the final status code written, 200 when none was written.
-func (w *StatusWriter) Code() int {
-	if w.status == 0 {
-		return http.StatusOK
-	}
-	return w.status
-}
-
-// Unwrap lets http.ResponseController reach Flush and friends.
-func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+	return names
+}()

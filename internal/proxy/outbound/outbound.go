@@ -6,10 +6,13 @@
 //
 // HTTP/1.1 and HTTP/2 (h2c, gRPC) are proxied request by request, each
 // request balanced on its own; opaque TCP is carried as one tunnel stream
-// per connection. It must not depend on Kubernetes packages.
+// per connection. HTTP/1.1 is served by the lean server of package h1,
+// h2c by net/http's; both hand requests to the same handler, which passes
+// them on with package forward. It must not depend on Kubernetes packages.
 package outbound
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -18,7 +21,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -31,6 +33,8 @@ import (
 
 	"github.com/rampart-mesh/rampart/internal/identity"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
+	"github.com/rampart-mesh/rampart/internal/proxy/forward"
+	"github.com/rampart-mesh/rampart/internal/proxy/h1"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/sniff"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
@@ -43,6 +47,7 @@ const (
 	ReasonNoEndpoints    = "no_endpoints"
 	ReasonPeerFailed     = "peer_unavailable"
 	ReasonEgressDenied   = "egress_denied"
+	ReasonConnect        = "connect_from_app"
 	ReasonLoop           = "redirect_loop"
 	ReasonNoDestination  = "no_original_destination"
 )
@@ -152,6 +157,39 @@ type route struct {
 	port    *meshv1.ServicePort
 	peers   []tunnel.Peer
 	next    atomic.Uint32
+
+	metrics    *metrics.Metrics
+	targetPort []string // the Rampart-Target-Port header value
+	// series holds the request series of each peer, by index, and last
+	// of requests that reached no peer; each is made on first use.
+	series []atomic.Pointer[metrics.Series]
+}
+
+// newRoute returns the route of a service port; a nil port is unknown.
+func newRoute(m *metrics.Metrics, service string, port *meshv1.ServicePort, peers []tunnel.Peer) *route {
+	r := &route{service: service, known: port != nil, port: port, peers: peers, metrics: m}
+	if port != nil {
+		r.targetPort = []string{strconv.FormatUint(uint64(port.GetTargetPort()), 10)}
+		r.series = make([]atomic.Pointer[metrics.Series], len(peers)+1)
+	}
+	return r
+}
+
+// seriesOf returns the request series of the i-th peer, or of no peer
+// when i < 0.
+func (r *route) seriesOf(i int) *metrics.Series {
+	peer := ""
+	if i < 0 {
+		i = len(r.peers)
+	} else {
+		peer = r.peers[i].ID.String()
+	}
+	s := r.series[i].Load()
+	if s == nil {
+		s = r.metrics.Series(metrics.Outbound, peer, r.service)
+		r.series[i].Store(s)
+	}
+	return s
 }
 
 // New binds the app-facing listeners; an address in use is an error now
@@ -239,16 +277,13 @@ func (o *Outbound) Update(pc *meshv1.ProxyConfig) {
 	}
 	for i, u := range o.cfg.Upstreams {
 		key := o.serviceKey(u)
-		r := &route{service: key}
-		st.upstreams[i] = r
+		st.upstreams[i] = newRoute(o.cfg.Metrics, key, nil, nil)
 		if s, ok := services[key]; ok {
-			r.port = pickPort(s.GetPorts(), u.Port)
-			r.known = r.port != nil
-			r.peers = peersOf(s.GetEndpoints(), nil)
+			st.upstreams[i] = newRoute(o.cfg.Metrics, key, pickPort(s.GetPorts(), u.Port), peersOf(s.GetEndpoints(), nil))
 		}
 	}
 	if o.transparent != nil {
-		st.byAddr = addressTable(pc.GetServices())
+		st.byAddr = addressTable(o.cfg.Metrics, pc.GetServices())
 	}
 	o.state.Store(st)
 }
@@ -259,7 +294,7 @@ func (o *Outbound) Update(pc *meshv1.ProxyConfig) {
 // port goes to that endpoint alone, as a pod IP does on Kubernetes. The
 // first service to claim an address wins; the controller refuses
 // duplicates.
-func addressTable(services []*meshv1.Service) map[netip.AddrPort]*route {
+func addressTable(m *metrics.Metrics, services []*meshv1.Service) map[netip.AddrPort]*route {
 	table := make(map[netip.AddrPort]*route)
 	for _, s := range services {
 		key := s.GetName() + "." + s.GetNamespace()
@@ -272,7 +307,7 @@ func addressTable(services []*meshv1.Service) map[netip.AddrPort]*route {
 				}
 				ap := netip.AddrPortFrom(ip.Unmap(), uint16(p.GetPort()))
 				if _, dup := table[ap]; !dup {
-					table[ap] = &route{service: key, known: true, port: p, peers: all}
+					table[ap] = newRoute(m, key, p, all)
 				}
 			}
 			for _, e := range s.GetEndpoints() {
@@ -282,7 +317,7 @@ func addressTable(services []*meshv1.Service) map[netip.AddrPort]*route {
 				}
 				ap := netip.AddrPortFrom(ip.Unmap(), uint16(p.GetTargetPort()))
 				if _, dup := table[ap]; !dup {
-					table[ap] = &route{service: key, known: true, port: p, peers: peersOf([]*meshv1.Endpoint{e}, nil)}
+					table[ap] = newRoute(m, key, p, peersOf([]*meshv1.Endpoint{e}, nil))
 				}
 			}
 		}
@@ -349,18 +384,29 @@ func (o *Outbound) Run(ctx context.Context) error {
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           o.httpHandler(),
+		Handler:           httpHandler{o},
 		Protocols:         &p,
 		ConnContext:       connContext,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(o.log.Handler(), slog.LevelDebug),
 	}
+	// HTTP/1 connections are served by a lean server, each in the
+	// goroutine that classified it; HTTP/2 (h2c) by net/http's.
+	h1srv := &h1.Server{
+		Handler:           httpHandler{o},
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		Logger:            o.log,
+		H2C: func(ctx context.Context, nc net.Conn, br *bufio.Reader) {
+			httpConns.push(&targetConn{Conn: &bufferedConn{Conn: nc, r: br}, target: ctx.Value(targetKey{}).(target)})
+		},
+	}
 	// Opaque connections get a context of their own that outlives ctx by
 	// the drain deadline.
 	tcpCtx, cancelTCP := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelTCP()
-	c := &conns{o: o, http: httpConns, ctx: tcpCtx}
+	c := &conns{o: o, http: httpConns, h1: h1srv, ctx: tcpCtx}
 
 	serveDone := make(chan struct{})
 	go func() {
@@ -385,9 +431,16 @@ func (o *Outbound) Run(ctx context.Context) error {
 	// that none reaches the HTTP server after it shut down.
 	c.dispatching.Wait()
 	httpConns.Close()
+	h1Done := make(chan struct{})
+	go func() {
+		defer close(h1Done)
+		h1srv.Shutdown(drainCtx) //nolint:errcheck // past the deadline it cuts what is left
+		c.h1conns.Wait()
+	}()
 	if err := srv.Shutdown(drainCtx); err != nil {
 		srv.Close()
 	}
+	<-h1Done
 	done := make(chan struct{})
 	go func() { c.tcp.Wait(); close(done) }()
 	select {
@@ -416,10 +469,12 @@ func addrOf(o *Outbound) net.Addr {
 // conns tracks the connections of one Run.
 type conns struct {
 	o           *Outbound
-	http        *chanListener
+	http        *chanListener // to net/http's server (h2c)
+	h1          *h1.Server
 	ctx         context.Context // of opaque connections
 	dispatching sync.WaitGroup  // connections being classified
 	tcp         sync.WaitGroup  // opaque connections being carried
+	h1conns     sync.WaitGroup  // connections served by h1
 }
 
 // acceptLoop accepts on l until ctx ends or accepting fails, and hands
@@ -462,6 +517,7 @@ func (c *conns) dispatch(conn net.Conn, t target) {
 		return
 	}
 	proto := r.port.GetProtocol()
+	h2c := false
 	if proto == meshv1.Protocol_PROTOCOL_AUTO {
 		p, detected, err := sniff.Detect(conn, o.cfg.DetectTimeout)
 		if err != nil {
@@ -472,22 +528,40 @@ func (c *conns) dispatch(conn net.Conn, t target) {
 		o.cfg.Metrics.Detected.WithLabelValues(metrics.Outbound, p.String()).Inc()
 		conn = detected
 		switch p {
-		case sniff.HTTP1, sniff.HTTP2:
+		case sniff.HTTP1:
 			proto = meshv1.Protocol_PROTOCOL_HTTP
+		case sniff.HTTP2:
+			proto, h2c = meshv1.Protocol_PROTOCOL_HTTP, true
 		default:
 			proto = meshv1.Protocol_PROTOCOL_TCP
 		}
 	}
-	if proto == meshv1.Protocol_PROTOCOL_TCP {
+	switch {
+	case proto == meshv1.Protocol_PROTOCOL_TCP:
 		c.tcp.Add(1)
 		c.dispatching.Done()
 		defer c.tcp.Done()
 		o.serveTCP(c.ctx, conn, t)
-		return
+	case h2c:
+		c.http.push(&targetConn{Conn: conn, target: t})
+		c.dispatching.Done()
+	default:
+		// HTTP/1, or h2c with prior knowledge, which the server hands to
+		// net/http's.
+		c.h1conns.Add(1)
+		c.dispatching.Done()
+		defer c.h1conns.Done()
+		c.h1.ServeConn(context.WithValue(context.Background(), targetKey{}, t), conn, nil)
 	}
-	c.http.push(&targetConn{Conn: conn, target: t})
-	c.dispatching.Done()
 }
+
+// bufferedConn is a connection whose first bytes were read into r.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // targetConn carries a connection's target to the HTTP handler.
 type targetConn struct {
@@ -508,97 +582,102 @@ func (o *Outbound) refuse(reason string) {
 	o.cfg.Metrics.Refusals.WithLabelValues(metrics.Outbound, reason).Inc()
 }
 
-type stateKey struct{}
+// httpHandler serves the app's HTTP requests: each goes to the next
+// endpoint of its route.
+type httpHandler struct{ o *Outbound }
 
-// reqState carries, from the handler to RoundTrip and back, the route of a
-// request and the peer that served it.
-type reqState struct {
-	route  *route
-	peer   tunnel.Peer
-	failed int // status the proxy answered itself, when it did
-}
-
-func (o *Outbound) httpHandler() http.Handler {
-	rp := &httputil.ReverseProxy{
-		Transport: o,
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			st := pr.In.Context().Value(stateKey{}).(*reqState)
-			pr.Out.Header.Set(tunnel.HeaderTargetPort, strconv.FormatUint(uint64(st.route.port.GetTargetPort()), 10))
-			// The app may not speak for anyone, itself included: the
-			// receiving proxy sets the caller's identity.
-			pr.Out.Header.Del(tunnel.HeaderClientID)
-			pr.Out.Header.Del(tunnel.HeaderAppProtocol)
-			if pr.In.ProtoMajor == 2 && st.route.port.GetProtocol() == meshv1.Protocol_PROTOCOL_AUTO {
-				// Detected HTTP/2: the app's server speaks it too.
-				pr.Out.Header.Set(tunnel.HeaderAppProtocol, tunnel.AppProtocolH2C)
-			}
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			st, _ := r.Context().Value(stateKey{}).(*reqState)
-			if errors.Is(err, context.Canceled) {
-				if st != nil {
-					st.failed = statusClientClosed
-				}
-				return
-			}
-			o.cfg.Metrics.Refusals.WithLabelValues(metrics.Outbound, ReasonPeerFailed).Inc()
-			if st != nil {
-				st.failed = http.StatusBadGateway
-				o.log.Warn("upstream request failed", "service", st.route.service, "err", err)
-			}
-			localError(w, r, http.StatusBadGateway, "rampart: no endpoint of the service could be reached")
-		},
+func (h httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	o := h.o
+	t, _ := r.Context().Value(targetKey{}).(target)
+	var rt *route
+	if t != nil {
+		rt = t.route()
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t, _ := r.Context().Value(targetKey{}).(target)
-		var rt *route
+	switch {
+	case r.Method == http.MethodConnect:
+		// CONNECT is the tunnel's own stream request: an app that sent one
+		// would reach any opaque port of the peer, whatever port it
+		// dialled. Opaque traffic goes through a TCP or Auto port instead.
+		o.refuse(ReasonConnect)
+		http.Error(w, "rampart: CONNECT is not proxied; send opaque traffic to a TCP port", http.StatusMethodNotAllowed)
+		return
+	case rt == nil || !rt.known:
+		name := "unknown"
 		if t != nil {
-			rt = t.route()
+			name = t.name()
 		}
-		switch {
-		case rt == nil || !rt.known:
-			name := "unknown"
-			if t != nil {
-				name = t.name()
-			}
-			o.refuse(ReasonUnknownService)
-			o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", "", metrics.Code(http.StatusServiceUnavailable)).Inc()
-			localError(w, r, http.StatusServiceUnavailable, "rampart: destination "+name+" is unknown to the mesh")
-			return
-		case len(rt.peers) == 0:
-			o.refuse(ReasonNoEndpoints)
-			o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", rt.service, metrics.Code(http.StatusServiceUnavailable)).Inc()
-			localError(w, r, http.StatusServiceUnavailable, "rampart: service "+rt.service+" has no endpoints")
-			return
-		}
-		start := time.Now()
-		st := &reqState{route: rt}
-		sw := &metrics.StatusWriter{ResponseWriter: w}
-		rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
-		peer, code := st.peer.ID.String(), sw.Code()
-		if st.failed != 0 {
-			code = st.failed
-		}
-		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, peer, rt.service, metrics.Code(code)).Inc()
-		o.cfg.Metrics.RequestDuration.WithLabelValues(metrics.Outbound, peer, rt.service).Observe(time.Since(start).Seconds())
-	})
+		o.refuse(ReasonUnknownService)
+		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", "", metrics.Code(http.StatusServiceUnavailable)).Inc()
+		localError(w, r, http.StatusServiceUnavailable, "rampart: destination "+name+" is unknown to the mesh")
+		return
+	case len(rt.peers) == 0:
+		o.refuse(ReasonNoEndpoints)
+		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", rt.service, metrics.Code(http.StatusServiceUnavailable)).Inc()
+		localError(w, r, http.StatusServiceUnavailable, "rampart: service "+rt.service+" has no endpoints")
+		return
+	}
+	start := time.Now()
+	code, peer := o.forward(w, r, rt)
+	rt.seriesOf(peer).Observe(code, time.Since(start).Seconds())
 }
 
-// RoundTrip sends a request to an endpoint of its route, trying the next
+// forward sends a request to an endpoint of its route, trying the next
 // endpoint when a tunnel cannot be established (the request was then
-// certainly not sent).
-func (o *Outbound) RoundTrip(req *http.Request) (*http.Response, error) {
-	st := req.Context().Value(stateKey{}).(*reqState)
-	var err error
-	for p := range st.route.candidates() {
-		st.peer = p
-		var resp *http.Response
-		resp, err = o.cfg.Dialer.RoundTrip(p, req)
-		if err == nil || !retriable(req.Context(), err) {
-			return resp, err
+// certainly not sent), and writes the answer. It returns the status code
+// to count and the index of the peer that answered or failed last (-1 for
+// none).
+func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route) (code, peer int) {
+	x, err := forward.NewExchange(w, r)
+	if err != nil {
+		return o.failed(w, r, rt, err), -1
+	}
+	defer x.Close()
+	out := x.Out
+	out.Header[tunnel.HeaderTargetPort] = rt.targetPort
+	// The app may not speak for anyone, itself included: the receiving
+	// proxy sets the caller's identity.
+	delete(out.Header, tunnel.HeaderClientID)
+	delete(out.Header, tunnel.HeaderAppProtocol)
+	tunnel.StripLookalikes(out.Header)
+	if r.ProtoMajor == 2 && rt.port.GetProtocol() == meshv1.Protocol_PROTOCOL_AUTO {
+		// Detected HTTP/2: the app's server speaks it too.
+		out.Header[tunnel.HeaderAppProtocol] = appProtocolH2C
+	}
+	var res *http.Response
+	peer = -1
+	n := uint32(len(rt.peers))
+	first := rt.next.Add(1)
+	for k := range min(n, maxAttempts) {
+		peer = int((first + k) % n)
+		res, err = o.cfg.Dialer.RoundTrip(rt.peers[peer], out)
+		if err == nil || !retriable(r.Context(), err) {
+			break
 		}
 	}
-	return nil, err
+	x.RoundTripDone()
+	if err != nil {
+		return o.failed(w, out, rt, err), peer
+	}
+	if err := x.WriteResponse(res); err != nil {
+		// The body broke off: abort, so that the client sees the
+		// response incomplete.
+		panic(http.ErrAbortHandler)
+	}
+	return res.StatusCode, peer
+}
+
+var appProtocolH2C = []string{tunnel.AppProtocolH2C}
+
+// failed answers a request that could not be sent, and returns the status
+// code to count.
+func (o *Outbound) failed(w http.ResponseWriter, r *http.Request, rt *route, err error) int {
+	if errors.Is(err, context.Canceled) {
+		return statusClientClosed
+	}
+	o.cfg.Metrics.Refusals.WithLabelValues(metrics.Outbound, ReasonPeerFailed).Inc()
+	o.log.Warn("upstream request failed", "service", rt.service, "err", err)
+	localError(w, r, http.StatusBadGateway, "rampart: no endpoint of the service could be reached")
+	return http.StatusBadGateway
 }
 
 // candidates yields up to maxAttempts distinct endpoints, in round-robin

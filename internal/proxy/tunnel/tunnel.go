@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -223,4 +224,21 @@ func (d *Dialer) Retain(keep map[Peer]bool) {
 // Close closes idle connections to every peer.
 func (d *Dialer) Close() {
 	d.Retain(nil)
+}
+
+// StripLookalikes removes the headers whose names read as one of the
+// tunnel's own once underscores are taken for dashes, such as
+// Rampart_Client_Id: apps behind CGI-style interfaces treat the two
+// alike, so a caller could otherwise slip a forged identity past the
+// proxy. The tunnel's own headers are set or removed by name separately.
+func StripLookalikes(h http.Header) {
+	for k := range h {
+		if strings.IndexByte(k, '_') < 0 {
+			continue
+		}
+		n := strings.ReplaceAll(k, "_", "-")
+		if strings.EqualFold(n, HeaderClientID) || strings.EqualFold(n, HeaderTargetPort) || strings.EqualFold(n, HeaderAppProtocol) {
+			delete(h, k)
+		}
+	}
 }

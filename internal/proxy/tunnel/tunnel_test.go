@@ -255,3 +255,19 @@ func TestListenerBoundsHandshakesInProgress(t *testing.T) {
 		t.Fatal("the refused connection is still open")
 	}
 }
+
+func TestStripLookalikes(t *testing.T) {
+	h := http.Header{
+		"Rampart_Client_Id":    {"forged"},
+		"rampart_client_id":    {"forged"},
+		"Rampart_Target_Port":  {"1"},
+		"Rampart_App-Protocol": {"h2c"},
+		"Rampart-Client-Id":    {"set by name elsewhere"},
+		"X_Request_Id":         {"kept"},
+	}
+	tunnel.StripLookalikes(h)
+	want := http.Header{"Rampart-Client-Id": {"set by name elsewhere"}, "X_Request_Id": {"kept"}}
+	if len(h) != len(want) || h.Get("Rampart-Client-Id") == "" || h["X_Request_Id"] == nil {
+		t.Errorf("after StripLookalikes: %v, want %v", h, want)
+	}
+}

@@ -1,0 +1,43 @@
+package metrics
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestCommonCodesAreIndexed(t *testing.T) {
+	for i, c := range commonCodes {
+		if got := codeIndex(c); got != i {
+			t.Errorf("codeIndex(%d) = %d, want %d", c, got, i)
+		}
+		if Code(c) != codeNames[i] {
+			t.Errorf("Code(%d) = %q", c, Code(c))
+		}
+	}
+	if codeIndex(418) != -1 || Code(418) != "418" {
+		t.Errorf("418: index %d, name %q", codeIndex(418), Code(418))
+	}
+}
+
+func TestSeriesCountsUnderTheirLabels(t *testing.T) {
+	m := New()
+	s := m.Series(Outbound, "spiffe://example.org/ns/a/sa/b", "orders.shop")
+	s.Observe(200, 0.001)
+	s.Observe(200, 0.002)
+	s.Observe(418, 0.003) // not kept at hand
+	if got := testutil.ToFloat64(m.Requests.WithLabelValues(Outbound, "spiffe://example.org/ns/a/sa/b", "orders.shop", "200")); got != 2 {
+		t.Errorf("200s counted %v times, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.Requests.WithLabelValues(Outbound, "spiffe://example.org/ns/a/sa/b", "orders.shop", "418")); got != 1 {
+		t.Errorf("418s counted %v times, want 1", got)
+	}
+	// Only the codes that happened are series: 200 and 418 (the lookups
+	// above created no others).
+	if n := testutil.CollectAndCount(m.Requests); n != 2 {
+		t.Errorf("%d request series, want 2", n)
+	}
+	if n := testutil.CollectAndCount(m.RequestDuration); n != 1 {
+		t.Errorf("%d duration series, want 1", n)
+	}
+}
