@@ -357,8 +357,16 @@ func (p *Proxy) Run(ctx context.Context) error {
 		sg, sctx := errgroup.WithContext(gctx)
 		sg.Go(func() error { return p.renewLoop(sctx) })
 		sg.Go(func() error { return p.watchLoop(sctx) })
-		sg.Go(func() error { return p.serveTunnel(sctx) })
-		sg.Go(func() error { return p.outbound.Run(sctx) })
+		// The app's outbound calls keep working while the requests it is
+		// still serving drain: the outbound side stops accepting only once
+		// the tunnel has drained (or failed).
+		outCtx, stopOutbound := context.WithCancel(context.WithoutCancel(sctx))
+		defer stopOutbound()
+		sg.Go(func() error {
+			defer stopOutbound()
+			return p.serveTunnel(sctx)
+		})
+		sg.Go(func() error { return p.outbound.Run(outCtx) })
 		if p.plainL != nil {
 			sg.Go(func() error { return p.inbound.ServePlaintext(sctx, p.plainL) })
 		}
