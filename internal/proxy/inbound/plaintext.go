@@ -2,12 +2,12 @@ package inbound
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"time"
 
+	"github.com/rampart-mesh/rampart/internal/proxy/accept"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/origdst"
 	"github.com/rampart-mesh/rampart/internal/proxy/sniff"
@@ -26,29 +26,35 @@ const plaintextDetectTimeout = 200 * time.Millisecond
 // mTLS (the default) each is refused: it is classified by its first bytes
 // for the metrics, logged at debug level and closed.
 func (h *Handler) ServePlaintext(ctx context.Context, l net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { l.Close() })
-	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
-		conn, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("inbound: accept on %s: %w", l.Addr(), err)
+	// Refusing takes a moment (classifying the first bytes); bound how
+	// many run at once so that a flood costs a bounded number of
+	// goroutines. Beyond that, connections are closed unclassified.
+	slots := make(chan struct{}, maxPlaintextRefusals)
+	err := accept.Loop(ctx, l, func(conn net.Conn) {
+		select {
+		case slots <- struct{}{}:
+		default:
+			h.cfg.Metrics.Plaintext.WithLabelValues("unclassified", PlaintextRefused).Inc()
+			conn.Close()
+			return
 		}
 		wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer func() { <-slots; wg.Done() }()
 			h.refusePlaintext(conn)
 		}()
+	})
+	if err != nil {
+		return fmt.Errorf("inbound: plaintext listener: %w", err)
 	}
+	return nil
 }
+
+// maxPlaintextRefusals bounds the plaintext connections being classified
+// at once.
+const maxPlaintextRefusals = 256
 
 func (h *Handler) refusePlaintext(conn net.Conn) {
 	defer conn.Close()

@@ -33,6 +33,7 @@ import (
 
 	"github.com/rampart-mesh/rampart/internal/identity"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
+	"github.com/rampart-mesh/rampart/internal/proxy/accept"
 	"github.com/rampart-mesh/rampart/internal/proxy/forward"
 	"github.com/rampart-mesh/rampart/internal/proxy/h1"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
@@ -480,27 +481,18 @@ type conns struct {
 // acceptLoop accepts on l until ctx ends or accepting fails, and hands
 // each connection to dispatch.
 func (c *conns) acceptLoop(ctx context.Context, l net.Listener, targetOf func(net.Conn) (target, bool)) error {
-	stop := context.AfterFunc(ctx, func() { l.Close() })
-	defer stop()
-	for {
-		conn, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("outbound: accept on %s: %w", l.Addr(), err)
-		}
+	err := accept.Loop(ctx, l, func(conn net.Conn) {
 		t, ok := targetOf(conn)
 		if !ok {
-			continue // handled (passed through or refused)
+			return // handled (passed through or refused)
 		}
 		c.dispatching.Add(1)
 		go c.dispatch(conn, t)
+	})
+	if err != nil {
+		return fmt.Errorf("outbound: %w", err)
 	}
+	return nil
 }
 
 // dispatch classifies a connection by its route's protocol, detecting it
