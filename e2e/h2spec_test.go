@@ -40,7 +40,6 @@ func TestH2Spec(t *testing.T) {
 			io.Copy(io.Discard, r.Body)
 			fmt.Fprint(w, "ok")
 		}),
-		ErrorLog: nil,
 	}
 	go srv.Serve(app)
 	t.Cleanup(func() { srv.Close() })
