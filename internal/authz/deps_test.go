@@ -28,7 +28,7 @@ func TestDependencies(t *testing.T) {
 		mod + "internal/ca",
 		mod + "internal/proxy",
 	}
-	for _, pkg := range []string{".", "./ratelimit", "./normalize"} {
+	for _, pkg := range []string{".", "./ratelimit", "./normalize", "./authzpb"} {
 		out, err := exec.Command(goTool, "list", "-deps", pkg).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)

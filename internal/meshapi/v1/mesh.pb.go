@@ -138,6 +138,213 @@ func (EgressMode) EnumDescriptor() ([]byte, []int) {
 	return file_mesh_proto_rawDescGZIP(), []int{1}
 }
 
+type DefaultAuthorization int32
+
+const (
+	DefaultAuthorization_DEFAULT_AUTHORIZATION_UNSPECIFIED          DefaultAuthorization = 0
+	DefaultAuthorization_DEFAULT_AUTHORIZATION_DENY_ALL             DefaultAuthorization = 1
+	DefaultAuthorization_DEFAULT_AUTHORIZATION_ALLOW_SAME_NAMESPACE DefaultAuthorization = 2
+	DefaultAuthorization_DEFAULT_AUTHORIZATION_ALLOW_AUTHENTICATED  DefaultAuthorization = 3
+)
+
+// Enum value maps for DefaultAuthorization.
+var (
+	DefaultAuthorization_name = map[int32]string{
+		0: "DEFAULT_AUTHORIZATION_UNSPECIFIED",
+		1: "DEFAULT_AUTHORIZATION_DENY_ALL",
+		2: "DEFAULT_AUTHORIZATION_ALLOW_SAME_NAMESPACE",
+		3: "DEFAULT_AUTHORIZATION_ALLOW_AUTHENTICATED",
+	}
+	DefaultAuthorization_value = map[string]int32{
+		"DEFAULT_AUTHORIZATION_UNSPECIFIED":          0,
+		"DEFAULT_AUTHORIZATION_DENY_ALL":             1,
+		"DEFAULT_AUTHORIZATION_ALLOW_SAME_NAMESPACE": 2,
+		"DEFAULT_AUTHORIZATION_ALLOW_AUTHENTICATED":  3,
+	}
+)
+
+func (x DefaultAuthorization) Enum() *DefaultAuthorization {
+	p := new(DefaultAuthorization)
+	*p = x
+	return p
+}
+
+func (x DefaultAuthorization) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DefaultAuthorization) Descriptor() protoreflect.EnumDescriptor {
+	return file_mesh_proto_enumTypes[2].Descriptor()
+}
+
+func (DefaultAuthorization) Type() protoreflect.EnumType {
+	return &file_mesh_proto_enumTypes[2]
+}
+
+func (x DefaultAuthorization) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DefaultAuthorization.Descriptor instead.
+func (DefaultAuthorization) EnumDescriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{2}
+}
+
+type TLSMode int32
+
+const (
+	TLSMode_TLS_MODE_UNSPECIFIED TLSMode = 0
+	// Mutual TLS from mesh identities only.
+	TLSMode_TLS_MODE_STRICT TLSMode = 1
+	// Plaintext accepted too, without an identity.
+	TLSMode_TLS_MODE_PERMISSIVE TLSMode = 2
+)
+
+// Enum value maps for TLSMode.
+var (
+	TLSMode_name = map[int32]string{
+		0: "TLS_MODE_UNSPECIFIED",
+		1: "TLS_MODE_STRICT",
+		2: "TLS_MODE_PERMISSIVE",
+	}
+	TLSMode_value = map[string]int32{
+		"TLS_MODE_UNSPECIFIED": 0,
+		"TLS_MODE_STRICT":      1,
+		"TLS_MODE_PERMISSIVE":  2,
+	}
+)
+
+func (x TLSMode) Enum() *TLSMode {
+	p := new(TLSMode)
+	*p = x
+	return p
+}
+
+func (x TLSMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TLSMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_mesh_proto_enumTypes[3].Descriptor()
+}
+
+func (TLSMode) Type() protoreflect.EnumType {
+	return &file_mesh_proto_enumTypes[3]
+}
+
+func (x TLSMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TLSMode.Descriptor instead.
+func (TLSMode) EnumDescriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{3}
+}
+
+type PolicyAction int32
+
+const (
+	PolicyAction_POLICY_ACTION_UNSPECIFIED PolicyAction = 0
+	PolicyAction_POLICY_ACTION_ALLOW       PolicyAction = 1
+	PolicyAction_POLICY_ACTION_DENY        PolicyAction = 2
+	PolicyAction_POLICY_ACTION_AUDIT       PolicyAction = 3
+)
+
+// Enum value maps for PolicyAction.
+var (
+	PolicyAction_name = map[int32]string{
+		0: "POLICY_ACTION_UNSPECIFIED",
+		1: "POLICY_ACTION_ALLOW",
+		2: "POLICY_ACTION_DENY",
+		3: "POLICY_ACTION_AUDIT",
+	}
+	PolicyAction_value = map[string]int32{
+		"POLICY_ACTION_UNSPECIFIED": 0,
+		"POLICY_ACTION_ALLOW":       1,
+		"POLICY_ACTION_DENY":        2,
+		"POLICY_ACTION_AUDIT":       3,
+	}
+)
+
+func (x PolicyAction) Enum() *PolicyAction {
+	p := new(PolicyAction)
+	*p = x
+	return p
+}
+
+func (x PolicyAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PolicyAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_mesh_proto_enumTypes[4].Descriptor()
+}
+
+func (PolicyAction) Type() protoreflect.EnumType {
+	return &file_mesh_proto_enumTypes[4]
+}
+
+func (x PolicyAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PolicyAction.Descriptor instead.
+func (PolicyAction) EnumDescriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{4}
+}
+
+type RateLimitKey int32
+
+const (
+	RateLimitKey_RATE_LIMIT_KEY_UNSPECIFIED RateLimitKey = 0
+	RateLimitKey_RATE_LIMIT_KEY_SOURCE      RateLimitKey = 1
+	RateLimitKey_RATE_LIMIT_KEY_ROUTE       RateLimitKey = 2
+	RateLimitKey_RATE_LIMIT_KEY_OVERALL     RateLimitKey = 3
+)
+
+// Enum value maps for RateLimitKey.
+var (
+	RateLimitKey_name = map[int32]string{
+		0: "RATE_LIMIT_KEY_UNSPECIFIED",
+		1: "RATE_LIMIT_KEY_SOURCE",
+		2: "RATE_LIMIT_KEY_ROUTE",
+		3: "RATE_LIMIT_KEY_OVERALL",
+	}
+	RateLimitKey_value = map[string]int32{
+		"RATE_LIMIT_KEY_UNSPECIFIED": 0,
+		"RATE_LIMIT_KEY_SOURCE":      1,
+		"RATE_LIMIT_KEY_ROUTE":       2,
+		"RATE_LIMIT_KEY_OVERALL":     3,
+	}
+)
+
+func (x RateLimitKey) Enum() *RateLimitKey {
+	p := new(RateLimitKey)
+	*p = x
+	return p
+}
+
+func (x RateLimitKey) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RateLimitKey) Descriptor() protoreflect.EnumDescriptor {
+	return file_mesh_proto_enumTypes[5].Descriptor()
+}
+
+func (RateLimitKey) Type() protoreflect.EnumType {
+	return &file_mesh_proto_enumTypes[5]
+}
+
+func (x RateLimitKey) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RateLimitKey.Descriptor instead.
+func (RateLimitKey) EnumDescriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{5}
+}
+
 type CertifyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// DER-encoded PKCS#10 certificate signing request. It must ask for exactly
@@ -491,8 +698,12 @@ type ProxyConfig struct {
 	// from the services that select this workload. Anything else is refused.
 	Inbound []*InboundPort `protobuf:"bytes,4,rep,name=inbound,proto3" json:"inbound,omitempty"`
 	// DER root certificates of every trusted trust domain.
-	TrustBundle   [][]byte  `protobuf:"bytes,5,rep,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
-	Settings      *Settings `protobuf:"bytes,6,opt,name=settings,proto3" json:"settings,omitempty"`
+	TrustBundle [][]byte  `protobuf:"bytes,5,rep,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
+	Settings    *Settings `protobuf:"bytes,6,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Authorization policy for requests to this workload, compiled by the
+	// controller from the policy resources that select it. A configuration
+	// without one makes the proxy deny every inbound request (fail closed).
+	Authorization *WorkloadPolicy `protobuf:"bytes,7,opt,name=authorization,proto3" json:"authorization,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -565,6 +776,13 @@ func (x *ProxyConfig) GetTrustBundle() [][]byte {
 func (x *ProxyConfig) GetSettings() *Settings {
 	if x != nil {
 		return x.Settings
+	}
+	return nil
+}
+
+func (x *ProxyConfig) GetAuthorization() *WorkloadPolicy {
+	if x != nil {
+		return x.Authorization
 	}
 	return nil
 }
@@ -897,6 +1115,635 @@ func (x *Settings) GetEgress() EgressMode {
 	return EgressMode_EGRESS_ALLOW_ANY
 }
 
+// WorkloadPolicy is everything that decides about requests to one workload:
+// the authorization policies that select it, its default, its mesh TLS mode
+// and its rate limits. It mirrors internal/authz.WorkloadPolicy field for
+// field; see docs/authorization.md for what each field means.
+type WorkloadPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The workload's namespace, for allow-same-namespace.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// What happens to a request when no ALLOW policy selects the workload.
+	DefaultAuthorization DefaultAuthorization `protobuf:"varint,2,opt,name=default_authorization,json=defaultAuthorization,proto3,enum=rampart.mesh.v1.DefaultAuthorization" json:"default_authorization,omitempty"`
+	// Where the default comes from, for explanations.
+	DefaultSource string     `protobuf:"bytes,3,opt,name=default_source,json=defaultSource,proto3" json:"default_source,omitempty"`
+	Tls           *TLSPolicy `protobuf:"bytes,4,opt,name=tls,proto3" json:"tls,omitempty"`
+	// In evaluation order.
+	Policies      []*AuthorizationPolicy `protobuf:"bytes,5,rep,name=policies,proto3" json:"policies,omitempty"`
+	RateLimits    []*RateLimit           `protobuf:"bytes,6,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkloadPolicy) Reset() {
+	*x = WorkloadPolicy{}
+	mi := &file_mesh_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkloadPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkloadPolicy) ProtoMessage() {}
+
+func (x *WorkloadPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkloadPolicy.ProtoReflect.Descriptor instead.
+func (*WorkloadPolicy) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WorkloadPolicy) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *WorkloadPolicy) GetDefaultAuthorization() DefaultAuthorization {
+	if x != nil {
+		return x.DefaultAuthorization
+	}
+	return DefaultAuthorization_DEFAULT_AUTHORIZATION_UNSPECIFIED
+}
+
+func (x *WorkloadPolicy) GetDefaultSource() string {
+	if x != nil {
+		return x.DefaultSource
+	}
+	return ""
+}
+
+func (x *WorkloadPolicy) GetTls() *TLSPolicy {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *WorkloadPolicy) GetPolicies() []*AuthorizationPolicy {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *WorkloadPolicy) GetRateLimits() []*RateLimit {
+	if x != nil {
+		return x.RateLimits
+	}
+	return nil
+}
+
+type TLSPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Applies to the ports that ports does not list.
+	Mode  TLSMode    `protobuf:"varint,1,opt,name=mode,proto3,enum=rampart.mesh.v1.TLSMode" json:"mode,omitempty"`
+	Ports []*PortTLS `protobuf:"bytes,2,rep,name=ports,proto3" json:"ports,omitempty"`
+	// Where mode comes from, for explanations.
+	Source        string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TLSPolicy) Reset() {
+	*x = TLSPolicy{}
+	mi := &file_mesh_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TLSPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TLSPolicy) ProtoMessage() {}
+
+func (x *TLSPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TLSPolicy.ProtoReflect.Descriptor instead.
+func (*TLSPolicy) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TLSPolicy) GetMode() TLSMode {
+	if x != nil {
+		return x.Mode
+	}
+	return TLSMode_TLS_MODE_UNSPECIFIED
+}
+
+func (x *TLSPolicy) GetPorts() []*PortTLS {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *TLSPolicy) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type PortTLS struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Port          uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	Mode          TLSMode                `protobuf:"varint,2,opt,name=mode,proto3,enum=rampart.mesh.v1.TLSMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortTLS) Reset() {
+	*x = PortTLS{}
+	mi := &file_mesh_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortTLS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortTLS) ProtoMessage() {}
+
+func (x *PortTLS) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortTLS.ProtoReflect.Descriptor instead.
+func (*PortTLS) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PortTLS) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *PortTLS) GetMode() TLSMode {
+	if x != nil {
+		return x.Mode
+	}
+	return TLSMode_TLS_MODE_UNSPECIFIED
+}
+
+type AuthorizationPolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Action        PolicyAction           `protobuf:"varint,3,opt,name=action,proto3,enum=rampart.mesh.v1.PolicyAction" json:"action,omitempty"`
+	Rules         []*Rule                `protobuf:"bytes,4,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizationPolicy) Reset() {
+	*x = AuthorizationPolicy{}
+	mi := &file_mesh_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizationPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizationPolicy) ProtoMessage() {}
+
+func (x *AuthorizationPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizationPolicy.ProtoReflect.Descriptor instead.
+func (*AuthorizationPolicy) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AuthorizationPolicy) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *AuthorizationPolicy) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthorizationPolicy) GetAction() PolicyAction {
+	if x != nil {
+		return x.Action
+	}
+	return PolicyAction_POLICY_ACTION_UNSPECIFIED
+}
+
+func (x *AuthorizationPolicy) GetRules() []*Rule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+type Rule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	From  []*Source              `protobuf:"bytes,1,rep,name=from,proto3" json:"from,omitempty"`
+	To    []*Operation           `protobuf:"bytes,2,rep,name=to,proto3" json:"to,omitempty"`
+	// A CEL expression; empty for none.
+	When          string `protobuf:"bytes,3,opt,name=when,proto3" json:"when,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rule) Reset() {
+	*x = Rule{}
+	mi := &file_mesh_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rule) ProtoMessage() {}
+
+func (x *Rule) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rule.ProtoReflect.Descriptor instead.
+func (*Rule) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Rule) GetFrom() []*Source {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *Rule) GetTo() []*Operation {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *Rule) GetWhen() string {
+	if x != nil {
+		return x.When
+	}
+	return ""
+}
+
+type Source struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Principals    []string               `protobuf:"bytes,1,rep,name=principals,proto3" json:"principals,omitempty"`
+	NotPrincipals []string               `protobuf:"bytes,2,rep,name=not_principals,json=notPrincipals,proto3" json:"not_principals,omitempty"`
+	Namespaces    []string               `protobuf:"bytes,3,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	NotNamespaces []string               `protobuf:"bytes,4,rep,name=not_namespaces,json=notNamespaces,proto3" json:"not_namespaces,omitempty"`
+	IpBlocks      []string               `protobuf:"bytes,5,rep,name=ip_blocks,json=ipBlocks,proto3" json:"ip_blocks,omitempty"`
+	NotIpBlocks   []string               `protobuf:"bytes,6,rep,name=not_ip_blocks,json=notIpBlocks,proto3" json:"not_ip_blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Source) Reset() {
+	*x = Source{}
+	mi := &file_mesh_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Source) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Source) ProtoMessage() {}
+
+func (x *Source) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Source.ProtoReflect.Descriptor instead.
+func (*Source) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Source) GetPrincipals() []string {
+	if x != nil {
+		return x.Principals
+	}
+	return nil
+}
+
+func (x *Source) GetNotPrincipals() []string {
+	if x != nil {
+		return x.NotPrincipals
+	}
+	return nil
+}
+
+func (x *Source) GetNamespaces() []string {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+func (x *Source) GetNotNamespaces() []string {
+	if x != nil {
+		return x.NotNamespaces
+	}
+	return nil
+}
+
+func (x *Source) GetIpBlocks() []string {
+	if x != nil {
+		return x.IpBlocks
+	}
+	return nil
+}
+
+func (x *Source) GetNotIpBlocks() []string {
+	if x != nil {
+		return x.NotIpBlocks
+	}
+	return nil
+}
+
+type Operation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ports         []uint32               `protobuf:"varint,1,rep,packed,name=ports,proto3" json:"ports,omitempty"`
+	NotPorts      []uint32               `protobuf:"varint,2,rep,packed,name=not_ports,json=notPorts,proto3" json:"not_ports,omitempty"`
+	Methods       []string               `protobuf:"bytes,3,rep,name=methods,proto3" json:"methods,omitempty"`
+	NotMethods    []string               `protobuf:"bytes,4,rep,name=not_methods,json=notMethods,proto3" json:"not_methods,omitempty"`
+	Paths         []string               `protobuf:"bytes,5,rep,name=paths,proto3" json:"paths,omitempty"`
+	NotPaths      []string               `protobuf:"bytes,6,rep,name=not_paths,json=notPaths,proto3" json:"not_paths,omitempty"`
+	Hosts         []string               `protobuf:"bytes,7,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	NotHosts      []string               `protobuf:"bytes,8,rep,name=not_hosts,json=notHosts,proto3" json:"not_hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Operation) Reset() {
+	*x = Operation{}
+	mi := &file_mesh_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Operation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Operation) ProtoMessage() {}
+
+func (x *Operation) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Operation.ProtoReflect.Descriptor instead.
+func (*Operation) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Operation) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *Operation) GetNotPorts() []uint32 {
+	if x != nil {
+		return x.NotPorts
+	}
+	return nil
+}
+
+func (x *Operation) GetMethods() []string {
+	if x != nil {
+		return x.Methods
+	}
+	return nil
+}
+
+func (x *Operation) GetNotMethods() []string {
+	if x != nil {
+		return x.NotMethods
+	}
+	return nil
+}
+
+func (x *Operation) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *Operation) GetNotPaths() []string {
+	if x != nil {
+		return x.NotPaths
+	}
+	return nil
+}
+
+func (x *Operation) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *Operation) GetNotHosts() []string {
+	if x != nil {
+		return x.NotHosts
+	}
+	return nil
+}
+
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "namespace/name" of the RateLimitPolicy, and the limit's name in it.
+	Policy            string       `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Name              string       `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	From              []*Source    `protobuf:"bytes,3,rep,name=from,proto3" json:"from,omitempty"`
+	To                []*Operation `protobuf:"bytes,4,rep,name=to,proto3" json:"to,omitempty"`
+	Per               RateLimitKey `protobuf:"varint,5,opt,name=per,proto3,enum=rampart.mesh.v1.RateLimitKey" json:"per,omitempty"`
+	RequestsPerSecond uint32       `protobuf:"varint,6,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
+	Burst             uint32       `protobuf:"varint,7,opt,name=burst,proto3" json:"burst,omitempty"`
+	// Zero for none.
+	CoolDown      *durationpb.Duration `protobuf:"bytes,8,opt,name=cool_down,json=coolDown,proto3" json:"cool_down,omitempty"`
+	CoolDownAfter uint32               `protobuf:"varint,9,opt,name=cool_down_after,json=coolDownAfter,proto3" json:"cool_down_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_mesh_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RateLimit) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *RateLimit) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RateLimit) GetFrom() []*Source {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *RateLimit) GetTo() []*Operation {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *RateLimit) GetPer() RateLimitKey {
+	if x != nil {
+		return x.Per
+	}
+	return RateLimitKey_RATE_LIMIT_KEY_UNSPECIFIED
+}
+
+func (x *RateLimit) GetRequestsPerSecond() uint32 {
+	if x != nil {
+		return x.RequestsPerSecond
+	}
+	return 0
+}
+
+func (x *RateLimit) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+func (x *RateLimit) GetCoolDown() *durationpb.Duration {
+	if x != nil {
+		return x.CoolDown
+	}
+	return nil
+}
+
+func (x *RateLimit) GetCoolDownAfter() uint32 {
+	if x != nil {
+		return x.CoolDownAfter
+	}
+	return 0
+}
+
 var File_mesh_proto protoreflect.FileDescriptor
 
 const file_mesh_proto_rawDesc = "" +
@@ -926,14 +1773,15 @@ const file_mesh_proto_rawDesc = "" +
 	"\aaddress\x18\x04 \x01(\tR\aaddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8c\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x02\n" +
 	"\vProxyConfig\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x124\n" +
 	"\bservices\x18\x03 \x03(\v2\x18.rampart.mesh.v1.ServiceR\bservices\x126\n" +
 	"\ainbound\x18\x04 \x03(\v2\x1c.rampart.mesh.v1.InboundPortR\ainbound\x12!\n" +
 	"\ftrust_bundle\x18\x05 \x03(\fR\vtrustBundle\x125\n" +
-	"\bsettings\x18\x06 \x01(\v2\x19.rampart.mesh.v1.SettingsR\bsettings\"\xc6\x01\n" +
+	"\bsettings\x18\x06 \x01(\v2\x19.rampart.mesh.v1.SettingsR\bsettings\x12E\n" +
+	"\rauthorization\x18\a \x01(\v2\x1f.rampart.mesh.v1.WorkloadPolicyR\rauthorization\"\xc6\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x122\n" +
@@ -956,7 +1804,62 @@ const file_mesh_proto_rawDesc = "" +
 	"\bprotocol\x18\x02 \x01(\x0e2\x19.rampart.mesh.v1.ProtocolR\bprotocol\"\x83\x01\n" +
 	"\bSettings\x12B\n" +
 	"\x0fconnect_timeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\x123\n" +
-	"\x06egress\x18\x02 \x01(\x0e2\x1b.rampart.mesh.v1.EgressModeR\x06egress*p\n" +
+	"\x06egress\x18\x02 \x01(\x0e2\x1b.rampart.mesh.v1.EgressModeR\x06egress\"\xde\x02\n" +
+	"\x0eWorkloadPolicy\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12Z\n" +
+	"\x15default_authorization\x18\x02 \x01(\x0e2%.rampart.mesh.v1.DefaultAuthorizationR\x14defaultAuthorization\x12%\n" +
+	"\x0edefault_source\x18\x03 \x01(\tR\rdefaultSource\x12,\n" +
+	"\x03tls\x18\x04 \x01(\v2\x1a.rampart.mesh.v1.TLSPolicyR\x03tls\x12@\n" +
+	"\bpolicies\x18\x05 \x03(\v2$.rampart.mesh.v1.AuthorizationPolicyR\bpolicies\x12;\n" +
+	"\vrate_limits\x18\x06 \x03(\v2\x1a.rampart.mesh.v1.RateLimitR\n" +
+	"rateLimits\"\x81\x01\n" +
+	"\tTLSPolicy\x12,\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x18.rampart.mesh.v1.TLSModeR\x04mode\x12.\n" +
+	"\x05ports\x18\x02 \x03(\v2\x18.rampart.mesh.v1.PortTLSR\x05ports\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\"K\n" +
+	"\aPortTLS\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\x12,\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x18.rampart.mesh.v1.TLSModeR\x04mode\"\xab\x01\n" +
+	"\x13AuthorizationPolicy\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
+	"\x06action\x18\x03 \x01(\x0e2\x1d.rampart.mesh.v1.PolicyActionR\x06action\x12+\n" +
+	"\x05rules\x18\x04 \x03(\v2\x15.rampart.mesh.v1.RuleR\x05rules\"s\n" +
+	"\x04Rule\x12+\n" +
+	"\x04from\x18\x01 \x03(\v2\x17.rampart.mesh.v1.SourceR\x04from\x12*\n" +
+	"\x02to\x18\x02 \x03(\v2\x1a.rampart.mesh.v1.OperationR\x02to\x12\x12\n" +
+	"\x04when\x18\x03 \x01(\tR\x04when\"\xd7\x01\n" +
+	"\x06Source\x12\x1e\n" +
+	"\n" +
+	"principals\x18\x01 \x03(\tR\n" +
+	"principals\x12%\n" +
+	"\x0enot_principals\x18\x02 \x03(\tR\rnotPrincipals\x12\x1e\n" +
+	"\n" +
+	"namespaces\x18\x03 \x03(\tR\n" +
+	"namespaces\x12%\n" +
+	"\x0enot_namespaces\x18\x04 \x03(\tR\rnotNamespaces\x12\x1b\n" +
+	"\tip_blocks\x18\x05 \x03(\tR\bipBlocks\x12\"\n" +
+	"\rnot_ip_blocks\x18\x06 \x03(\tR\vnotIpBlocks\"\xdf\x01\n" +
+	"\tOperation\x12\x14\n" +
+	"\x05ports\x18\x01 \x03(\rR\x05ports\x12\x1b\n" +
+	"\tnot_ports\x18\x02 \x03(\rR\bnotPorts\x12\x18\n" +
+	"\amethods\x18\x03 \x03(\tR\amethods\x12\x1f\n" +
+	"\vnot_methods\x18\x04 \x03(\tR\n" +
+	"notMethods\x12\x14\n" +
+	"\x05paths\x18\x05 \x03(\tR\x05paths\x12\x1b\n" +
+	"\tnot_paths\x18\x06 \x03(\tR\bnotPaths\x12\x14\n" +
+	"\x05hosts\x18\a \x03(\tR\x05hosts\x12\x1b\n" +
+	"\tnot_hosts\x18\b \x03(\tR\bnotHosts\"\xe7\x02\n" +
+	"\tRateLimit\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12+\n" +
+	"\x04from\x18\x03 \x03(\v2\x17.rampart.mesh.v1.SourceR\x04from\x12*\n" +
+	"\x02to\x18\x04 \x03(\v2\x1a.rampart.mesh.v1.OperationR\x02to\x12/\n" +
+	"\x03per\x18\x05 \x01(\x0e2\x1d.rampart.mesh.v1.RateLimitKeyR\x03per\x12.\n" +
+	"\x13requests_per_second\x18\x06 \x01(\rR\x11requestsPerSecond\x12\x14\n" +
+	"\x05burst\x18\a \x01(\rR\x05burst\x126\n" +
+	"\tcool_down\x18\b \x01(\v2\x19.google.protobuf.DurationR\bcoolDown\x12&\n" +
+	"\x0fcool_down_after\x18\t \x01(\rR\rcoolDownAfter*p\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x11\n" +
@@ -966,7 +1869,26 @@ const file_mesh_proto_rawDesc = "" +
 	"\n" +
 	"EgressMode\x12\x14\n" +
 	"\x10EGRESS_ALLOW_ANY\x10\x00\x12\x14\n" +
-	"\x10EGRESS_MESH_ONLY\x10\x012X\n" +
+	"\x10EGRESS_MESH_ONLY\x10\x01*\xc0\x01\n" +
+	"\x14DefaultAuthorization\x12%\n" +
+	"!DEFAULT_AUTHORIZATION_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eDEFAULT_AUTHORIZATION_DENY_ALL\x10\x01\x12.\n" +
+	"*DEFAULT_AUTHORIZATION_ALLOW_SAME_NAMESPACE\x10\x02\x12-\n" +
+	")DEFAULT_AUTHORIZATION_ALLOW_AUTHENTICATED\x10\x03*Q\n" +
+	"\aTLSMode\x12\x18\n" +
+	"\x14TLS_MODE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fTLS_MODE_STRICT\x10\x01\x12\x17\n" +
+	"\x13TLS_MODE_PERMISSIVE\x10\x02*w\n" +
+	"\fPolicyAction\x12\x1d\n" +
+	"\x19POLICY_ACTION_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13POLICY_ACTION_ALLOW\x10\x01\x12\x16\n" +
+	"\x12POLICY_ACTION_DENY\x10\x02\x12\x17\n" +
+	"\x13POLICY_ACTION_AUDIT\x10\x03*\x7f\n" +
+	"\fRateLimitKey\x12\x1e\n" +
+	"\x1aRATE_LIMIT_KEY_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15RATE_LIMIT_KEY_SOURCE\x10\x01\x12\x18\n" +
+	"\x14RATE_LIMIT_KEY_ROUTE\x10\x02\x12\x1a\n" +
+	"\x16RATE_LIMIT_KEY_OVERALL\x10\x032X\n" +
 	"\bIdentity\x12L\n" +
 	"\aCertify\x12\x1f.rampart.mesh.v1.CertifyRequest\x1a .rampart.mesh.v1.CertifyResponse2\x9b\x01\n" +
 	"\tDiscovery\x12F\n" +
@@ -985,50 +1907,78 @@ func file_mesh_proto_rawDescGZIP() []byte {
 	return file_mesh_proto_rawDescData
 }
 
-var file_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_mesh_proto_goTypes = []any{
 	(Protocol)(0),               // 0: rampart.mesh.v1.Protocol
 	(EgressMode)(0),             // 1: rampart.mesh.v1.EgressMode
-	(*CertifyRequest)(nil),      // 2: rampart.mesh.v1.CertifyRequest
-	(*CertifyResponse)(nil),     // 3: rampart.mesh.v1.CertifyResponse
-	(*WatchRequest)(nil),        // 4: rampart.mesh.v1.WatchRequest
-	(*LeaveRequest)(nil),        // 5: rampart.mesh.v1.LeaveRequest
-	(*LeaveResponse)(nil),       // 6: rampart.mesh.v1.LeaveResponse
-	(*Workload)(nil),            // 7: rampart.mesh.v1.Workload
-	(*ProxyConfig)(nil),         // 8: rampart.mesh.v1.ProxyConfig
-	(*Service)(nil),             // 9: rampart.mesh.v1.Service
-	(*ServicePort)(nil),         // 10: rampart.mesh.v1.ServicePort
-	(*Endpoint)(nil),            // 11: rampart.mesh.v1.Endpoint
-	(*InboundPort)(nil),         // 12: rampart.mesh.v1.InboundPort
-	(*Settings)(nil),            // 13: rampart.mesh.v1.Settings
-	nil,                         // 14: rampart.mesh.v1.Workload.LabelsEntry
-	(*durationpb.Duration)(nil), // 15: google.protobuf.Duration
+	(DefaultAuthorization)(0),   // 2: rampart.mesh.v1.DefaultAuthorization
+	(TLSMode)(0),                // 3: rampart.mesh.v1.TLSMode
+	(PolicyAction)(0),           // 4: rampart.mesh.v1.PolicyAction
+	(RateLimitKey)(0),           // 5: rampart.mesh.v1.RateLimitKey
+	(*CertifyRequest)(nil),      // 6: rampart.mesh.v1.CertifyRequest
+	(*CertifyResponse)(nil),     // 7: rampart.mesh.v1.CertifyResponse
+	(*WatchRequest)(nil),        // 8: rampart.mesh.v1.WatchRequest
+	(*LeaveRequest)(nil),        // 9: rampart.mesh.v1.LeaveRequest
+	(*LeaveResponse)(nil),       // 10: rampart.mesh.v1.LeaveResponse
+	(*Workload)(nil),            // 11: rampart.mesh.v1.Workload
+	(*ProxyConfig)(nil),         // 12: rampart.mesh.v1.ProxyConfig
+	(*Service)(nil),             // 13: rampart.mesh.v1.Service
+	(*ServicePort)(nil),         // 14: rampart.mesh.v1.ServicePort
+	(*Endpoint)(nil),            // 15: rampart.mesh.v1.Endpoint
+	(*InboundPort)(nil),         // 16: rampart.mesh.v1.InboundPort
+	(*Settings)(nil),            // 17: rampart.mesh.v1.Settings
+	(*WorkloadPolicy)(nil),      // 18: rampart.mesh.v1.WorkloadPolicy
+	(*TLSPolicy)(nil),           // 19: rampart.mesh.v1.TLSPolicy
+	(*PortTLS)(nil),             // 20: rampart.mesh.v1.PortTLS
+	(*AuthorizationPolicy)(nil), // 21: rampart.mesh.v1.AuthorizationPolicy
+	(*Rule)(nil),                // 22: rampart.mesh.v1.Rule
+	(*Source)(nil),              // 23: rampart.mesh.v1.Source
+	(*Operation)(nil),           // 24: rampart.mesh.v1.Operation
+	(*RateLimit)(nil),           // 25: rampart.mesh.v1.RateLimit
+	nil,                         // 26: rampart.mesh.v1.Workload.LabelsEntry
+	(*durationpb.Duration)(nil), // 27: google.protobuf.Duration
 }
 var file_mesh_proto_depIdxs = []int32{
-	7,  // 0: rampart.mesh.v1.WatchRequest.workload:type_name -> rampart.mesh.v1.Workload
-	7,  // 1: rampart.mesh.v1.LeaveRequest.workload:type_name -> rampart.mesh.v1.Workload
-	14, // 2: rampart.mesh.v1.Workload.labels:type_name -> rampart.mesh.v1.Workload.LabelsEntry
-	9,  // 3: rampart.mesh.v1.ProxyConfig.services:type_name -> rampart.mesh.v1.Service
-	12, // 4: rampart.mesh.v1.ProxyConfig.inbound:type_name -> rampart.mesh.v1.InboundPort
-	13, // 5: rampart.mesh.v1.ProxyConfig.settings:type_name -> rampart.mesh.v1.Settings
-	10, // 6: rampart.mesh.v1.Service.ports:type_name -> rampart.mesh.v1.ServicePort
-	11, // 7: rampart.mesh.v1.Service.endpoints:type_name -> rampart.mesh.v1.Endpoint
-	0,  // 8: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
-	0,  // 9: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
-	15, // 10: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
-	1,  // 11: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
-	2,  // 12: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
-	4,  // 13: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
-	5,  // 14: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
-	3,  // 15: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
-	8,  // 16: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
-	6,  // 17: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
-	15, // [15:18] is the sub-list for method output_type
-	12, // [12:15] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	11, // 0: rampart.mesh.v1.WatchRequest.workload:type_name -> rampart.mesh.v1.Workload
+	11, // 1: rampart.mesh.v1.LeaveRequest.workload:type_name -> rampart.mesh.v1.Workload
+	26, // 2: rampart.mesh.v1.Workload.labels:type_name -> rampart.mesh.v1.Workload.LabelsEntry
+	13, // 3: rampart.mesh.v1.ProxyConfig.services:type_name -> rampart.mesh.v1.Service
+	16, // 4: rampart.mesh.v1.ProxyConfig.inbound:type_name -> rampart.mesh.v1.InboundPort
+	17, // 5: rampart.mesh.v1.ProxyConfig.settings:type_name -> rampart.mesh.v1.Settings
+	18, // 6: rampart.mesh.v1.ProxyConfig.authorization:type_name -> rampart.mesh.v1.WorkloadPolicy
+	14, // 7: rampart.mesh.v1.Service.ports:type_name -> rampart.mesh.v1.ServicePort
+	15, // 8: rampart.mesh.v1.Service.endpoints:type_name -> rampart.mesh.v1.Endpoint
+	0,  // 9: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
+	0,  // 10: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
+	27, // 11: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
+	1,  // 12: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
+	2,  // 13: rampart.mesh.v1.WorkloadPolicy.default_authorization:type_name -> rampart.mesh.v1.DefaultAuthorization
+	19, // 14: rampart.mesh.v1.WorkloadPolicy.tls:type_name -> rampart.mesh.v1.TLSPolicy
+	21, // 15: rampart.mesh.v1.WorkloadPolicy.policies:type_name -> rampart.mesh.v1.AuthorizationPolicy
+	25, // 16: rampart.mesh.v1.WorkloadPolicy.rate_limits:type_name -> rampart.mesh.v1.RateLimit
+	3,  // 17: rampart.mesh.v1.TLSPolicy.mode:type_name -> rampart.mesh.v1.TLSMode
+	20, // 18: rampart.mesh.v1.TLSPolicy.ports:type_name -> rampart.mesh.v1.PortTLS
+	3,  // 19: rampart.mesh.v1.PortTLS.mode:type_name -> rampart.mesh.v1.TLSMode
+	4,  // 20: rampart.mesh.v1.AuthorizationPolicy.action:type_name -> rampart.mesh.v1.PolicyAction
+	22, // 21: rampart.mesh.v1.AuthorizationPolicy.rules:type_name -> rampart.mesh.v1.Rule
+	23, // 22: rampart.mesh.v1.Rule.from:type_name -> rampart.mesh.v1.Source
+	24, // 23: rampart.mesh.v1.Rule.to:type_name -> rampart.mesh.v1.Operation
+	23, // 24: rampart.mesh.v1.RateLimit.from:type_name -> rampart.mesh.v1.Source
+	24, // 25: rampart.mesh.v1.RateLimit.to:type_name -> rampart.mesh.v1.Operation
+	5,  // 26: rampart.mesh.v1.RateLimit.per:type_name -> rampart.mesh.v1.RateLimitKey
+	27, // 27: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
+	6,  // 28: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
+	8,  // 29: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
+	9,  // 30: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
+	7,  // 31: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
+	12, // 32: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
+	10, // 33: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
+	31, // [31:34] is the sub-list for method output_type
+	28, // [28:31] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_mesh_proto_init() }
@@ -1041,8 +1991,8 @@ func file_mesh_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mesh_proto_rawDesc), len(file_mesh_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   13,
+			NumEnums:      6,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
