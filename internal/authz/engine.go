@@ -81,8 +81,8 @@ func Compile(p *WorkloadPolicy) (*Engine, error) {
 		tlsPorts:  slices.Clone(p.TLS.Ports),
 		tlsSource: p.TLS.Source,
 	}
-	if p.Namespace == "" {
-		errs.add("namespace", "is required")
+	if p.Namespace == "" && p.Default == DefaultAllowSameNamespace {
+		errs.add("namespace", "is required with allow-same-namespace")
 	}
 	if p.Default < DefaultDenyAll || p.Default > DefaultAllowAuthenticated {
 		errs.add("default", "must be deny-all, allow-same-namespace or allow-authenticated")

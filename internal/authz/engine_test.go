@@ -411,7 +411,7 @@ func TestCompileErrors(t *testing.T) {
 		p    *WorkloadPolicy
 		want []string // "field: message substring"
 	}{
-		{"namespace", &WorkloadPolicy{Default: DefaultDenyAll, TLS: TLSPolicy{Mode: TLSStrict}}, []string{"namespace: is required"}},
+		{"namespace", &WorkloadPolicy{Default: DefaultAllowSameNamespace, TLS: TLSPolicy{Mode: TLSStrict}}, []string{"namespace: is required with allow-same-namespace"}},
 		{"default", &WorkloadPolicy{Namespace: "a", TLS: TLSPolicy{Mode: TLSStrict}}, []string{"default: must be"}},
 		{"tls", &WorkloadPolicy{Namespace: "a", Default: DefaultDenyAll, TLS: TLSPolicy{Ports: []PortTLS{{Port: 0, Mode: TLSStrict}, {Port: 80}, {Port: 80, Mode: TLSStrict}}}},
 			[]string{"tls.mode: must be", "tls.ports[0].port: must be", "tls.ports[1].mode: must be", "tls.ports[2].port: duplicate port 80"}},

@@ -14,7 +14,9 @@ import (
 // the authorization policies that select it, its default, its mesh TLS mode
 // and its rate limits.
 type WorkloadPolicy struct {
-	// Namespace is the workload's namespace, for allow-same-namespace.
+	// Namespace is the workload's namespace, for allow-same-namespace
+	// (required with it; empty for a proxy that is no workload of the
+	// mesh, whose policy denies everything).
 	Namespace string
 	// Default applies when no ALLOW policy selects the workload.
 	Default DefaultMode

@@ -33,6 +33,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/rampart-mesh/rampart/api/v1alpha1"
+	"github.com/rampart-mesh/rampart/internal/authz"
+	"github.com/rampart-mesh/rampart/internal/authz/authzpb"
+	"github.com/rampart-mesh/rampart/internal/authz/compile"
 	"github.com/rampart-mesh/rampart/internal/identity"
 	"github.com/rampart-mesh/rampart/internal/localconfig"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
@@ -133,6 +136,7 @@ type Model struct {
 
 	mu         sync.Mutex
 	resources  *localconfig.Resources
+	policies   compile.Resources // the policy kinds of resources
 	registered map[uint64]workload // by registration id
 	nextRegID  uint64
 	bundle     [][]byte            // DER roots
@@ -197,6 +201,12 @@ func (m *Model) SetResources(res *localconfig.Resources) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.resources = res
+	m.policies = compile.Resources{
+		AuthorizationPolicies: res.AuthorizationPolicies,
+		MeshTLSPolicies:       res.MeshTLSPolicies,
+		NamespacePolicies:     res.NamespacePolicies,
+		RateLimitPolicies:     res.RateLimitPolicies,
+	}
 	clear(m.warned)
 	m.notifyLocked()
 }
@@ -426,8 +436,12 @@ func (m *Model) configFor(id spiffeid.ID, workloadName string, upstreams []strin
 	}
 	cfg.Services = m.servicesLocked(workloads, ns, upstreams)
 	m.dropAmbiguousIPsLocked(cfg.Services, workloads)
+	cfg.Authorization = authzpb.ToProto(denyAll("no registered workload of this mesh"))
 	if ns != "" {
-		cfg.Inbound = m.inboundLocked(ns, sa, workloadName)
+		if self, ok := m.selfLocked(ns, sa, workloadName); ok {
+			cfg.Inbound = m.inboundLocked(self)
+			cfg.Authorization = authzpb.ToProto(m.policyLocked(self))
+		}
 	}
 	cfg.Version = Version(cfg)
 	return cfg
@@ -608,11 +622,36 @@ func (m *Model) selfLocked(ns, sa, name string) (workload, bool) {
 	return workload{}, false
 }
 
-func (m *Model) inboundLocked(ns, sa, name string) []*meshv1.InboundPort {
-	self, ok := m.selfLocked(ns, sa, name)
-	if !ok {
-		return nil
+// policyLocked compiles the authorization policy of the workload self. A
+// policy that does not compile (the resources are validated when they are
+// loaded, so this is a bug) is replaced by one that denies everything,
+// and logged: the controller never sends a policy the proxy would refuse,
+// and never fails open.
+func (m *Model) policyLocked(self workload) *authz.WorkloadPolicy {
+	wp, err := compile.ForWorkload(&m.policies, compile.Workload{Namespace: self.namespace, Labels: self.labels}, compile.Options{})
+	if err == nil {
+		_, err = authz.Compile(wp)
 	}
+	if err != nil {
+		m.warnOnceLocked("policy/"+self.namespace+"/"+self.name+"/"+err.Error(),
+			"authorization policy does not compile; the workload denies every request until it is fixed",
+			"namespace", self.namespace, "workload", self.name, "err", err)
+		return denyAll("the policies that select this workload do not compile: see the controller's log")
+	}
+	return wp
+}
+
+// denyAll is a policy that denies every request, saying why.
+func denyAll(why string) *authz.WorkloadPolicy {
+	return &authz.WorkloadPolicy{
+		Default:       authz.DefaultDenyAll,
+		DefaultSource: why,
+		TLS:           authz.TLSPolicy{Mode: authz.TLSStrict, Source: why},
+	}
+}
+
+func (m *Model) inboundLocked(self workload) []*meshv1.InboundPort {
+	ns, name := self.namespace, self.name
 	// target port -> protocol -> services asking for it
 	wanted := make(map[uint32]map[meshv1.Protocol][]string)
 	for i := range m.resources.Services {

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -229,13 +232,7 @@ func (l *loader) loadDocument(doc *yaml.Node) {
 	if !ok {
 		return
 	}
-	var obj object
-	switch kind {
-	case v1alpha1.KindService:
-		obj = new(v1alpha1.Service)
-	case v1alpha1.KindWorkload:
-		obj = new(v1alpha1.Workload)
-	}
+	obj := kinds[kind]()
 	// After a problem in the YAML itself, such as a duplicate key, the
 	// document may not say what its author meant: report the fields that
 	// do not fit the schema, but not what validating would make of it.
@@ -275,8 +272,33 @@ func (l *loader) loadDocument(doc *yaml.Node) {
 		l.res.Services = append(l.res.Services, *o)
 	case *v1alpha1.Workload:
 		l.res.Workloads = append(l.res.Workloads, *o)
+	case *v1alpha1.AuthorizationPolicy:
+		l.res.AuthorizationPolicies = append(l.res.AuthorizationPolicies, *o)
+	case *v1alpha1.MeshTLSPolicy:
+		l.res.MeshTLSPolicies = append(l.res.MeshTLSPolicies, *o)
+	case *v1alpha1.NamespacePolicy:
+		l.res.NamespacePolicies = append(l.res.NamespacePolicies, *o)
+	case *v1alpha1.RateLimitPolicy:
+		l.res.RateLimitPolicies = append(l.res.RateLimitPolicies, *o)
 	}
 }
+
+// kinds maps each supported kind to a function returning a new, empty
+// resource of it.
+var kinds = map[string]func() object{
+	v1alpha1.KindService:             func() object { return new(v1alpha1.Service) },
+	v1alpha1.KindWorkload:            func() object { return new(v1alpha1.Workload) },
+	v1alpha1.KindAuthorizationPolicy: func() object { return new(v1alpha1.AuthorizationPolicy) },
+	v1alpha1.KindMeshTLSPolicy:       func() object { return new(v1alpha1.MeshTLSPolicy) },
+	v1alpha1.KindNamespacePolicy:     func() object { return new(v1alpha1.NamespacePolicy) },
+	v1alpha1.KindRateLimitPolicy:     func() object { return new(v1alpha1.RateLimitPolicy) },
+}
+
+// supportedKinds lists the kinds for messages: "A, B, C and D".
+var supportedKinds = func() string {
+	names := slices.Sorted(maps.Keys(kinds))
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}()
 
 // checkType checks the document's apiVersion and kind and returns the kind.
 func (l *loader) checkType(ls *lines, m map[string]any) (kind string, ok bool) {
@@ -289,16 +311,17 @@ func (l *loader) checkType(ls *lines, m map[string]any) (kind string, ok bool) {
 		l.problem(ls.of("apiVersion"), "apiVersion: %s is not supported: use %q", quoted(v), v1alpha1.GroupVersion)
 		ok = false
 	}
-	supported := fmt.Sprintf("supported kinds are %s and %s", v1alpha1.KindService, v1alpha1.KindWorkload)
+	supported := "supported kinds are " + supportedKinds
+	name, _ := m["kind"].(string)
 	switch v, set := m["kind"]; {
 	case !set || v == nil:
 		l.problem(ls.root.Line, "kind: is required: %s", supported)
 		ok = false
-	case v != v1alpha1.KindService && v != v1alpha1.KindWorkload:
+	case kinds[name] == nil:
 		l.problem(ls.of("kind"), "kind: %s is not supported: %s", quoted(v), supported)
 		ok = false
 	default:
-		kind = v.(string)
+		kind = name
 	}
 	return kind, ok
 }
@@ -310,9 +333,16 @@ func (l *loader) decode(ls *lines, m map[string]any, obj object, validate bool) 
 	var found []fieldProblem
 	checkSchema(m, reflect.TypeOf(obj).Elem(), "", &found)
 	bad := make(map[string]bool, len(found))
+	// holders are the objects that hold a bad field: what validation says
+	// of them (that they are empty, say) follows from the field being
+	// dropped, and is not reported.
+	holders := make(map[string]bool, len(found))
 	for _, p := range found {
 		l.problem(ls.of(p.path), "%s: %s", shorten(p.path), p.msg)
 		bad[p.path] = true
+		if i := strings.LastIndexByte(p.path, '.'); i > 0 {
+			holders[p.path[:i]] = true
+		}
 	}
 
 	data, err := json.Marshal(m)
@@ -345,8 +375,8 @@ func (l *loader) decode(ls *lines, m map[string]any, obj object, validate bool) 
 		l.problem(ls.root.Line, "%v", err)
 	}
 	for _, fe := range fes {
-		if under(fe.Path, bad) {
-			continue // already reported as the wrong type
+		if under(fe.Path, bad) || holders[fe.Path] {
+			continue // already reported as the wrong type or an unknown field
 		}
 		l.problem(ls.of(fe.Path), "%s: %s", shorten(fe.Path), fe.Msg)
 	}

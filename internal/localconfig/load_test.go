@@ -69,6 +69,17 @@ func TestLoad(t *testing.T) {
 		// keys, sorting by namespace/name; hidden files, other extensions and
 		// subdirectories are not read.
 		{dir: "multidoc"},
+		// One document of each policy kind.
+		{dir: "policies"},
+		// The policy kinds report like the others, each problem once, with
+		// its line; CEL conditions are compiled at load time.
+		{dir: "badpolicy", want: []string{
+			`policies.yaml:10: spec.rules[0].from[0].principal: unknown field: did you mean "principals"?`,
+			"policies.yaml:20: spec.rules[0].when: invalid CEL: 1:24: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}",
+			`policies.yaml:28: spec.action: must be ALLOW, DENY or AUDIT, not "REJECT"`,
+			`policies.yaml:39: spec.defaultAuthorization: must be deny-all, allow-same-namespace or allow-authenticated, not "allow-all"`,
+			"policies.yaml:41: AuthorizationPolicy shop/typo is also defined at policies.yaml:1",
+		}},
 		{dir: "typo", want: []string{
 			`orders.yaml:6: metadata.lables: unknown field: did you mean "labels"?`,
 			`orders.yaml:14: spec.ports[0].targetPrt: unknown field: did you mean "targetPort"?`,
@@ -93,10 +104,10 @@ func TestLoad(t *testing.T) {
 		}},
 		{dir: "unknownkind", want: []string{
 			`resources.yaml:1: apiVersion: "apps/v1" is not supported: use "rampart.dev/v1alpha1"`,
-			`resources.yaml:2: kind: "Deployment" is not supported: supported kinds are Service and Workload`,
-			`resources.yaml:7: kind: "Deployment" is not supported: supported kinds are Service and Workload`,
+			`resources.yaml:2: kind: "Deployment" is not supported: supported kinds are AuthorizationPolicy, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service and Workload`,
+			`resources.yaml:7: kind: "Deployment" is not supported: supported kinds are AuthorizationPolicy, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service and Workload`,
 			`resources.yaml:11: apiVersion: is required: set it to "rampart.dev/v1alpha1"`,
-			`resources.yaml:15: kind: is required: supported kinds are Service and Workload`,
+			`resources.yaml:15: kind: is required: supported kinds are AuthorizationPolicy, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service and Workload`,
 		}},
 		{dir: "syntax", want: []string{
 			// yaml.v3 says line 11, where the mapping holding the error starts.

@@ -1,6 +1,7 @@
 // Package localconfig is the source of Rampart's resources in local mode: a
-// directory of YAML files holding Service and Workload documents
-// (api/v1alpha1). Load reads and checks the directory, reporting every
+// directory of YAML files holding the documents of api/v1alpha1: Services
+// and Workloads, and the security policy kinds (AuthorizationPolicy,
+// MeshTLSPolicy, NamespacePolicy, RateLimitPolicy). Load reads and checks the directory, reporting every
 // problem with its file and line; Watcher reloads it when it changes and
 // keeps the last good resources in force while it is broken.
 //
@@ -33,6 +34,13 @@ type Resources struct {
 	Services []v1alpha1.Service
 	// Workloads, defaulted and valid, sorted by namespace then name.
 	Workloads []v1alpha1.Workload
+
+	// The security policies, defaulted and valid, each kind sorted by
+	// namespace then name.
+	AuthorizationPolicies []v1alpha1.AuthorizationPolicy `json:",omitempty"`
+	MeshTLSPolicies       []v1alpha1.MeshTLSPolicy       `json:",omitempty"`
+	NamespacePolicies     []v1alpha1.NamespacePolicy     `json:",omitempty"`
+	RateLimitPolicies     []v1alpha1.RateLimitPolicy     `json:",omitempty"`
 }
 
 // Problem is one thing wrong with a config directory.
@@ -104,13 +112,25 @@ func Load(dir string) (*Resources, error) {
 		})
 		return nil, &LoadError{Dir: dir, Problems: l.problems}
 	}
-	slices.SortFunc(l.res.Services, func(a, b v1alpha1.Service) int {
-		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
-	})
-	slices.SortFunc(l.res.Workloads, func(a, b v1alpha1.Workload) int {
-		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
-	})
+	sortByName(l.res.Services)
+	sortByName(l.res.Workloads)
+	sortByName(l.res.AuthorizationPolicies)
+	sortByName(l.res.MeshTLSPolicies)
+	sortByName(l.res.NamespacePolicies)
+	sortByName(l.res.RateLimitPolicies)
 	return &l.res, nil
+}
+
+// sortByName sorts resources by namespace, then name.
+func sortByName[T any, PT interface {
+	*T
+	GetNamespace() string
+	GetName() string
+}](list []T) {
+	slices.SortFunc(list, func(a, b T) int {
+		pa, pb := PT(&a), PT(&b)
+		return cmp.Or(strings.Compare(pa.GetNamespace(), pb.GetNamespace()), strings.Compare(pa.GetName(), pb.GetName()))
+	})
 }
 
 // isConfigFile reports whether Load reads the directory entry called name.
