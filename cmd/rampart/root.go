@@ -23,6 +23,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newDemoCommand(),
 		newDemoAppCommand(),
 		newTokenCommand(),
+		newPolicyCommand(),
 		newVersionCommand(),
 	)
 	return root
