@@ -192,6 +192,52 @@ spec:
     protocol: {{.Protocol}}
 `))
 
+var policyTemplate = template.Must(template.New("policy").Parse(`# Written by rampart demo: zero trust for the demo namespace. Nothing may
+# call a demo workload unless a policy below allows it, and each policy
+# allows exactly one caller: the edge the demo's traffic takes.
+apiVersion: rampart.dev/v1alpha1
+kind: NamespacePolicy
+metadata:
+  name: default
+  namespace: {{.Namespace}}
+spec:
+  defaultAuthorization: deny-all
+{{- range .Edges}}
+---
+apiVersion: rampart.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata:
+  name: {{.To}}-from-{{.From}}
+  namespace: {{$.Namespace}}
+spec:
+  selector:
+    matchLabels:
+      app: {{.To}}
+  action: ALLOW
+  rules:
+  - from:
+    - principals: ["spiffe://{{$.TrustDomain}}/ns/{{$.Namespace}}/sa/{{.From}}"]
+{{- end}}
+`))
+
+// policyYAML renders the demo's authorization policy: deny by default, and
+// allow each caller to call the one service it calls.
+func policyYAML(workloads []*workload) ([]byte, error) {
+	type edge struct{ From, To string }
+	var edges []edge
+	for _, w := range workloads {
+		if w.calls != "" {
+			edges = append(edges, edge{From: w.name, To: w.calls})
+		}
+	}
+	var b bytes.Buffer
+	err := policyTemplate.Execute(&b, map[string]any{"Namespace": Namespace, "TrustDomain": TrustDomain, "Edges": edges})
+	if err != nil {
+		return nil, fmt.Errorf("demo: policy: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
 // serviceYAML renders w's Service document.
 func serviceYAML(w *workload) ([]byte, error) {
 	_, port, err := net.SplitHostPort(w.appAddr)
@@ -210,8 +256,8 @@ func serviceYAML(w *workload) ([]byte, error) {
 }
 
 // writeConfig creates the state directories and writes one Service document
-// per serving workload into the config directory, replacing what a previous
-// run left there.
+// per serving workload, and the demo's authorization policy, into the config
+// directory, replacing what a previous run left there.
 func (p *plan) writeConfig() error {
 	for _, dir := range []string{p.controllerDir, p.configDir, p.logDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -238,6 +284,13 @@ func (p *plan) writeConfig() error {
 		if err := os.WriteFile(filepath.Join(p.configDir, w.name+".yaml"), doc, 0o600); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
+	}
+	doc, err := policyYAML(p.workloads)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(p.configDir, "policy.yaml"), doc, 0o600); err != nil {
+		return fmt.Errorf("demo: %w", err)
 	}
 	return nil
 }

@@ -7,9 +7,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rampart-mesh/rampart/api/v1alpha1"
+	"github.com/rampart-mesh/rampart/internal/authz"
+	"github.com/rampart-mesh/rampart/internal/authz/compile"
+	"github.com/rampart-mesh/rampart/internal/identity"
 	"github.com/rampart-mesh/rampart/internal/localconfig"
 )
 
@@ -101,7 +105,7 @@ func TestServiceDocuments(t *testing.T) {
 		}
 		golden(t, filepath.Join("services", e.Name()), b)
 	}
-	if diff := cmp.Diff([]string{"orders.yaml", "payments.yaml", "web.yaml"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"orders.yaml", "payments.yaml", "policy.yaml", "web.yaml"}, names); diff != "" {
 		t.Errorf("config files (-want +got):\n%s", diff)
 	}
 
@@ -143,5 +147,22 @@ func TestServiceDocuments(t *testing.T) {
 	}
 	if len(res.Workloads) != 0 {
 		t.Errorf("workloads %v, want none: proxies register themselves", res.Workloads)
+	}
+
+	// The policy allows exactly the demo's edges.
+	policies := &compile.Resources{AuthorizationPolicies: res.AuthorizationPolicies, NamespacePolicies: res.NamespacePolicies}
+	for _, to := range []string{"payments", "orders", "web"} {
+		e, err := compile.Engine(policies, compile.Workload{Namespace: Namespace, Labels: map[string]string{"app": to}}, compile.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, from := range []string{"loadgen", "web", "orders", "payments"} {
+			id, _ := identity.WorkloadID(spiffeid.RequireTrustDomainFromString(TrustDomain), Namespace, from)
+			d := e.Decide(&authz.Request{Source: id.String(), Authenticated: true, Port: 80, Protocol: authz.ProtocolTCP})
+			edge := (from == "loadgen" && to == "web") || (from == "web" && to == "orders") || (from == "orders" && to == "payments")
+			if d.Allow != edge {
+				t.Errorf("%s -> %s: %v, want allowed %v", from, to, d, edge)
+			}
+		}
 	}
 }
