@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -21,6 +22,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/rampart-mesh/rampart/internal/authz"
+	"github.com/rampart-mesh/rampart/internal/authz/authzpb"
+	"github.com/rampart-mesh/rampart/internal/authz/ratelimit"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
 )
@@ -280,66 +284,162 @@ func (p *Proxy) watch(ctx context.Context, req *meshv1.WatchRequest, connected f
 			continue
 		}
 		if err := p.apply(pc); err != nil {
-			p.log.Error("refused configuration from the controller; keeping the last good one", "version", pc.GetVersion(), "err", err)
+			p.log.Error("refused configuration from the controller; keeping the last good one",
+				"version", pc.GetVersion(), "reason", rejectReason(err), "err", err)
 			continue
 		}
-		p.log.Info("configuration applied", "version", pc.GetVersion(), "services", len(pc.GetServices()), "inbound_ports", len(pc.GetInbound()))
+		p.log.Info("configuration applied", "version", pc.GetVersion(), "services", len(pc.GetServices()),
+			"inbound_ports", len(pc.GetInbound()), "authorization", pc.GetAuthorization() != nil)
 	}
 }
 
+// Reasons a configuration is rejected: the reason label of
+// rampart_proxy_config_rejected_total, naming the part at fault.
+const (
+	rejectIdentity      = "spiffe_id"
+	rejectServices      = "services"
+	rejectInbound       = "inbound"
+	rejectSettings      = "settings"
+	rejectTrustBundle   = "trust_bundle"
+	rejectAuthorization = "authorization"
+)
+
+// configError is a configuration rejected, with the part at fault.
+type configError struct {
+	reason string
+	err    error
+}
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+func reject(reason string, format string, args ...any) error {
+	return &configError{reason: reason, err: fmt.Errorf(format, args...)}
+}
+
+// rejectReason returns the part of the configuration that err faults.
+func rejectReason(err error) string {
+	var ce *configError
+	if errors.As(err, &ce) {
+		return ce.reason
+	}
+	return "invalid"
+}
+
+// validConfig is what validateConfig parsed and compiled from a
+// configuration.
+type validConfig struct {
+	roots []*x509.Certificate
+	// policy and engine are the authorization policy, decoded and
+	// compiled; both nil when the configuration has none (every inbound
+	// request is then denied).
+	policy *authz.WorkloadPolicy
+	engine *authz.Engine
+}
+
 // validateConfig checks a configuration from the controller before any of
-// it is used, and returns its parsed trust bundle.
-func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) ([]*x509.Certificate, error) {
+// it is used, and returns its parsed trust bundle and compiled
+// authorization policy. The error is a *configError.
+func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) (*validConfig, error) {
 	if pc.GetSpiffeId() != self.String() {
-		return nil, fmt.Errorf("configuration is for %q, this proxy is %s", pc.GetSpiffeId(), self)
+		return nil, reject(rejectIdentity, "configuration is for %q, this proxy is %s", pc.GetSpiffeId(), self)
 	}
 	for _, s := range pc.GetServices() {
 		for _, port := range s.GetPorts() {
 			if !validPort(port.GetPort()) || !validPort(port.GetTargetPort()) {
-				return nil, fmt.Errorf("service %s.%s: port %d -> %d out of range", s.GetName(), s.GetNamespace(), port.GetPort(), port.GetTargetPort())
+				return nil, reject(rejectServices, "service %s.%s: port %d -> %d out of range", s.GetName(), s.GetNamespace(), port.GetPort(), port.GetTargetPort())
 			}
 			if _, ok := meshv1.Protocol_name[int32(port.GetProtocol())]; !ok || port.GetProtocol() == meshv1.Protocol_PROTOCOL_UNSPECIFIED {
-				return nil, fmt.Errorf("service %s.%s: port %d has no known protocol", s.GetName(), s.GetNamespace(), port.GetPort())
+				return nil, reject(rejectServices, "service %s.%s: port %d has no known protocol", s.GetName(), s.GetNamespace(), port.GetPort())
 			}
 		}
 		for _, a := range s.GetAddresses() {
 			if !validUnicast(a) {
-				return nil, fmt.Errorf("service %s.%s: address %q is not a unicast, non-loopback IP address", s.GetName(), s.GetNamespace(), a)
+				return nil, reject(rejectServices, "service %s.%s: address %q is not a unicast, non-loopback IP address", s.GetName(), s.GetNamespace(), a)
 			}
 		}
 		for _, e := range s.GetEndpoints() {
 			if _, err := spiffeid.FromString(e.GetSpiffeId()); err != nil {
-				return nil, fmt.Errorf("service %s.%s: endpoint %s: %w", s.GetName(), s.GetNamespace(), e.GetAddress(), err)
+				return nil, reject(rejectServices, "service %s.%s: endpoint %s: %w", s.GetName(), s.GetNamespace(), e.GetAddress(), err)
 			}
 			if _, port, err := net.SplitHostPort(e.GetAddress()); err != nil || port == "" {
-				return nil, fmt.Errorf("service %s.%s: endpoint address %q is not host:port", s.GetName(), s.GetNamespace(), e.GetAddress())
+				return nil, reject(rejectServices, "service %s.%s: endpoint address %q is not host:port", s.GetName(), s.GetNamespace(), e.GetAddress())
 			}
 			if ip := e.GetIp(); ip != "" && !validUnicast(ip) {
-				return nil, fmt.Errorf("service %s.%s: endpoint %s: ip %q is not a unicast, non-loopback IP address", s.GetName(), s.GetNamespace(), e.GetAddress(), ip)
+				return nil, reject(rejectServices, "service %s.%s: endpoint %s: ip %q is not a unicast, non-loopback IP address", s.GetName(), s.GetNamespace(), e.GetAddress(), ip)
 			}
 		}
 	}
 	for _, in := range pc.GetInbound() {
 		if !validPort(in.GetPort()) {
-			return nil, fmt.Errorf("inbound port %d out of range", in.GetPort())
+			return nil, reject(rejectInbound, "inbound port %d out of range", in.GetPort())
 		}
 		if _, ok := meshv1.Protocol_name[int32(in.GetProtocol())]; !ok || in.GetProtocol() == meshv1.Protocol_PROTOCOL_UNSPECIFIED {
-			return nil, fmt.Errorf("inbound port %d has no known protocol", in.GetPort())
+			return nil, reject(rejectInbound, "inbound port %d has no known protocol", in.GetPort())
 		}
 	}
 	if _, ok := meshv1.EgressMode_name[int32(pc.GetSettings().GetEgress())]; !ok {
-		return nil, fmt.Errorf("unknown egress mode %d", pc.GetSettings().GetEgress())
+		return nil, reject(rejectSettings, "unknown egress mode %d", pc.GetSettings().GetEgress())
 	}
 	roots, err := parseCerts(pc.GetTrustBundle())
 	if err != nil {
-		return nil, fmt.Errorf("trust bundle: %w", err)
+		return nil, reject(rejectTrustBundle, "trust bundle: %w", err)
 	}
 	for _, r := range roots {
 		if !r.IsCA {
-			return nil, fmt.Errorf("trust bundle: %s is not a CA certificate", r.Subject)
+			return nil, reject(rejectTrustBundle, "trust bundle: %s is not a CA certificate", r.Subject)
 		}
 	}
-	return roots, nil
+	v := &validConfig{roots: roots}
+	if pc.GetAuthorization() != nil {
+		// FromProto names the field at fault ("authorization.tls.mode");
+		// Compile names it within the policy.
+		if v.policy, err = authzpb.FromProto(pc.GetAuthorization()); err != nil {
+			return nil, reject(rejectAuthorization, "%w", err)
+		}
+		if v.engine, err = authz.Compile(v.policy); err != nil {
+			return nil, reject(rejectAuthorization, "%w", prefixFields("authorization.", err))
+		}
+	}
+	return v, nil
+}
+
+// prefixFields prefixes the fields of an authz.FieldErrors, so that they
+// are named from the configuration's root.
+func prefixFields(prefix string, err error) error {
+	var fes authz.FieldErrors
+	if !errors.As(err, &fes) {
+		return fmt.Errorf("%s: %w", strings.TrimRight(prefix, "."), err)
+	}
+	out := make(authz.FieldErrors, len(fes))
+	for i, fe := range fes {
+		fe.Field = prefix + fe.Field
+		out[i] = fe
+	}
+	return out
+}
+
+// buildLimiter returns the rate limiter for a valid configuration's
+// policy: prev reconfigured, so that limits that stay keep their buckets,
+// or a new one. Nil without limits.
+func buildLimiter(policy *authz.WorkloadPolicy, prev *ratelimit.Limiter) (*ratelimit.Limiter, error) {
+	if policy == nil || len(policy.RateLimits) == 0 {
+		return nil, nil
+	}
+	var (
+		l   *ratelimit.Limiter
+		err error
+	)
+	if prev != nil {
+		l, err = prev.Reconfigure(policy.RateLimits)
+	} else {
+		l, err = ratelimit.New(policy.RateLimits, ratelimit.Options{})
+	}
+	if err != nil {
+		// The fields are named "[i].to[0]..." after the limit.
+		return nil, reject(rejectAuthorization, "%w", prefixFields("authorization.rate_limits", err))
+	}
+	return l, nil
 }
 
 func validPort(p uint32) bool { return p >= 1 && p <= 65535 }

@@ -55,6 +55,13 @@ const benchNS = "bench"
 type benchPath struct {
 	httpAddr, grpcAddr, tcpAddr string // the client proxy's upstream listeners
 	clientID                    string // the client proxy's SPIFFE ID
+
+	server, client           *Proxy
+	h1Port, h2Port, echoPort uint32 // the apps behind the server proxy
+	serverConfig             *meshv1.ProxyConfig
+	// uriHits counts the requests for /uri/... that reached the HTTP/1
+	// app, which answers them with the request target it received.
+	uriHits atomic.Int64
 }
 
 // newBenchPath starts the pair; everything stops when b ends.
@@ -75,8 +82,14 @@ func newBenchPath(b testing.TB) *benchPath {
 	setPart("app")
 	defer setPart("load")
 
+	bp := &benchPath{}
 	// The apps.
 	h1 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.RequestURI, "/uri/") {
+			bp.uriHits.Add(1)
+			io.WriteString(w, r.RequestURI)
+			return
+		}
 		if r.URL.Path == "/headers" {
 			echoHeaders(w, r)
 			return
@@ -174,14 +187,21 @@ func newBenchPath(b testing.TB) *benchPath {
 		return uint32(n)
 	}
 	h1Port, h2Port, echoPort := port(h1.Listener.Addr().String()), port(h2.Listener.Addr().String()), port(echo.Addr().String())
-	if err := server.apply(&meshv1.ProxyConfig{
+	serverConfig := &meshv1.ProxyConfig{
 		Version: "1", SpiffeId: server.id.String(),
 		Inbound: []*meshv1.InboundPort{
 			{Port: h1Port, Protocol: meshv1.Protocol_PROTOCOL_HTTP},
 			{Port: h2Port, Protocol: meshv1.Protocol_PROTOCOL_HTTP2},
 			{Port: echoPort, Protocol: meshv1.Protocol_PROTOCOL_TCP},
 		},
-	}); err != nil {
+		// The mesh's default: strict mTLS, any mesh identity allowed.
+		Authorization: &meshv1.WorkloadPolicy{
+			Namespace:            benchNS,
+			DefaultAuthorization: meshv1.DefaultAuthorization_DEFAULT_AUTHORIZATION_ALLOW_AUTHENTICATED,
+			Tls:                  &meshv1.TLSPolicy{Mode: meshv1.TLSMode_TLS_MODE_STRICT},
+		},
+	}
+	if err := server.apply(serverConfig); err != nil {
 		b.Fatal(err)
 	}
 	if err := client.apply(&meshv1.ProxyConfig{
@@ -198,8 +218,10 @@ func newBenchPath(b testing.TB) *benchPath {
 	}); err != nil {
 		b.Fatal(err)
 	}
-	return &benchPath{httpAddr: client.UpstreamAddr(0), grpcAddr: client.UpstreamAddr(1), tcpAddr: client.UpstreamAddr(2),
-		clientID: client.id.String()}
+	bp.httpAddr, bp.grpcAddr, bp.tcpAddr = client.UpstreamAddr(0), client.UpstreamAddr(1), client.UpstreamAddr(2)
+	bp.clientID, bp.server, bp.client = client.id.String(), server, client
+	bp.h1Port, bp.h2Port, bp.echoPort, bp.serverConfig = h1Port, h2Port, echoPort, serverConfig
+	return bp
 }
 
 // echoHeaders answers with the request's protocol and the header fields

@@ -86,8 +86,12 @@ type Config struct {
 	OutboundListen string
 	// InboundListen, when set, is where iptables redirects inbound
 	// connections that do not come through the tunnel; they are refused
-	// under strict mTLS and counted.
+	// under strict mTLS and counted, and served without an identity on
+	// the ports that the authorization policy makes PERMISSIVE.
 	InboundListen string
+	// MaxPlaintextConns bounds the plaintext connections served at once
+	// on PERMISSIVE ports; zero means inbound.DefaultMaxPlaintextConns.
+	MaxPlaintextConns int
 	// DrainDelay is how long the proxy keeps serving after it starts
 	// draining (readiness false, endpoint withdrawn from the controller)
 	// before it stops accepting, so that peers learn of its departure
@@ -236,7 +240,10 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.inbound, err = inbound.New(inbound.Config{Metrics: p.metrics, Logger: p.log})
+	p.inbound, err = inbound.New(inbound.Config{
+		Metrics: p.metrics, Logger: p.log,
+		MaxPlaintextConns: cfg.MaxPlaintextConns, DrainTimeout: cfg.DrainTimeout,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -474,17 +481,27 @@ func (p *Proxy) serveTunnel(ctx context.Context) error {
 }
 
 // apply validates a configuration from the controller and installs it; a
-// bad one is refused and the last good one stays in force.
+// bad one is refused and the last good one stays in force. A
+// configuration without an authorization policy is installed: every
+// inbound request is then denied (code no_policy).
 func (p *Proxy) apply(pc *meshv1.ProxyConfig) error {
-	roots, err := validateConfig(pc, p.id)
+	v, err := validateConfig(pc, p.id)
 	if err != nil {
-		p.metrics.ConfigRejected.Inc()
+		p.metrics.ConfigRejected.WithLabelValues(rejectReason(err)).Inc()
 		return err
 	}
-	if len(roots) > 0 {
-		p.bundle.SetRoots(p.id.TrustDomain(), roots)
+	pol := inbound.Policy{Spec: v.policy, Engine: v.engine}
+	if pol.Limiter, err = buildLimiter(v.policy, p.inbound.Policy().Limiter); err != nil {
+		p.metrics.ConfigRejected.WithLabelValues(rejectReason(err)).Inc()
+		return err
 	}
-	p.inbound.SetPorts(pc.GetInbound())
+	if v.engine == nil {
+		p.log.Warn("the configuration has no authorization policy: every inbound request is denied", "version", pc.GetVersion())
+	}
+	if len(v.roots) > 0 {
+		p.bundle.SetRoots(p.id.TrustDomain(), v.roots)
+	}
+	p.inbound.SetConfig(pc.GetInbound(), pol)
 	p.outbound.Update(pc)
 	p.dialer.Retain(peersOf(pc))
 	p.config.Store(pc)

@@ -8,12 +8,20 @@
 // undeclared port. A port whose protocol is detected (Auto) takes both
 // requests and streams, as the caller's proxy classified the connection.
 //
+// Every request and stream is then authorized (package authz) against the
+// workload's policy, which comes with the ports in one configuration: a
+// request's path and host are normalized first, and the app receives the
+// normalized form, so that it sees what the rules saw. Without a policy
+// everything is denied. What a policy allows then passes its rate limits
+// (package ratelimit).
+//
 // Requests reach an HTTP/1.1 app through package h1's client, an h2c app
 // through net/http's transport, both passed on with package forward.
 //
 // Connections redirected to the workload without mTLS (iptables sends
 // every inbound connection but the tunnel's to the plaintext listener) are
-// refused and counted: the mesh's default is strict mTLS.
+// refused and counted, unless the policy makes their port PERMISSIVE: then
+// they are served like tunnel traffic, without an identity.
 //
 // It must not depend on Kubernetes packages.
 package inbound
@@ -26,18 +34,23 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/rampart-mesh/rampart/internal/authz"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
 	"github.com/rampart-mesh/rampart/internal/proxy/forward"
 	"github.com/rampart-mesh/rampart/internal/proxy/h1"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
+	"github.com/rampart-mesh/rampart/internal/proxy/origdst"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 )
 
@@ -58,20 +71,44 @@ type Config struct {
 	AppHost string
 	// DialTimeout bounds connecting to the app; default 5s.
 	DialTimeout time.Duration
+	// MaxPlaintextConns bounds the plaintext connections accepted on
+	// PERMISSIVE ports and served at once; beyond it they are closed.
+	// Default DefaultMaxPlaintextConns.
+	MaxPlaintextConns int
+	// DetectTimeout bounds how long protocol detection waits for an
+	// accepted plaintext connection's first bytes; default 1s.
+	DetectTimeout time.Duration
+	// DrainTimeout bounds how long ServePlaintext lets accepted
+	// connections finish once its context ends; default 10s.
+	DrainTimeout time.Duration
+	// OriginalDst returns where a plaintext connection was going before
+	// iptables redirected it; nil means origdst.Get.
+	OriginalDst func(net.Conn) (netip.AddrPort, error)
 }
+
+// DefaultMaxPlaintextConns is the default of Config.MaxPlaintextConns.
+const DefaultMaxPlaintextConns = 1024
 
 // Handler is the http.Handler of the tunnel server.
 type Handler struct {
 	cfg   Config
 	log   *slog.Logger
-	ports atomic.Pointer[map[uint32]*appPort]
+	state atomic.Pointer[state]
+	setMu sync.Mutex // serializes SetConfig
 
 	http1 http.RoundTripper // to apps that speak HTTP/1.1
 	http2 http.RoundTripper // to apps that speak h2c
+
+	// unknownLimit samples the log of refusals by a limit that the
+	// policy's spec does not name.
+	unknownLimit limitCounts
+	// plainLog samples the log of plaintext connections refused in bulk.
+	plainLog sampler
 }
 
 // appPort is a declared app port.
 type appPort struct {
+	port    uint16
 	proto   meshv1.Protocol
 	addr    string // AppHost:port
 	service string // ":port", the service label of its metrics
@@ -87,7 +124,7 @@ func (a *appPort) seriesOf(m *metrics.Metrics, peer string) *metrics.Series {
 	return s.(*metrics.Series)
 }
 
-// New returns a Handler that refuses everything until SetPorts.
+// New returns a Handler that refuses everything until SetConfig.
 func New(cfg Config) (*Handler, error) {
 	if cfg.Metrics == nil {
 		return nil, errors.New("inbound: metrics required")
@@ -98,8 +135,20 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
+	if cfg.MaxPlaintextConns <= 0 {
+		cfg.MaxPlaintextConns = DefaultMaxPlaintextConns
+	}
+	if cfg.DetectTimeout <= 0 {
+		cfg.DetectTimeout = time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	if cfg.OriginalDst == nil {
+		cfg.OriginalDst = origdst.Get
+	}
 	h := &Handler{cfg: cfg, log: cfg.Logger}
-	h.ports.Store(&map[uint32]*appPort{})
+	h.state.Store(&state{ports: map[uint32]*appPort{}, counts: newPolicyCounts(cfg.Metrics, nil, nil)})
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -116,32 +165,46 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// SetPorts replaces the app ports that may be reached, with their protocols.
-func (h *Handler) SetPorts(ports []*meshv1.InboundPort) {
-	old := h.ports.Load()
+// SetConfig replaces, together, the app ports that may be reached (with
+// their protocols; ports outside 1-65535 are left out) and the policy that
+// authorizes requests to them.
+func (h *Handler) SetConfig(ports []*meshv1.InboundPort, pol Policy) {
+	h.setMu.Lock()
+	defer h.setMu.Unlock()
+	old := h.state.Load()
 	m := make(map[uint32]*appPort, len(ports))
 	for _, p := range ports {
-		if o, ok := (*old)[p.GetPort()]; ok && o.proto == p.GetProtocol() {
+		if p.GetPort() == 0 || p.GetPort() > 65535 {
+			continue
+		}
+		if o, ok := old.ports[p.GetPort()]; ok && o.proto == p.GetProtocol() {
 			m[p.GetPort()] = o // keeps its series
 			continue
 		}
 		port := strconv.FormatUint(uint64(p.GetPort()), 10)
 		m[p.GetPort()] = &appPort{
+			port:    uint16(p.GetPort()),
 			proto:   p.GetProtocol(),
 			addr:    net.JoinHostPort(h.cfg.AppHost, port),
 			service: ":" + port,
 		}
 	}
-	h.ports.Store(&m)
+	counts := newPolicyCounts(h.cfg.Metrics, pol.Spec, old.counts)
+	h.state.Store(&state{ports: m, policy: pol, counts: counts})
+	old.counts.forget(counts)
 }
 
-func (h *Handler) port(s string) (*appPort, bool) {
+// Policy returns the policy in force (its Limiter is the one to
+// Reconfigure for the next).
+func (h *Handler) Policy() Policy { return h.state.Load().policy }
+
+// portOf parses a port number as received.
+func portOf(s string) uint64 {
 	n, err := strconv.ParseUint(s, 10, 16)
-	if err != nil || n == 0 {
-		return nil, false
+	if err != nil {
+		return 0
 	}
-	a, ok := (*h.ports.Load())[uint32(n)]
-	return a, ok
+	return n
 }
 
 type peerKey struct{}
@@ -160,14 +223,26 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, peerKey{}, newPeer(id))
 }
 
-// peer is the verified identity of a connection's peer, with the header
-// value that carries it to the app.
+// peer is who sent a request: the verified identity of a tunnel
+// connection's peer, with the header value that carries it to the app, or
+// a plaintext client, without one.
 type peer struct {
-	id       spiffeid.ID
-	clientID []string // Rampart-Client-Id
+	id       spiffeid.ID // zero for a plaintext client
+	clientID []string    // Rampart-Client-Id; nil for a plaintext client
+	ip       netip.Addr  // the client's address; invalid means r.RemoteAddr
 }
 
 func newPeer(id spiffeid.ID) *peer { return &peer{id: id, clientID: []string{id.String()}} }
+
+// name is the verified SPIFFE ID, or "" without one.
+func (p *peer) name() string {
+	if p.clientID == nil {
+		return ""
+	}
+	return p.clientID[0]
+}
+
+func (p *peer) authenticated() bool { return p.clientID != nil }
 
 func peerOf(ctx context.Context) (*peer, bool) {
 	switch v := ctx.Value(peerKey{}).(type) {
@@ -201,15 +276,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, http.StatusForbidden, ReasonNoPeerIdentity, "no verified peer identity")
 		return
 	}
+	st := h.state.Load()
 	if r.Method == http.MethodConnect {
-		h.serveConnect(w, r, peer.id)
+		h.serveConnect(w, r, st, peer)
 		return
 	}
 	var target string
 	if v := r.Header[tunnel.HeaderTargetPort]; len(v) > 0 {
 		target = v[0]
 	}
-	app, ok := h.port(target)
+	app, ok := st.port(portOf(target))
 	if !ok {
 		h.log.Warn("refused request to an undeclared port", "peer", peer.id, "target_port", target)
 		h.refuse(w, http.StatusForbidden, ReasonPortNotAllowed, "target port is not served by this workload")
@@ -233,13 +309,40 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	code := h.forward(w, r, rt, app, peer)
-	app.seriesOf(h.cfg.Metrics, peer.id.String()).Observe(code, time.Since(start).Seconds())
+	code := h.serveRequest(w, r, st, app, rt, peer)
+	app.seriesOf(h.cfg.Metrics, peer.name()).Observe(code, time.Since(start).Seconds())
 }
 
-// forward passes a request on to the app and its answer back, and returns
-// the status code to count.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt http.RoundTripper, app *appPort, peer *peer) int {
+// serveRequest authorizes a request to app from src, and passes it on if
+// it may go on. It returns the status code to count.
+func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request, st *state, app *appPort, rt http.RoundTripper, src *peer) int {
+	req := authz.Request{
+		Source:        src.name(),
+		Authenticated: src.authenticated(),
+		SourceIP:      src.ip,
+		Port:          app.port,
+		Protocol:      authz.ProtocolHTTP,
+		Method:        r.Method,
+		Headers:       authz.HTTPHeaders(r.Header),
+		Time:          time.Now(),
+	}
+	if !req.SourceIP.IsValid() {
+		req.SourceIP = remoteIP(r.RemoteAddr)
+	}
+	rawPath, path, host, err := requestPathHost(r)
+	if err != nil {
+		return answer(w, h.invalid(st, &req, rawPath, err))
+	}
+	req.Path, req.Host = path, host
+	if v := h.check(st, &req); v.status != 0 {
+		return answer(w, v)
+	}
+	return h.forward(w, r, rt, app, src, path, host)
+}
+
+// forward passes a request on to the app, with its normalized path and
+// host, and its answer back, and returns the status code to count.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt http.RoundTripper, app *appPort, src *peer, path, host string) int {
 	x, err := forward.NewExchange(w, r)
 	if err != nil {
 		return h.appFailed(w, app, err)
@@ -248,12 +351,22 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt http.RoundT
 	out := x.Out
 	out.URL.Scheme = "http"
 	out.URL.Host = app.addr
+	out.URL.Opaque, out.URL.User = "", nil
+	setPath(out.URL, path)
+	if host != "" {
+		out.Host = host
+	}
+	delete(out.Header, "Host")
 	delete(out.Header, tunnel.HeaderTargetPort)
 	delete(out.Header, tunnel.HeaderAppProtocol)
 	tunnel.StripLookalikes(out.Header)
 	// The caller's identity is what mTLS proved, never what the request
-	// says.
-	out.Header[tunnel.HeaderClientID] = peer.clientID
+	// says; a plaintext caller has none.
+	if src.clientID != nil {
+		out.Header[tunnel.HeaderClientID] = src.clientID
+	} else {
+		delete(out.Header, tunnel.HeaderClientID)
+	}
 	res, err := rt.RoundTrip(out)
 	x.RoundTripDone()
 	if err != nil {
@@ -265,6 +378,22 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt http.RoundT
 		panic(http.ErrAbortHandler)
 	}
 	return res.StatusCode
+}
+
+// setPath sets the path of u to p, a normalized path, so that it is sent
+// exactly as p.
+func setPath(u *url.URL, p string) {
+	if strings.IndexByte(p, '%') < 0 {
+		u.Path, u.RawPath = p, ""
+		return
+	}
+	// A normalized path holds only valid escapes, none of '/', and only
+	// characters that need none: EscapedPath gives RawPath back as is.
+	dec, err := url.PathUnescape(p)
+	if err != nil {
+		dec = p // unreachable for a normalized path
+	}
+	u.Path, u.RawPath = dec, p
 }
 
 // appFailed answers a request the app could not be asked, and returns the
@@ -279,20 +408,37 @@ func (h *Handler) appFailed(w http.ResponseWriter, app *appPort, err error) int 
 	return http.StatusBadGateway
 }
 
-func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, peer spiffeid.ID) {
+func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, st *state, peer *peer) {
 	host, portStr, err := net.SplitHostPort(r.Host)
 	if err != nil || host != tunnel.ConnectHost {
 		h.refuse(w, http.StatusBadRequest, ReasonBadTarget, "CONNECT authority must be "+tunnel.ConnectHost+":<port>")
 		return
 	}
-	app, ok := h.port(portStr)
+	app, ok := st.port(portOf(portStr))
 	if !ok {
-		h.log.Warn("refused stream to an undeclared port", "peer", peer, "target_port", portStr)
+		h.log.Warn("refused stream to an undeclared port", "peer", peer.id, "target_port", portStr)
 		h.refuse(w, http.StatusForbidden, ReasonPortNotAllowed, "target port is not served by this workload")
 		return
 	}
 	if app.proto != meshv1.Protocol_PROTOCOL_TCP && app.proto != meshv1.Protocol_PROTOCOL_AUTO {
 		h.refuse(w, http.StatusForbidden, ReasonProtocolMismatch, "target port speaks HTTP; send requests, not a stream")
+		return
+	}
+	req := authz.Request{
+		Source:        peer.name(),
+		Authenticated: peer.authenticated(),
+		SourceIP:      peer.ip,
+		Port:          app.port,
+		Protocol:      authz.ProtocolTCP,
+		Time:          time.Now(),
+	}
+	if !req.SourceIP.IsValid() {
+		req.SourceIP = remoteIP(r.RemoteAddr)
+	}
+	if v := h.check(st, &req); v.status != 0 {
+		// The caller's proxy closes the app's connection on any answer
+		// but 200.
+		answer(w, v)
 		return
 	}
 	conn, err := net.DialTimeout("tcp", app.addr, h.cfg.DialTimeout)
@@ -310,7 +456,7 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, peer spif
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	peerID, service := peer.String(), app.service
+	peerID, service := peer.name(), app.service
 	h.cfg.Metrics.TCPConnections.WithLabelValues(metrics.Inbound, peerID, service).Inc()
 
 	var wg sync.WaitGroup

@@ -2,7 +2,9 @@
 // is created per proxy and handed to the components that count.
 //
 // Label values are bounded: peer identities and services come from the
-// mesh's configuration, status codes from HTTP, reasons from closed sets.
+// mesh's configuration, status codes from HTTP, reasons from closed sets,
+// policy, rule and limit names from the authorization policy in force,
+// never from a request.
 //
 // It must not depend on Kubernetes packages.
 package metrics
@@ -46,8 +48,9 @@ type Metrics struct {
 	ControlPlaneConnected prometheus.Gauge
 	// ConfigUpdates counts configurations received and applied.
 	ConfigUpdates prometheus.Counter
-	// ConfigRejected counts configurations received and refused.
-	ConfigRejected prometheus.Counter
+	// ConfigRejected counts configurations received and refused, by the
+	// part of the configuration at fault.
+	ConfigRejected *prometheus.CounterVec
 	// Detected counts connections classified by protocol detection.
 	Detected *prometheus.CounterVec
 	// Egress counts transparent connections to destinations outside the
@@ -56,6 +59,15 @@ type Metrics struct {
 	// Plaintext counts redirected inbound connections that arrived without
 	// mTLS, by detected protocol and action.
 	Plaintext *prometheus.CounterVec
+	// AuthzDecisions counts authorization decisions on inbound requests
+	// and streams, by decision (allow or deny), code, and the policy and
+	// rule that decided ("" for none).
+	AuthzDecisions *prometheus.CounterVec
+	// AuthzAudits counts the AUDIT rules that matched, by policy and rule.
+	AuthzAudits *prometheus.CounterVec
+	// RateLimited counts requests and streams refused by a rate limit, by
+	// the policy that sets it and its name.
+	RateLimited *prometheus.CounterVec
 }
 
 // New creates the series on a fresh registry with Go and process collectors.
@@ -103,10 +115,10 @@ func New() *Metrics {
 			Name: "rampart_proxy_config_updates_total",
 			Help: "Configurations received from the controller and applied.",
 		}),
-		ConfigRejected: prometheus.NewCounter(prometheus.CounterOpts{
+		ConfigRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rampart_proxy_config_rejected_total",
-			Help: "Configurations received from the controller and refused as invalid; the last good one stays in force.",
-		}),
+			Help: "Configurations received from the controller and refused as invalid, by the part at fault; the last good one stays in force.",
+		}, []string{"reason"}),
 		Detected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rampart_proxy_protocol_detections_total",
 			Help: "Connections classified by protocol detection, by direction and protocol (http/1.1, h2c, tls, tcp).",
@@ -119,6 +131,18 @@ func New() *Metrics {
 			Name: "rampart_proxy_plaintext_connections_total",
 			Help: "Redirected inbound connections that arrived without mTLS, by detected protocol and action.",
 		}, []string{"protocol", "action"}),
+		AuthzDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rampart_proxy_authz_decisions_total",
+			Help: "Authorization decisions on inbound requests and streams, by decision, code, and the policy and rule that decided (empty when none did).",
+		}, []string{"decision", "code", "policy", "rule"}),
+		AuthzAudits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rampart_proxy_authz_audits_total",
+			Help: "AUDIT rules that matched inbound requests and streams, by policy and rule.",
+		}, []string{"policy", "rule"}),
+		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rampart_proxy_rate_limited_total",
+			Help: "Inbound requests and streams refused by a rate limit, by the policy that sets it and the limit's name.",
+		}, []string{"policy", "limit"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -126,6 +150,7 @@ func New() *Metrics {
 		m.Requests, m.RequestDuration, m.TCPConnections, m.TCPBytes, m.TLSRefusals,
 		m.Refusals, m.SVIDExpiry, m.SVIDRenewals, m.ControlPlaneConnected,
 		m.ConfigUpdates, m.ConfigRejected, m.Detected, m.Egress, m.Plaintext,
+		m.AuthzDecisions, m.AuthzAudits, m.RateLimited,
 	)
 	return m
 }
@@ -224,6 +249,33 @@ func (s *Series) requests(status int) prometheus.Counter {
 		s.codes[i].Store(c)
 	}
 	return c
+}
+
+// Child is one child of a CounterVec for fixed label values, created on
+// first use (as WithLabelValues would: a series that never happened does
+// not appear) and kept, so that counting hashes no label values. Safe for
+// concurrent use.
+type Child struct {
+	vec    *prometheus.CounterVec
+	labels []string
+	c      atomic.Pointer[counter]
+}
+
+// NewChild returns the child of vec for labels, which it keeps.
+func NewChild(vec *prometheus.CounterVec, labels ...string) *Child {
+	return &Child{vec: vec, labels: labels}
+}
+
+// Inc counts one.
+func (c *Child) Inc() {
+	k := c.c.Load()
+	if k == nil {
+		// Racing first uses create the same child: WithLabelValues
+		// returns the one that exists.
+		k = &counter{c.vec.WithLabelValues(c.labels...)}
+		c.c.Store(k)
+	}
+	k.Inc()
 }
 
 // Code renders an HTTP status code as a label value without allocating for

@@ -41,3 +41,19 @@ func TestSeriesCountsUnderTheirLabels(t *testing.T) {
 		t.Errorf("%d duration series, want 1", n)
 	}
 }
+
+func TestChildCountsUnderItsLabelsOnceUsed(t *testing.T) {
+	m := New()
+	c := NewChild(m.AuthzDecisions, "deny", "deny_rule", "shop/no-admin", "0")
+	if n := testutil.CollectAndCount(m.AuthzDecisions); n != 0 {
+		t.Fatalf("%d series before the first count, want 0", n)
+	}
+	c.Inc()
+	c.Inc()
+	if got := testutil.ToFloat64(m.AuthzDecisions.WithLabelValues("deny", "deny_rule", "shop/no-admin", "0")); got != 2 {
+		t.Fatalf("counted %v, want 2", got)
+	}
+	if n := testing.AllocsPerRun(100, c.Inc); n != 0 {
+		t.Fatalf("%v allocations per count", n)
+	}
+}
