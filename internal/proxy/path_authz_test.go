@@ -109,7 +109,7 @@ func TestPathDenials(t *testing.T) {
 		t.Fatalf("allowed request: %s", res.Status)
 	}
 
-	refusedBefore := testutil.ToFloat64(p.client.metrics.Refusals.WithLabelValues(metrics.Outbound, "peer_unavailable"))
+	refusedBefore := testutil.ToFloat64(p.client.metrics.Refusals.WithLabelValues(metrics.Outbound, "peer_denied"))
 	conn, err := net.Dial("tcp", p.tcpAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +124,7 @@ func TestPathDenials(t *testing.T) {
 	}
 	// The calling proxy closed the app's connection when the stream was
 	// refused, and counted it.
-	if got := testutil.ToFloat64(p.client.metrics.Refusals.WithLabelValues(metrics.Outbound, "peer_unavailable")); got != refusedBefore+1 {
+	if got := testutil.ToFloat64(p.client.metrics.Refusals.WithLabelValues(metrics.Outbound, "peer_denied")); got != refusedBefore+1 {
 		t.Fatalf("refused stream counted %v times by the caller, want %v", got, refusedBefore+1)
 	}
 

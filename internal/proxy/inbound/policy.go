@@ -17,12 +17,12 @@ import (
 	"github.com/rampart-mesh/rampart/internal/authz/normalize"
 	"github.com/rampart-mesh/rampart/internal/authz/ratelimit"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
+	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 )
 
-// HeaderDecisionID names, on a response the proxy refused itself (403,
-// 400 or 429 for a policy decision or a rate limit), the decision's ID:
-// the same ID is in the proxy's log line about it.
-const HeaderDecisionID = "Rampart-Decision-Id"
+// HeaderDecisionID names, on a response the proxy refused itself, the
+// decision's ID; see tunnel.HeaderDecisionID.
+const HeaderDecisionID = tunnel.HeaderDecisionID
 
 // Policy is the authorization policy the handler enforces. The zero
 // Policy is no policy: every request and stream is denied (code

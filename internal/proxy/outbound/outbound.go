@@ -47,10 +47,14 @@ const (
 	ReasonUnknownService = "unknown_service"
 	ReasonNoEndpoints    = "no_endpoints"
 	ReasonPeerFailed     = "peer_unavailable"
-	ReasonEgressDenied   = "egress_denied"
-	ReasonConnect        = "connect_from_app"
-	ReasonLoop           = "redirect_loop"
-	ReasonNoDestination  = "no_original_destination"
+	// The peer's proxy refused a TCP stream by policy (403) or rate
+	// limit (429).
+	ReasonPeerDenied      = "peer_denied"
+	ReasonPeerRateLimited = "peer_rate_limited"
+	ReasonEgressDenied    = "egress_denied"
+	ReasonConnect         = "connect_from_app"
+	ReasonLoop            = "redirect_loop"
+	ReasonNoDestination   = "no_original_destination"
 )
 
 // statusClientClosed is the code recorded for a request its caller
@@ -720,8 +724,18 @@ func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, t target) {
 		}
 	}
 	if err != nil {
-		o.refuse(ReasonPeerFailed)
-		o.log.Warn("tunnel stream failed", "service", r.service, "peer", peer.String(), "err", err)
+		var re *tunnel.RefusedError
+		switch {
+		case errors.As(err, &re) && re.Status == http.StatusForbidden:
+			o.refuse(ReasonPeerDenied)
+			o.log.Info("connection denied by the destination's policy", "service", r.service, "peer", peer.String(), "decision", re.Decision)
+		case errors.As(err, &re) && re.Status == http.StatusTooManyRequests:
+			o.refuse(ReasonPeerRateLimited)
+			o.log.Info("connection refused by the destination's rate limit", "service", r.service, "peer", peer.String(), "decision", re.Decision)
+		default:
+			o.refuse(ReasonPeerFailed)
+			o.log.Warn("tunnel stream failed", "service", r.service, "peer", peer.String(), "err", err)
+		}
 		return
 	}
 	defer body.Close()

@@ -50,6 +50,10 @@ const (
 	// Absent means HTTP/1.1. The receiving proxy removes it.
 	HeaderAppProtocol = "Rampart-App-Protocol"
 	AppProtocolH2C    = "h2c"
+	// HeaderDecisionID names, on a response a proxy refused itself (403,
+	// 400 or 429 for a policy decision or a rate limit), the decision's
+	// ID: the same ID is in that proxy's log line about it.
+	HeaderDecisionID = "Rampart-Decision-Id"
 	// ConnectHost is the host part of a CONNECT stream's authority: the
 	// target is always the peer's own loopback.
 	ConnectHost = "127.0.0.1"
@@ -191,9 +195,28 @@ func (d *Dialer) Connect(ctx context.Context, p Peer, port int, up io.Reader) (i
 		// body, a read from up that only the caller can end.
 		cancel()
 		resp.Body.Close()
-		return nil, fmt.Errorf("tunnel: %s refused the stream: %s", p, resp.Status)
+		return nil, &RefusedError{Peer: p, Status: resp.StatusCode, Decision: resp.Header.Get(HeaderDecisionID)}
 	}
 	return &streamBody{ReadCloser: resp.Body, cancel: cancel}, nil
+}
+
+// RefusedError is a stream the peer's proxy refused: its authorization
+// policy denied it (403), a rate limit refused it (429), or the peer could
+// not serve the port.
+type RefusedError struct {
+	Peer   Peer
+	Status int
+	// Decision is the peer's decision ID, when the refusal was a policy
+	// decision or a rate limit.
+	Decision string
+}
+
+func (e *RefusedError) Error() string {
+	msg := fmt.Sprintf("tunnel: %s refused the stream: %d %s", e.Peer, e.Status, http.StatusText(e.Status))
+	if e.Decision != "" {
+		msg += " (decision " + e.Decision + ")"
+	}
+	return msg
 }
 
 // streamBody releases the stream's context once the stream is closed.
