@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
 )
 
 // authzApps are an HTTP app that records every path it is asked for and a
@@ -346,4 +353,76 @@ func reloadErrors(t *testing.T, m *mesh) float64 {
 	}
 	t.Fatal("rampart_controller_config_reloads_total{result=\"error\"} is not exported")
 	return 0
+}
+
+// TestAuthorizationGRPC checks that gRPC callers get gRPC statuses from
+// the mesh's policy: PERMISSION_DENIED and RESOURCE_EXHAUSTED naming the
+// decision, rather than an HTTP error their client cannot read.
+func TestAuthorizationGRPC(t *testing.T) {
+	gl := listen(t)
+	gs := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(gs, echoService{})
+	go gs.Serve(gl)
+	t.Cleanup(gs.Stop)
+	m := newMesh(t, time.Hour, fmt.Sprintf(`apiVersion: rampart.dev/v1alpha1
+kind: Service
+metadata: {name: echo, namespace: %[1]s}
+spec:
+  selector: {app: server}
+  ports: [{name: grpc, port: 50051, targetPort: %[2]d, protocol: GRPC}]
+---
+apiVersion: rampart.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: echo, namespace: %[1]s}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: ALLOW
+  rules:
+  - from: [{principals: ["spiffe://%[3]s/ns/%[1]s/sa/client"]}]
+---
+apiVersion: rampart.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: echo, namespace: %[1]s}
+spec:
+  selector: {matchLabels: {app: server}}
+  limits:
+  - {name: calls, per: source, requestsPerSecond: 1, burst: 3}
+`, ns, port(gl), trustDomain))
+	m.startProxy(proxyOpts{name: "server", labels: map[string]string{"app": "server"}}, true)
+	client := m.startProxy(proxyOpts{name: "client", upstreams: []string{"echo"}}, true)
+	intruder := m.startProxy(proxyOpts{name: "intruder", upstreams: []string{"echo"}}, true)
+
+	call := func(p *runningProxy) error {
+		conn, err := grpc.NewClient(p.UpstreamAddr(0), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = testgrpc.NewTestServiceClient(conn).EmptyCall(ctx, &testgrpc.Empty{})
+		return err
+	}
+	// The app implements only FullDuplexCall: an allowed EmptyCall reaches
+	// it and comes back UNIMPLEMENTED.
+	eventually(t, 5*time.Second, func() error {
+		if err := call(client); status.Code(err) != codes.Unimplemented {
+			return fmt.Errorf("allowed call: %v, want the app's UNIMPLEMENTED", err)
+		}
+		return nil
+	})
+	err := call(intruder)
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "decision ") {
+		t.Errorf("denied call: %v, want PERMISSION_DENIED naming the decision", err)
+	}
+	var exhausted error
+	for range 10 {
+		if err := call(client); status.Code(err) == codes.ResourceExhausted {
+			exhausted = err
+			break
+		}
+	}
+	if exhausted == nil || !strings.Contains(status.Convert(exhausted).Message(), "rate limit") {
+		t.Errorf("after a burst: %v, want RESOURCE_EXHAUSTED naming the rate limit", exhausted)
+	}
 }

@@ -331,11 +331,11 @@ func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request, st *state
 	}
 	rawPath, path, host, err := requestPathHost(r)
 	if err != nil {
-		return answer(w, h.invalid(st, &req, rawPath, err))
+		return answer(w, r, h.invalid(st, &req, rawPath, err))
 	}
 	req.Path, req.Host = path, host
 	if v := h.check(st, &req); v.status != 0 {
-		return answer(w, v)
+		return answer(w, r, v)
 	}
 	return h.forward(w, r, rt, app, src, path, host)
 }
@@ -438,7 +438,7 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, st *state
 	if v := h.check(st, &req); v.status != 0 {
 		// The caller's proxy closes the app's connection on any answer
 		// but 200.
-		answer(w, v)
+		answer(w, nil, v)
 		return
 	}
 	conn, err := net.DialTimeout("tcp", app.addr, h.cfg.DialTimeout)

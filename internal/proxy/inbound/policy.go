@@ -340,15 +340,66 @@ func (h *Handler) rateLimited(st *state, req *authz.Request, res *ratelimit.Resu
 	return v
 }
 
-// answer writes a refusal and returns its status code.
-func answer(w http.ResponseWriter, v verdict) int {
+// answer writes a refusal and returns its status code, the one counted
+// in metrics. A gRPC request gets what gRPC clients understand: a
+// trailers-only answer (HTTP 200, no body) whose grpc-status is
+// PERMISSION_DENIED, RESOURCE_EXHAUSTED or INVALID_ARGUMENT and whose
+// grpc-message names the decision, rather than an HTTP status that the
+// client would report as a transport error without the decision ID.
+func answer(w http.ResponseWriter, r *http.Request, v verdict) int {
 	hdr := w.Header()
 	hdr.Set(HeaderDecisionID, v.id)
 	if v.retryAfter > 0 {
 		hdr.Set("Retry-After", strconv.Itoa(v.retryAfter))
 	}
+	if isGRPC(r) {
+		hdr.Set("Content-Type", "application/grpc")
+		hdr.Set("Grpc-Status", grpcStatusOf(v.status))
+		hdr.Set("Grpc-Message", grpcMessage(v.message))
+		w.WriteHeader(http.StatusOK)
+		return v.status
+	}
 	http.Error(w, v.message, v.status)
 	return v.status
+}
+
+// isGRPC reports whether r is a gRPC call.
+func isGRPC(r *http.Request) bool {
+	if r == nil || r.ProtoMajor != 2 {
+		return false
+	}
+	ct := r.Header.Get("Content-Type")
+	return ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") || strings.HasPrefix(ct, "application/grpc;")
+}
+
+// grpcStatusOf maps a refusal's HTTP status to a gRPC status code.
+func grpcStatusOf(status int) string {
+	switch status {
+	case http.StatusForbidden:
+		return "7" // PERMISSION_DENIED
+	case http.StatusTooManyRequests:
+		return "8" // RESOURCE_EXHAUSTED: a rate limit, not to be retried at once
+	default:
+		return "3" // INVALID_ARGUMENT
+	}
+}
+
+// grpcMessage percent-encodes s as grpc-message requires: bytes outside
+// printable ASCII, and '%'.
+func grpcMessage(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // Errors of request targets that name no path to authorize.
