@@ -19,6 +19,7 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, "not defined"},
 		{"stray argument", []string{"extra"}, "unexpected arguments"},
 		{"bad trust domain", []string{"--state-dir", t.TempDir(), "--trust-domain", "Not Valid"}, "trust domain"},
+		{"attestation socket path too long", []string{"--state-dir", t.TempDir(), "--attest-socket", "/run/" + strings.Repeat("x", 120)}, "attestation socket"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

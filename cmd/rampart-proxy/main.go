@@ -43,7 +43,7 @@ func run(args []string) error {
 		upstreams           listFlag
 		logLevel, logFormat string
 	)
-	fs.StringVar(&cfg.Controller, "controller", proxy.DefaultController, "controller gRPC address")
+	fs.StringVar(&cfg.Controller, "controller", proxy.DefaultController, "controller gRPC address: host:port, or unix:///path of the controller's --attest-socket, where this process is attested without a join token")
 	fs.StringVar(&bundleFile, "trust-bundle", "", "PEM file with the mesh's root certificates (the controller writes <state-dir>/bundle.pem)")
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", "", "trust domain (default: the one named by the trust bundle)")
 	fs.StringVar(&cfg.JoinToken, "join-token", os.Getenv("RAMPART_JOIN_TOKEN"), "single-use join token from `rampart token create` (or $RAMPART_JOIN_TOKEN)")

@@ -22,7 +22,7 @@ func TestDependencies(t *testing.T) {
 	for _, pkg := range strings.Fields(string(out)) {
 		first, _, _ := strings.Cut(pkg, "/")
 		switch {
-		case pkg == self, !strings.Contains(first, "."), strings.HasPrefix(pkg, "github.com/spiffe/go-spiffe/v2/"), pkg == "github.com/rampart-mesh/rampart/internal/fsutil":
+		case pkg == self, !strings.Contains(first, "."), strings.HasPrefix(pkg, "github.com/spiffe/go-spiffe/v2/"), pkg == "github.com/rampart-mesh/rampart/internal/fsutil", pkg == "github.com/rampart-mesh/rampart/internal/codedigest":
 		case strings.HasPrefix(pkg, "k8s.io/"), strings.HasPrefix(pkg, "sigs.k8s.io/"):
 			t.Errorf("imports Kubernetes package %s", pkg)
 		case strings.HasPrefix(pkg, "github.com/rampart-mesh/rampart/internal/proxy"):

@@ -10,7 +10,10 @@
 // wrap ErrInvalidCSR or ErrIdentityMismatch so that the gRPC edge can map
 // them to status codes.
 //
-// This package depends on go-spiffe and the standard library only. It must
-// not import Kubernetes packages, the controller, or anything under
-// internal/proxy: it sits below all of them.
+// A leaf may also record what was attested about its holder's code
+// (SignCSRWith): the digest, in the extension internal/codedigest defines.
+//
+// This package depends on go-spiffe, the standard library, internal/fsutil
+// and internal/codedigest only. It must not import Kubernetes packages, the
+// controller, or anything under internal/proxy: it sits below all of them.
 package ca

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/rampart-mesh/rampart/internal/codedigest"
 )
 
 // Errors callers branch on.
@@ -56,8 +58,33 @@ const maxCommonNameLen = 64
 // Its subject and other extensions are ignored. A refusal wraps
 // ErrInvalidCSR, or ErrIdentityMismatch if the CSR asks for another ID.
 func (c *CA) SignCSR(csrDER []byte, id spiffeid.ID, ttl time.Duration) ([]*x509.Certificate, error) {
+	return c.SignCSRWith(csrDER, id, ttl, Attested{})
+}
+
+// Attested is what an issued leaf records about its holder besides its
+// SPIFFE ID. The zero value records nothing more.
+type Attested struct {
+	// CodeDigest is the attested digest of the holder's code,
+	// "sha256:<64 lower-case hex digits>", recorded in the non-critical
+	// extension codedigest.OID. Empty records none.
+	CodeDigest string
+}
+
+// SignCSRWith is SignCSR for a holder of which more was attested than its
+// identity: the leaf also records what attested says. A CodeDigest that is
+// not a canonical digest fails (not wrapping ErrInvalidCSR: it is the
+// caller's, not the CSR's).
+func (c *CA) SignCSRWith(csrDER []byte, id spiffeid.ID, ttl time.Duration, attested Attested) ([]*x509.Certificate, error) {
 	if err := c.checkLeafArgs(id, ttl); err != nil {
 		return nil, err
+	}
+	var extra []pkix.Extension
+	if attested.CodeDigest != "" {
+		ext, err := codedigest.Extension(attested.CodeDigest)
+		if err != nil {
+			return nil, fmt.Errorf("ca: attested code digest: %w", err)
+		}
+		extra = append(extra, ext)
 	}
 	csr, err := parseCSR(csrDER)
 	if err != nil {
@@ -75,7 +102,7 @@ func (c *CA) SignCSR(csrDER []byte, id spiffeid.ID, ttl time.Duration) ([]*x509.
 	case requested != id:
 		return nil, fmt.Errorf("%w: CSR asks for %s, attested identity is %s", ErrIdentityMismatch, requested, id)
 	}
-	return c.issueLeaf(csr.PublicKey, id, nil, nil, ttl)
+	return c.issueLeaf(csr.PublicKey, id, nil, nil, extra, ttl)
 }
 
 // IssueServing issues a certificate for a public key held by the caller:
@@ -105,7 +132,7 @@ func (c *CA) IssueServing(pub crypto.PublicKey, id spiffeid.ID, dnsNames []strin
 			return nil, fmt.Errorf("ca: IP address %v is neither IPv4 nor IPv6", ip)
 		}
 	}
-	return c.issueLeaf(pub, id, dnsNames, ips, ttl)
+	return c.issueLeaf(pub, id, dnsNames, ips, nil, ttl)
 }
 
 // checkLeafArgs checks what the caller, not the CSR, supplies.
@@ -195,8 +222,9 @@ func checkPublicKey(pub crypto.PublicKey) error {
 	}
 }
 
-// issueLeaf signs a leaf for pub with the current intermediate.
-func (c *CA) issueLeaf(pub crypto.PublicKey, id spiffeid.ID, dnsNames []string, ips []net.IP, ttl time.Duration) ([]*x509.Certificate, error) {
+// issueLeaf signs a leaf for pub with the current intermediate, with the
+// extra extensions given.
+func (c *CA) issueLeaf(pub crypto.PublicKey, id spiffeid.ID, dnsNames []string, ips []net.IP, extra []pkix.Extension, ttl time.Duration) ([]*x509.Certificate, error) {
 	now := c.now()
 	inter, key, err := c.issuer(now)
 	if err != nil {
@@ -228,6 +256,7 @@ func (c *CA) issueLeaf(pub crypto.PublicKey, id spiffeid.ID, dnsNames []string, 
 		DNSNames:              dnsNames,
 		IPAddresses:           ips,
 		SubjectKeyId:          skid,
+		ExtraExtensions:       extra,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, inter, pub, key)
 	if err != nil {

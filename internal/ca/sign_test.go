@@ -20,6 +20,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/rampart-mesh/rampart/internal/codedigest"
 )
 
 var workloadID = spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/checkout")
@@ -483,5 +485,33 @@ func TestIssueServingRefusals(t *testing.T) {
 			}
 			wantErr(t, err, tt.wantErr)
 		})
+	}
+}
+
+func TestSignCSRWithRecordsCodeDigest(t *testing.T) {
+	c, clk := newTestCA(t)
+	const digest = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	chain, err := c.SignCSRWith(newCSR(t, csrOpts{}), workloadID, time.Hour, Attested{CodeDigest: digest})
+	if err != nil {
+		t.Fatalf("SignCSRWith: %v", err)
+	}
+	// Still a valid X.509-SVID to go-spiffe: the extension is not critical.
+	if got := verifySVID(t, chain, c.Roots(), clk.Now()); got != workloadID {
+		t.Errorf("verified ID %v, want %v", got, workloadID)
+	}
+	if got, ok := codedigest.FromCertificate(chain[0]); !ok || got != digest {
+		t.Errorf("recorded digest %q, %v; want %q", got, ok, digest)
+	}
+
+	plain, err := c.SignCSR(newCSR(t, csrOpts{}), workloadID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := codedigest.FromCertificate(plain[0]); ok {
+		t.Errorf("SignCSR recorded digest %q; want none", got)
+	}
+
+	if _, err := c.SignCSRWith(newCSR(t, csrOpts{}), workloadID, time.Hour, Attested{CodeDigest: "sha256:ABC"}); err == nil || errors.Is(err, ErrInvalidCSR) {
+		t.Errorf("malformed digest: err = %v, want an error not wrapping ErrInvalidCSR", err)
 	}
 }

@@ -1,13 +1,14 @@
 // Package controller assembles rampart-controller as one component: the CA
 // and join-token store kept in a state directory, the mesh model fed from a
-// directory of resource files, the gRPC control plane served over TLS with
-// the controller's own SVID, and the admin HTTP listener (metrics,
-// readiness, liveness). cmd/rampart-controller is a thin wrapper around it,
+// directory of resource files, the attestation policies, the gRPC control
+// plane served over TLS with the controller's own SVID (on TCP and,
+// optionally, on a Unix socket where local processes are attested), and the
+// admin HTTP listener (metrics, readiness, liveness). cmd/rampart-controller is a thin wrapper around it,
 // and end-to-end tests run it in process.
 //
 // It wires packages together and owns their lifecycles; the logic lives in
-// internal/ca, internal/identity, internal/discovery, internal/controlplane
-// and internal/localconfig. It must not depend on the proxy or on
+// internal/ca, internal/identity, internal/attest, internal/discovery,
+// internal/controlplane and internal/localconfig. It must not depend on the proxy or on
 // Kubernetes client libraries (a Kubernetes source will be an adapter
 // beside localconfig).
 package controller
@@ -35,6 +36,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/rampart-mesh/rampart/api/v1alpha1"
+	"github.com/rampart-mesh/rampart/internal/attest"
 	"github.com/rampart-mesh/rampart/internal/ca"
 	"github.com/rampart-mesh/rampart/internal/controlplane"
 	"github.com/rampart-mesh/rampart/internal/discovery"
@@ -89,6 +92,13 @@ type Config struct {
 	ConfigDir string
 	// Listen is the gRPC address; empty means DefaultListen.
 	Listen string
+	// AttestSocket is the path of a Unix socket on which the gRPC API is
+	// also served, where a process may obtain an identity without a join
+	// token when a WorkloadAttestationPolicy admits its user and code
+	// (docs/attestation.md). The socket is created mode AttestSocketMode;
+	// a stale socket left by a controller that died is replaced. Empty
+	// means none.
+	AttestSocket string
 	// AdminListen is the admin HTTP address (/metrics, /ready, /live);
 	// empty means DefaultAdminListen and "off" disables it.
 	AdminListen string
@@ -174,6 +184,11 @@ func (c Config) Validate() error {
 	if _, err := egressMode(c.Egress); err != nil {
 		errs = append(errs, err)
 	}
+	if c.AttestSocket != "" {
+		if err := checkSocketPath(c.AttestSocket); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -195,16 +210,18 @@ func egressMode(s string) (meshv1.EgressMode, error) {
 
 // Controller is rampart-controller.
 type Controller struct {
-	cfg     Config
-	td      spiffeid.TrustDomain
-	logger  *slog.Logger
-	ca      *ca.CA
-	tokens  *identity.TokenStore
-	model   *discovery.Model
-	bundle  *meshtls.Bundle
-	svid    *meshtls.SVID
-	cp      *controlplane.Server
-	watcher *localconfig.Watcher // nil without a config dir
+	cfg    Config
+	td     spiffeid.TrustDomain
+	logger *slog.Logger
+	ca     *ca.CA
+	tokens *identity.TokenStore
+	// policies are the WorkloadAttestationPolicies in force.
+	policies *attest.Policies
+	model    *discovery.Model
+	bundle   *meshtls.Bundle
+	svid     *meshtls.SVID
+	cp       *controlplane.Server
+	watcher  *localconfig.Watcher // nil without a config dir
 	// resources is what the model was last given from the watcher.
 	resources atomic.Pointer[localconfig.Resources]
 	reg       *prometheus.Registry
@@ -259,6 +276,7 @@ func New(cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	c.tokens = tokens
+	c.policies = attest.NewPolicies(td)
 
 	egress, _ := egressMode(cfg.Egress) // checked by Validate
 	model, err := discovery.New(discovery.Config{
@@ -319,6 +337,7 @@ func New(cfg Config) (*Controller, error) {
 	cp, err := controlplane.New(controlplane.Config{
 		CA:         authority,
 		Tokens:     tokens,
+		Policies:   c.policies,
 		Model:      model,
 		Bundle:     c.bundle,
 		SVIDTTL:    cfg.SVIDTTL,
@@ -339,6 +358,19 @@ func (c *Controller) TrustDomain() spiffeid.TrustDomain { return c.td }
 // Tokens is the join-token store, for in-process callers (tests, an
 // embedded CLI) that mint tokens while the controller runs.
 func (c *Controller) Tokens() *identity.TokenStore { return c.tokens }
+
+// SetAttestationPolicies replaces the WorkloadAttestationPolicies in force,
+// all or nothing: when one is invalid, the policies in force stay and the
+// error lists every problem. Call it with every policy of the config
+// directory whenever it (re)loads; certificates are checked against the new
+// policies from the next Certify on. Safe for concurrent use.
+func (c *Controller) SetAttestationPolicies(ps []v1alpha1.WorkloadAttestationPolicy) error {
+	if err := c.policies.Set(ps); err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
+	c.logger.Info("attestation policies in force", "policies", len(ps))
+	return nil
+}
 
 // Model is the mesh model, for in-process inspection.
 func (c *Controller) Model() *discovery.Model { return c.model }

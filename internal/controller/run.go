@@ -7,13 +7,15 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/rampart-mesh/rampart/internal/controlplane"
 )
 
 // renewRetry is the wait before retrying a failed renewal of the serving
@@ -45,17 +47,34 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("controller: listen: %w", err)
 	}
+	var attestLis net.Listener
+	if c.cfg.AttestSocket != "" {
+		attestLis, err = listenAttestSocket(c.cfg.AttestSocket)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		if os.Geteuid() != 0 {
+			c.logger.Warn("the controller does not run as root: it can attest only processes of its own user over the Unix socket (reading the executable of another user's process needs root, or CAP_SYS_PTRACE)",
+				"attest_socket", c.cfg.AttestSocket)
+		}
+	}
 	var adminLis net.Listener
 	if !c.cfg.adminDisabled() {
 		adminLis, err = lc.Listen(ctx, "tcp", c.cfg.AdminListen)
 		if err != nil {
 			lis.Close()
+			if attestLis != nil {
+				attestLis.Close()
+			}
 			return fmt.Errorf("controller: admin listen: %w", err)
 		}
 	}
 
 	gs := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(&tls.Config{
+		// On the Unix socket, the credentials also capture the process
+		// that connected, for attestation.
+		grpc.Creds(controlplane.ServerCredentials(&tls.Config{
 			MinVersion: tls.VersionTLS13,
 			// Callers are verified by the handlers, so that a refusal is a
 			// gRPC status that says why rather than a failed handshake;
@@ -82,11 +101,21 @@ func (c *Controller) Run(ctx context.Context) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := gs.Serve(lis); err != nil {
+		// A Serve that starts after a shutdown began finds the server
+		// stopped: not an error.
+		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("controller: serve gRPC: %w", err)
 		}
 		return nil
 	})
+	if attestLis != nil {
+		g.Go(func() error {
+			if err := gs.Serve(attestLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("controller: serve gRPC on the attestation socket: %w", err)
+			}
+			return nil
+		})
+	}
 	if admin != nil {
 		g.Go(func() error {
 			if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -115,7 +144,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	})
 
 	c.serving.Store(true)
-	c.logger.Info("controller serving", "addr", c.addr, "admin_addr", c.adminAddr,
+	c.logger.Info("controller serving", "addr", c.addr, "admin_addr", c.adminAddr, "attest_socket", c.cfg.AttestSocket,
 		"trust_domain", c.td.String(), "spiffe_id", ControllerID(c.td).String(),
 		"bundle", c.BundlePath())
 	err = g.Wait()

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"strconv"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -12,7 +13,9 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/rampart-mesh/rampart/internal/attest"
 	"github.com/rampart-mesh/rampart/internal/ca"
+	"github.com/rampart-mesh/rampart/internal/codedigest"
 	"github.com/rampart-mesh/rampart/internal/identity"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
@@ -26,12 +29,14 @@ type refusal struct {
 	msg    string
 	err    error
 	id     spiffeid.ID
+	digest string // the code digest concerned, when known
 }
 
 // caller is what the transport says about the caller.
 type caller struct {
 	addr  string
 	certs []*x509.Certificate
+	unix  *attest.UnixPeer // the process, on the Unix socket; nil on TCP
 }
 
 func callerOf(ctx context.Context) caller {
@@ -43,22 +48,54 @@ func callerOf(ctx context.Context) caller {
 	if p.Addr != nil {
 		c.addr = p.Addr.String()
 	}
-	if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+	switch info := p.AuthInfo.(type) {
+	case credentials.TLSInfo:
 		c.certs = info.State.PeerCertificates
+	case unixAuthInfo:
+		c.certs = info.State.PeerCertificates
+		c.unix = info.peer
+		if c.addr == "" || c.addr == "@" {
+			c.addr = "unix"
+		}
 	}
 	return c
 }
+
+// logAttrs are the attributes that describe c in a log line.
+func (c caller) logAttrs() []any {
+	attrs := []any{"peer", c.addr}
+	if c.unix != nil && c.unix.PID > 0 {
+		attrs = append(attrs, "pid", c.unix.PID, "uid", c.unix.UID, "gid", c.unix.GID)
+	}
+	return attrs
+}
+
+// attested is what Certify established about a caller before signing.
+type attested struct {
+	id       spiffeid.ID
+	attestor string // attest.Attestor* or attestorSVID
+	digest   string // attested code digest; "" if none
+}
+
+// attestorSVID names renewal with a presented SVID in logs.
+const attestorSVID = "svid"
 
 // Certify implements meshv1.IdentityServer.
 func (is identityService) Certify(ctx context.Context, req *meshv1.CertifyRequest) (*meshv1.CertifyResponse, error) {
 	s := is.s
 	c := callerOf(ctx)
-	resp, ref := s.certify(c, req)
+	resp, att, ref := s.certify(ctx, c, req)
 	if ref != nil {
 		s.metrics.certify.WithLabelValues(ResultRefused, ref.reason).Inc()
-		attrs := []any{"peer", c.addr, "reason", ref.reason}
+		attrs := append(c.logAttrs(), "reason", ref.reason)
+		if att.attestor != "" {
+			attrs = append(attrs, "attestor", att.attestor)
+		}
 		if !ref.id.IsZero() {
 			attrs = append(attrs, "spiffe_id", ref.id.String())
+		}
+		if ref.digest != "" {
+			attrs = append(attrs, "digest", ref.digest)
 		}
 		if ref.err != nil {
 			attrs = append(attrs, "error", ref.err.Error())
@@ -71,119 +108,218 @@ func (is identityService) Certify(ctx context.Context, req *meshv1.CertifyReques
 		return nil, status.Error(ref.code, ref.msg)
 	}
 	s.metrics.certify.WithLabelValues(ResultIssued, "").Inc()
-	s.logger.Info("certify issued", "peer", c.addr, "spiffe_id", resp.GetSpiffeId(),
-		"renewal", len(c.certs) > 0)
+	attrs := append(c.logAttrs(), "spiffe_id", resp.GetSpiffeId(), "renewal", len(c.certs) > 0, "attestor", att.attestor)
+	if att.digest != "" {
+		attrs = append(attrs, "digest", att.digest)
+	}
+	s.logger.Info("certify issued", attrs...)
 	return resp, nil
 }
 
-func (s *Server) certify(c caller, req *meshv1.CertifyRequest) (*meshv1.CertifyResponse, *refusal) {
-	var id spiffeid.ID
+func (s *Server) certify(ctx context.Context, c caller, req *meshv1.CertifyRequest) (*meshv1.CertifyResponse, attested, *refusal) {
+	var (
+		att     attested
+		carried string // the code digest the presented certificate records
+	)
 	if len(c.certs) > 0 {
 		// Renewal: the caller's current SVID is the attestation. A
 		// certificate that does not verify is a refusal, never a reason to
 		// look at a token instead.
+		att.attestor = attestorSVID
 		peerID, err := meshtls.VerifyPeer(c.certs, s.bundle, s.now())
 		if err != nil {
 			reason := meshtls.Reason(err)
-			return nil, &refusal{
+			return nil, att, &refusal{
 				code: codes.Unauthenticated, reason: CertifyBadCertificate, err: err,
 				msg: "client certificate refused (" + reason + "): " + err.Error() +
 					"; present a current SVID of this trust domain, or connect without a certificate and use a join token",
 			}
 		}
-		id = peerID
+		att.id = peerID
+		carried, _ = codedigest.FromCertificate(c.certs[0])
 		if req.GetJoinToken() != "" {
-			return nil, &refusal{
-				code: codes.InvalidArgument, reason: CertifyBadToken, id: id,
+			return nil, att, &refusal{
+				code: codes.InvalidArgument, reason: CertifyBadToken, id: att.id,
 				msg: "join token must be empty when renewing with a valid SVID",
 			}
 		}
-		if id.TrustDomain() != s.ca.TrustDomain() {
-			return nil, &refusal{
-				code: codes.PermissionDenied, reason: CertifyIdentityMismatch, id: id,
-				msg: "identity " + id.String() + " is not in trust domain " + s.ca.TrustDomain().String() + "; this controller cannot renew it",
+		if att.id.TrustDomain() != s.ca.TrustDomain() {
+			return nil, att, &refusal{
+				code: codes.PermissionDenied, reason: CertifyIdentityMismatch, id: att.id,
+				msg: "identity " + att.id.String() + " is not in trust domain " + s.ca.TrustDomain().String() + "; this controller cannot renew it",
 			}
 		}
-		if _, _, err := identity.ParseWorkloadID(id); err != nil {
-			return nil, &refusal{
-				code: codes.PermissionDenied, reason: CertifyIdentityMismatch, id: id, err: err,
-				msg: "identity " + id.String() + " is not a workload identity (spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>)",
+		if _, _, err := identity.ParseWorkloadID(att.id); err != nil {
+			return nil, att, &refusal{
+				code: codes.PermissionDenied, reason: CertifyIdentityMismatch, id: att.id, err: err,
+				msg: "identity " + att.id.String() + " is not a workload identity (spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>)",
 			}
 		}
 	}
 
-	csr := req.GetCsr()
-	if len(csr) == 0 {
-		return nil, &refusal{code: codes.InvalidArgument, reason: CertifyBadCSR, id: id, msg: "csr is required"}
+	csrDER := req.GetCsr()
+	if len(csrDER) == 0 {
+		return nil, att, &refusal{code: codes.InvalidArgument, reason: CertifyBadCSR, id: att.id, msg: "csr is required"}
 	}
 	// Refuse a malformed CSR before spending a join token on it.
-	if err := checkCSR(csr); err != nil {
-		return nil, &refusal{code: codes.InvalidArgument, reason: CertifyBadCSR, id: id, err: err, msg: err.Error()}
+	csr, err := checkCSR(csrDER)
+	if err != nil {
+		return nil, att, &refusal{code: codes.InvalidArgument, reason: CertifyBadCSR, id: att.id, err: err, msg: err.Error()}
 	}
 
-	if id.IsZero() {
-		token := req.GetJoinToken()
-		if token == "" {
-			return nil, &refusal{
+	// On the Unix socket the caller's code is measured, whatever attests
+	// its identity; before a join token is spent on a process that cannot
+	// be measured. A process that attests by the socket alone is measured
+	// by the Unix attestor, after it is admitted.
+	var measured *attest.Code
+	if c.unix != nil && (len(c.certs) > 0 || req.GetJoinToken() != "") {
+		code, err := s.unix.Measure(c.unix)
+		if err != nil {
+			return nil, att, attestRefusal(err, att.id)
+		}
+		measured = &code
+	}
+
+	if att.id.IsZero() {
+		var (
+			res       attest.Result
+			err       error
+			requested spiffeid.ID // the identity claimed, for the log of a refusal
+		)
+		switch {
+		case req.GetJoinToken() != "":
+			att.attestor = attest.AttestorJoinToken
+			res, err = s.tokens.Attest(ctx, attest.Evidence{JoinToken: req.GetJoinToken()})
+		case c.unix != nil:
+			att.attestor = attest.AttestorUnix
+			requested, err = requestedID(csr)
+			if err != nil {
+				return nil, att, &refusal{code: codes.InvalidArgument, reason: CertifyBadCSR, err: err, msg: err.Error()}
+			}
+			res, err = s.unix.Attest(ctx, attest.Evidence{Requested: requested, Unix: c.unix})
+		default:
+			return nil, att, &refusal{
 				code: codes.Unauthenticated, reason: CertifyNoToken,
-				msg: "join token required: create one with `rampart token create`, or present a valid SVID to renew",
+				msg: "join token required: create one with `rampart token create`, connect over the controller's Unix attestation socket, or present a valid SVID to renew",
 			}
 		}
-		tid, err := s.tokens.Consume(token)
 		if err != nil {
-			return nil, tokenRefusal(err)
+			return nil, att, attestRefusal(err, requested)
 		}
-		id = tid
+		att.id, att.digest = res.ID, res.Digest
+	}
+	if err := attest.CheckIdentity(s.ca.TrustDomain(), att.id); err != nil {
+		return nil, att, attestRefusal(err, att.id)
 	}
 
-	chain, err := s.ca.SignCSR(csr, id, s.ttl)
+	// Code integrity, unless the Unix attestor checked it already.
+	if att.attestor != attest.AttestorUnix {
+		code := attest.Code{Digest: carried, Source: "recorded in the presented certificate"}
+		if measured != nil {
+			if carried != "" && carried != measured.Digest {
+				return nil, att, &refusal{
+					code: codes.PermissionDenied, reason: attest.ReasonCodeChanged, id: att.id, digest: measured.Digest,
+					msg: "the process runs code " + measured.Digest + ", but its certificate was issued for " + carried +
+						": the identity stays with the code it was attested for; restart the workload to attest its new code",
+				}
+			}
+			code = *measured
+		}
+		if err := s.policies.CheckCode(att.id, code); err != nil {
+			return nil, att, attestRefusal(err, att.id)
+		}
+		att.digest = code.Digest
+	}
+
+	chain, err := s.ca.SignCSRWith(csrDER, att.id, s.ttl, ca.Attested{CodeDigest: att.digest})
 	switch {
 	case errors.Is(err, ca.ErrIdentityMismatch):
-		return nil, &refusal{
-			code: codes.PermissionDenied, reason: CertifyIdentityMismatch, id: id, err: err,
-			msg: "the CSR must ask for exactly the attested identity " + id.String() + ": " + err.Error(),
+		return nil, att, &refusal{
+			code: codes.PermissionDenied, reason: CertifyIdentityMismatch, id: att.id, err: err,
+			msg: "the CSR must ask for exactly the attested identity " + att.id.String() + ": " + err.Error(),
 		}
 	case errors.Is(err, ca.ErrInvalidCSR):
-		return nil, &refusal{code: codes.InvalidArgument, reason: CertifyBadCSR, id: id, err: err, msg: err.Error()}
+		return nil, att, &refusal{code: codes.InvalidArgument, reason: CertifyBadCSR, id: att.id, err: err, msg: err.Error()}
 	case err != nil:
-		return nil, &refusal{code: codes.Internal, reason: CertifyInternal, id: id, err: err, msg: "internal error while signing; see the controller's log"}
+		return nil, att, &refusal{code: codes.Internal, reason: CertifyInternal, id: att.id, err: err, msg: "internal error while signing; see the controller's log"}
 	}
 	return &meshv1.CertifyResponse{
 		CertChain:   derChain(chain),
 		TrustBundle: derChain(s.ca.Roots()),
-		SpiffeId:    id.String(),
-	}, nil
+		SpiffeId:    att.id.String(),
+	}, att, nil
 }
 
 // checkCSR refuses what is not a self-signed PKCS#10 request. What it asks
 // for is the CA's to judge.
-func checkCSR(der []byte) error {
+func checkCSR(der []byte) (*x509.CertificateRequest, error) {
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
-		return errors.New("csr is not a DER PKCS#10 certificate request: " + err.Error())
+		return nil, errors.New("csr is not a DER PKCS#10 certificate request: " + err.Error())
 	}
 	if err := csr.CheckSignature(); err != nil {
-		return errors.New("csr signature does not verify: " + err.Error())
+		return nil, errors.New("csr signature does not verify: " + err.Error())
 	}
-	return nil
+	return csr, nil
 }
 
-func tokenRefusal(err error) *refusal {
-	switch {
-	case errors.Is(err, identity.ErrTokenMalformed):
-		return &refusal{code: codes.InvalidArgument, reason: CertifyBadToken, err: err,
-			msg: "join token is malformed; copy it exactly as `rampart token create` printed it"}
-	case errors.Is(err, identity.ErrTokenUnknown):
-		return &refusal{code: codes.Unauthenticated, reason: CertifyUnknownToken, err: err,
-			msg: "join token unknown to this controller; create one with `rampart token create`"}
-	case errors.Is(err, identity.ErrTokenUsed):
-		return &refusal{code: codes.PermissionDenied, reason: CertifyUsedToken, err: err,
-			msg: "join token already used; create a new one with `rampart token create`"}
-	case errors.Is(err, identity.ErrTokenExpired):
-		return &refusal{code: codes.Unauthenticated, reason: CertifyExpiredToken, err: err,
-			msg: "join token expired; create a new one with `rampart token create`"}
-	default:
-		return &refusal{code: codes.Internal, reason: CertifyInternal, err: err,
-			msg: "internal error while checking the join token; see the controller's log"}
+// requestedID is the SPIFFE ID a CSR asks for, its one URI SAN.
+func requestedID(csr *x509.CertificateRequest) (spiffeid.ID, error) {
+	if n := len(csr.URIs); n != 1 {
+		return spiffeid.ID{}, errors.New("csr has " + strconv.Itoa(n) + " URI SANs, want exactly 1: the SPIFFE ID asked for")
 	}
+	id, err := spiffeid.FromURI(csr.URIs[0])
+	if err != nil {
+		return spiffeid.ID{}, errors.New("csr URI SAN is not a SPIFFE ID: " + err.Error())
+	}
+	return id, nil
+}
+
+// attestCodes maps the reasons of attest to the status the caller reads.
+var attestCodes = map[string]codes.Code{
+	attest.ReasonNoToken:          codes.Unauthenticated,
+	attest.ReasonBadToken:         codes.InvalidArgument,
+	attest.ReasonUnknownToken:     codes.Unauthenticated,
+	attest.ReasonUsedToken:        codes.PermissionDenied,
+	attest.ReasonExpiredToken:     codes.Unauthenticated,
+	attest.ReasonBadEvidence:      codes.InvalidArgument,
+	attest.ReasonReservedIdentity: codes.PermissionDenied,
+	attest.ReasonNoPolicy:         codes.PermissionDenied,
+	attest.ReasonUserNotAllowed:   codes.PermissionDenied,
+	attest.ReasonPeerGone:         codes.Unauthenticated,
+	attest.ReasonPeerChanged:      codes.PermissionDenied,
+	attest.ReasonPeerUnreadable:   codes.FailedPrecondition,
+	attest.ReasonCodeNotAttested:  codes.PermissionDenied,
+	attest.ReasonCodeNotAllowed:   codes.PermissionDenied,
+	attest.ReasonCodeChanged:      codes.PermissionDenied,
+	attest.ReasonTokenRejected:    codes.Unauthenticated,
+	attest.ReasonWrongAudience:    codes.Unauthenticated,
+	attest.ReasonTokenNotBound:    codes.Unauthenticated,
+	attest.ReasonPodNotFound:      codes.PermissionDenied,
+	attest.ReasonPodMismatch:      codes.PermissionDenied,
+	attest.ReasonNodeMismatch:     codes.PermissionDenied,
+	attest.ReasonPodNotRunning:    codes.FailedPrecondition,
+	attest.ReasonAPIUnavailable:   codes.Unavailable,
+	attest.ReasonInternal:         codes.Internal,
+}
+
+// attestRefusal turns an attestation error into a refusal.
+func attestRefusal(err error, id spiffeid.ID) *refusal {
+	reason := attest.Reason(err)
+	code, ok := attestCodes[reason]
+	if !ok {
+		code, reason = codes.Internal, CertifyInternal
+	}
+	ref := &refusal{code: code, reason: reason, id: id}
+	var e *attest.Error
+	if errors.As(err, &e) {
+		ref.msg, ref.digest, ref.err = e.Msg, e.Digest, e.Err
+	} else {
+		ref.err = err
+	}
+	if code == codes.Internal {
+		ref.msg = "internal error during attestation; see the controller's log"
+		ref.err = err
+	}
+	return ref
 }

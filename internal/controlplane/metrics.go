@@ -3,9 +3,11 @@ package controlplane
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rampart-mesh/rampart/internal/attest"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
 )
 
@@ -16,7 +18,9 @@ const (
 )
 
 // Reasons a Certify call is refused: the closed set of the "reason" label of
-// rampart_controller_certify_total.
+// rampart_controller_certify_total, with the reasons of internal/attest
+// (attest.Reasons: the Unix socket, code integrity, Kubernetes), which the
+// token reasons below share.
 const (
 	CertifyNoToken          = "no_token"
 	CertifyBadToken         = "bad_token"
@@ -29,10 +33,18 @@ const (
 	CertifyInternal         = "internal"
 )
 
-var certifyReasons = []string{
-	CertifyNoToken, CertifyBadToken, CertifyUnknownToken, CertifyUsedToken, CertifyExpiredToken,
-	CertifyBadCSR, CertifyIdentityMismatch, CertifyBadCertificate, CertifyInternal,
-}
+var certifyReasons = func() []string {
+	rs := []string{
+		CertifyNoToken, CertifyBadToken, CertifyUnknownToken, CertifyUsedToken, CertifyExpiredToken,
+		CertifyBadCSR, CertifyIdentityMismatch, CertifyBadCertificate, CertifyInternal,
+	}
+	for _, r := range attest.Reasons() {
+		if !slices.Contains(rs, r) {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}()
 
 // Reasons a Watch stream is refused, besides the certificate reasons of
 // meshtls (no_certificate, unknown_authority, expired, not_yet_valid,
@@ -60,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		certify: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rampart_controller_certify_total",
-			Help: "Certify calls by result (issued, refused) and refusal reason.",
+			Help: "Certify calls by result (issued, refused) and refusal reason (code_not_allowed: the workload's code is not admitted).",
 		}, []string{"result", "reason"}),
 		watchStreams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rampart_controller_watch_streams",

@@ -1,15 +1,18 @@
 // Package controlplane is the controller's gRPC edge: the Identity service
 // that issues X.509-SVIDs against a CSR after attestation (a single-use join
-// token, or the caller's current SVID for renewal) and the Discovery service
-// that registers each connected proxy's workload and streams its
-// configuration.
+// token, a process on the controller's Unix socket admitted by a
+// WorkloadAttestationPolicy, or the caller's current SVID for renewal),
+// recording the attested code digest in the certificate, and the Discovery
+// service that registers each connected proxy's workload and streams its
+// configuration. ServerCredentials captures the peer process of Unix-socket
+// connections for attestation.
 //
-// This is the only place where errors from the CA, the token store and the
+// This is the only place where errors from the CA, the attestors and the
 // model become gRPC status codes, and where refusals are logged and counted.
 // TLS verification of callers happens here rather than in the TLS layer, so
 // that a refused caller learns why. It depends on internal/ca,
-// internal/identity, internal/discovery and internal/meshtls; never on the
-// proxy or on Kubernetes client libraries.
+// internal/attest, internal/identity, internal/discovery and
+// internal/meshtls; never on the proxy or on Kubernetes client libraries.
 package controlplane
 
 import (
@@ -24,6 +27,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"google.golang.org/grpc"
 
+	"github.com/rampart-mesh/rampart/internal/attest"
 	"github.com/rampart-mesh/rampart/internal/ca"
 	"github.com/rampart-mesh/rampart/internal/discovery"
 	"github.com/rampart-mesh/rampart/internal/identity"
@@ -39,6 +43,11 @@ type Config struct {
 	CA *ca.CA
 	// Tokens holds the join tokens that attest a first start. Required.
 	Tokens *identity.TokenStore
+	// Policies are the WorkloadAttestationPolicies in force: who may claim
+	// an identity over the Unix socket, and which code may receive one.
+	// Nil means none: no process is attested by the Unix socket alone,
+	// and any code may receive any identity.
+	Policies *attest.Policies
 	// Model registers workloads and compiles their configuration. Required.
 	Model *discovery.Model
 	// Bundle verifies the SVIDs callers present. Required.
@@ -75,6 +84,12 @@ func (c Config) Validate() error {
 	if c.Tokens == nil {
 		errs = append(errs, errors.New("controlplane: token store is required"))
 	}
+	if c.Policies != nil && c.CA != nil && c.Policies.TrustDomain() != c.CA.TrustDomain() {
+		// Policies of another trust domain would apply to no identity
+		// issued here: every code would pass.
+		errs = append(errs, fmt.Errorf("controlplane: attestation policies are for trust domain %q, the CA issues in %q",
+			c.Policies.TrustDomain().Name(), c.CA.TrustDomain().Name()))
+	}
 	if c.Model == nil {
 		errs = append(errs, errors.New("controlplane: model is required"))
 	}
@@ -89,17 +104,19 @@ func (c Config) Validate() error {
 
 // Server implements the Identity and Discovery services.
 type Server struct {
-	ca      *ca.CA
-	tokens  *identity.TokenStore
-	model   *discovery.Model
-	bundle  x509bundle.Source
-	ttl     time.Duration
-	logger  *slog.Logger
-	now     func() time.Time
-	metrics *metrics
-	started time.Time
-	grace   time.Duration
-	linger  time.Duration
+	ca       *ca.CA
+	tokens   attest.JoinToken
+	unix     *attest.Unix
+	policies *attest.Policies
+	model    *discovery.Model
+	bundle   x509bundle.Source
+	ttl      time.Duration
+	logger   *slog.Logger
+	now      func() time.Time
+	metrics  *metrics
+	started  time.Time
+	grace    time.Duration
+	linger   time.Duration
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed by Drain
@@ -112,7 +129,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		ca:       cfg.CA,
-		tokens:   cfg.Tokens,
+		tokens:   attest.JoinToken{Tokens: cfg.Tokens},
+		policies: cfg.Policies,
 		model:    cfg.Model,
 		bundle:   cfg.Bundle,
 		ttl:      cfg.SVIDTTL,
@@ -137,6 +155,14 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if s.policies == nil {
+		s.policies = attest.NewPolicies(cfg.CA.TrustDomain())
+	}
+	unix, err := attest.NewUnix(attest.UnixConfig{TrustDomain: cfg.CA.TrustDomain(), Policies: s.policies})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	s.unix = unix
 	s.started = s.now()
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {

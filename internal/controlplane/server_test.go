@@ -8,9 +8,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rampart-mesh/rampart/api/v1alpha1"
+	"github.com/rampart-mesh/rampart/internal/attest"
 	"github.com/rampart-mesh/rampart/internal/ca"
 	"github.com/rampart-mesh/rampart/internal/discovery"
 	"github.com/rampart-mesh/rampart/internal/identity"
@@ -65,9 +69,25 @@ type env struct {
 	serverID   spiffeid.ID
 	bundle     *meshtls.Bundle
 	srv        *Server
+	unixAddr   string // "unix:///path" of the Unix listener; "" without one
+}
+
+// envOpts are the options of newEnvWith.
+type envOpts struct {
+	// unix also serves on a Unix socket.
+	unix bool
+	// policies, when not nil, are the attestation policies in force.
+	policies *attest.Policies
+	// logger receives the server's logs.
+	logger *slog.Logger
 }
 
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvWith(t, envOpts{})
+}
+
+func newEnvWith(t *testing.T, o envOpts) *env {
 	t.Helper()
 	dir := t.TempDir()
 	authority, err := ca.Open(ca.Config{Dir: filepath.Join(dir, "ca"), TrustDomain: td})
@@ -86,7 +106,7 @@ func newEnv(t *testing.T) *env {
 	bundle := &meshtls.Bundle{}
 	bundle.SetRoots(td, authority.Roots())
 	reg := prometheus.NewRegistry()
-	srv, err := New(Config{CA: authority, Tokens: tokens, Model: model, Bundle: bundle, Registerer: reg, SVIDTTL: time.Hour})
+	srv, err := New(Config{CA: authority, Tokens: tokens, Policies: o.policies, Model: model, Bundle: bundle, Registerer: reg, SVIDTTL: time.Hour, Logger: o.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +124,7 @@ func newEnv(t *testing.T) *env {
 	if err := serving.Set(&x509svid.SVID{ID: serverID, Certificates: chain, PrivateKey: key}); err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
+	gs := grpc.NewServer(grpc.Creds(ServerCredentials(&tls.Config{
 		MinVersion: tls.VersionTLS13,
 		ClientAuth: tls.RequestClientCert,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -116,21 +136,51 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = gs.Serve(lis)
-	}()
+	e := &env{ca: authority, tokens: tokens, tokenClock: tc, model: model, reg: reg, addr: lis.Addr().String(), serverID: serverID, bundle: bundle, srv: srv}
+	listeners := []net.Listener{lis}
+	if o.unix {
+		// A short path: socket paths are limited to 107 bytes.
+		sockDir, err := os.MkdirTemp("", "cp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(sockDir) })
+		ulis, err := net.Listen("unix", filepath.Join(sockDir, "attest.sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		listeners = append(listeners, ulis)
+		e.unixAddr = "unix://" + ulis.Addr().String()
+	}
+	var wg sync.WaitGroup
+	for _, l := range listeners {
+		wg.Go(func() { _ = gs.Serve(l) })
+	}
 	t.Cleanup(func() {
 		srv.Drain()
 		gs.GracefulStop()
-		<-done
+		wg.Wait()
 	})
-	return &env{ca: authority, tokens: tokens, tokenClock: tc, model: model, reg: reg, addr: lis.Addr().String(), serverID: serverID, bundle: bundle, srv: srv}
+	return e
 }
 
 // dial connects presenting svid as the client certificate (none if nil).
 func (e *env) dial(t *testing.T, svid *x509svid.SVID) *grpc.ClientConn {
+	t.Helper()
+	return e.dialAddr(t, e.addr, svid)
+}
+
+// dialUnix connects over the Unix socket, presenting svid (none if nil):
+// this process is the peer the controller attests.
+func (e *env) dialUnix(t *testing.T, svid *x509svid.SVID) *grpc.ClientConn {
+	t.Helper()
+	if e.unixAddr == "" {
+		t.Fatal("env has no Unix listener")
+	}
+	return e.dialAddr(t, e.unixAddr, svid)
+}
+
+func (e *env) dialAddr(t *testing.T, addr string, svid *x509svid.SVID) *grpc.ClientConn {
 	t.Helper()
 	holder := &meshtls.SVID{}
 	if svid != nil {
@@ -139,7 +189,7 @@ func (e *env) dial(t *testing.T, svid *x509svid.SVID) *grpc.ClientConn {
 		}
 	}
 	tlsCfg := meshtls.Config{SVID: holder, Bundle: e.bundle}.Client(e.serverID)
-	cc, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,5 +619,23 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestConfigValidate(t *testing.T) {
 	if _, err := New(Config{}); err == nil {
 		t.Error("New(Config{}) succeeded")
+	}
+}
+
+// TestConfigRefusesPoliciesOfAnotherTrustDomain: they would apply to no
+// identity this CA issues, and so admit any code.
+func TestConfigRefusesPoliciesOfAnotherTrustDomain(t *testing.T) {
+	authority, err := ca.Open(ca.Config{Dir: filepath.Join(t.TempDir(), "ca"), TrustDomain: td})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{CA: authority, Tokens: &identity.TokenStore{}, Model: &discovery.Model{}, Bundle: &meshtls.Bundle{},
+		Policies: attest.NewPolicies(spiffeid.RequireTrustDomainFromString("other.org"))}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "other.org") {
+		t.Errorf("Validate = %v, want an error naming the policies' trust domain", err)
+	}
+	cfg.Policies = attest.NewPolicies(td)
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate with policies of the CA's trust domain: %v", err)
 	}
 }
