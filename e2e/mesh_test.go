@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -51,6 +52,7 @@ type mesh struct {
 	td        spiffeid.TrustDomain
 	ttl       time.Duration
 
+	ctrlOpts   []func(*controller.Config) // applied to every controller started
 	ctrl       *controller.Controller
 	ctrlAddr   string
 	stopCtrl   context.CancelFunc
@@ -58,7 +60,7 @@ type mesh struct {
 	bundlePath string
 }
 
-func newMesh(t *testing.T, ttl time.Duration, config string) *mesh {
+func newMesh(t *testing.T, ttl time.Duration, config string, opts ...func(*controller.Config)) *mesh {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -69,6 +71,7 @@ func newMesh(t *testing.T, ttl time.Duration, config string) *mesh {
 		configDir: t.TempDir(),
 		td:        spiffeid.RequireTrustDomainFromString(trustDomain),
 		ttl:       ttl,
+		ctrlOpts:  opts,
 	}
 	m.writeConfig("mesh.yaml", config)
 	m.startController("127.0.0.1:0")
@@ -94,7 +97,7 @@ func (m *mesh) writeConfig(name, content string) {
 
 func (m *mesh) startController(listen string) {
 	m.t.Helper()
-	c, err := controller.New(controller.Config{
+	cfg := controller.Config{
 		StateDir:    m.stateDir,
 		ConfigDir:   m.configDir,
 		Listen:      listen,
@@ -102,7 +105,11 @@ func (m *mesh) startController(listen string) {
 		TrustDomain: trustDomain,
 		SVIDTTL:     m.ttl,
 		Logger:      m.logger("controller"),
-	})
+	}
+	for _, o := range m.ctrlOpts {
+		o(&cfg)
+	}
+	c, err := controller.New(cfg)
 	if err != nil {
 		m.t.Fatalf("controller: %v", err)
 	}
@@ -153,6 +160,10 @@ type proxyOpts struct {
 	labels    map[string]string
 	upstreams []string // service=... listen addresses are picked here
 	token     string   // default: a fresh one for sa
+	// controller overrides the controller's address (a unix:// socket,
+	// say); with noToken the proxy starts without a join token.
+	controller string
+	noToken    bool
 }
 
 type runningProxy struct {
@@ -167,7 +178,7 @@ func (m *mesh) startProxy(o proxyOpts, wait bool) *runningProxy {
 	if o.sa == "" {
 		o.sa = o.name
 	}
-	if o.token == "" {
+	if o.token == "" && !o.noToken {
 		o.token = m.token(o.sa)
 	}
 	roots, err := proxy.LoadBundle(m.bundlePath)
@@ -175,7 +186,7 @@ func (m *mesh) startProxy(o proxyOpts, wait bool) *runningProxy {
 		m.t.Fatal(err)
 	}
 	cfg := proxy.Config{
-		Controller:     m.ctrlAddr,
+		Controller:     cmp.Or(o.controller, m.ctrlAddr),
 		TrustBundle:    roots,
 		JoinToken:      o.token,
 		Namespace:      ns,

@@ -45,6 +45,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/rampart-mesh/rampart/internal/authz"
+	"github.com/rampart-mesh/rampart/internal/codedigest"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
 	"github.com/rampart-mesh/rampart/internal/proxy/forward"
@@ -216,11 +217,16 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	if !ok {
 		return ctx
 	}
-	id, err := meshtls.PeerID(tc.ConnectionState())
+	cs := tc.ConnectionState()
+	id, err := meshtls.PeerID(cs)
 	if err != nil {
 		return ctx
 	}
-	return context.WithValue(ctx, peerKey{}, newPeer(id))
+	p := newPeer(id)
+	// The handshake verified the chain: the attested code digest it
+	// carries, if any, is the controller's word.
+	p.digest, _ = codedigest.FromCertificate(cs.PeerCertificates[0])
+	return context.WithValue(ctx, peerKey{}, p)
 }
 
 // peer is who sent a request: the verified identity of a tunnel
@@ -230,6 +236,7 @@ type peer struct {
 	id       spiffeid.ID // zero for a plaintext client
 	clientID []string    // Rampart-Client-Id; nil for a plaintext client
 	ip       netip.Addr  // the client's address; invalid means r.RemoteAddr
+	digest   string      // the attested digest of the peer's code, if its certificate carries one
 }
 
 func newPeer(id spiffeid.ID) *peer { return &peer{id: id, clientID: []string{id.String()}} }
@@ -319,6 +326,7 @@ func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request, st *state
 	req := authz.Request{
 		Source:        src.name(),
 		Authenticated: src.authenticated(),
+		SourceDigest:  src.digest,
 		SourceIP:      src.ip,
 		Port:          app.port,
 		Protocol:      authz.ProtocolHTTP,
@@ -426,6 +434,7 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, st *state
 	}
 	req := authz.Request{
 		Source:        peer.name(),
+		SourceDigest:  peer.digest,
 		Authenticated: peer.authenticated(),
 		SourceIP:      peer.ip,
 		Port:          app.port,
