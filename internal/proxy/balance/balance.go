@@ -269,14 +269,19 @@ type Handle[E comparable] struct {
 // Endpoint returns the picked endpoint.
 func (h Handle[E]) Endpoint() E { return h.ep.key }
 
+// Elapsed returns the time since the pick on the balancer's clock: the
+// latency to give Done.
+func (h Handle[E]) Elapsed() time.Duration { return time.Duration(h.b.nanotime() - h.start) }
+
 // Done records how the request ended and how long it took to be answered,
-// from about when it was picked. It reads no clock: the answer came at the
-// time of the pick plus latency.
-func (h Handle[E]) Done(latency time.Duration, o Outcome) {
+// from about when it was picked, and reports whether this answer ejected
+// the endpoint. It reads no clock: the answer came at the time of the pick
+// plus latency.
+func (h Handle[E]) Done(latency time.Duration, o Outcome) (ejected bool) {
 	ep, b := h.ep, h.b
 	ep.inflight.Add(-1)
 	if o == Abandoned {
-		return
+		return false
 	}
 	latency = max(latency, 1)
 	now := h.start + int64(latency)
@@ -285,7 +290,9 @@ func (h Handle[E]) Done(latency time.Duration, o Outcome) {
 		b.mu.Lock()
 		b.rebuildLocked(now)
 		b.mu.Unlock()
+		return true
 	}
+	return false
 }
 
 // Pick picks an endpoint for a request; false when the set is empty.

@@ -68,7 +68,45 @@ type Metrics struct {
 	// RateLimited counts requests and streams refused by a rate limit, by
 	// the policy that sets it and its name.
 	RateLimited *prometheus.CounterVec
+	// Retries counts the decisions taken after a failed outbound attempt,
+	// by service and verdict (retry.Verdict's names: retry,
+	// budget_exhausted, not_retryable, ...).
+	Retries *prometheus.CounterVec
+	// Ejections counts endpoints taken out of balancing by outlier
+	// detection, by service.
+	Ejections *prometheus.CounterVec
+
+	ejected ejectedCollector
 }
+
+// EjectedDesc describes rampart_proxy_endpoints_ejected, the endpoints of
+// each service out of balancing now, reported at scrape time from the
+// source given to SetEjectedSource.
+var EjectedDesc = prometheus.NewDesc("rampart_proxy_endpoints_ejected",
+	"Endpoints of a service currently ejected by outlier detection.", []string{"service"}, nil)
+
+// EjectedSource yields, at scrape time, each service and how many of its
+// endpoints are ejected.
+type EjectedSource func(yield func(service string, ejected int) bool)
+
+type ejectedCollector struct {
+	src atomic.Pointer[EjectedSource]
+}
+
+func (c *ejectedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- EjectedDesc }
+
+func (c *ejectedCollector) Collect(ch chan<- prometheus.Metric) {
+	src := c.src.Load()
+	if src == nil {
+		return
+	}
+	for svc, n := range *src {
+		ch <- prometheus.MustNewConstMetric(EjectedDesc, prometheus.GaugeValue, float64(n), svc)
+	}
+}
+
+// SetEjectedSource sets what rampart_proxy_endpoints_ejected reports.
+func (m *Metrics) SetEjectedSource(src EjectedSource) { m.ejected.src.Store(&src) }
 
 // New creates the series on a fresh registry with Go and process collectors.
 func New() *Metrics {
@@ -143,6 +181,14 @@ func New() *Metrics {
 			Name: "rampart_proxy_rate_limited_total",
 			Help: "Inbound requests and streams refused by a rate limit, by the policy that sets it and the limit's name.",
 		}, []string{"policy", "limit"}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rampart_proxy_retries_total",
+			Help: "Decisions after a failed outbound attempt, by service and verdict (retry: sent again; the others say why not).",
+		}, []string{"service", "verdict"}),
+		Ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rampart_proxy_endpoint_ejections_total",
+			Help: "Endpoints ejected from balancing by outlier detection, by service.",
+		}, []string{"service"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -150,7 +196,7 @@ func New() *Metrics {
 		m.Requests, m.RequestDuration, m.TCPConnections, m.TCPBytes, m.TLSRefusals,
 		m.Refusals, m.SVIDExpiry, m.SVIDRenewals, m.ControlPlaneConnected,
 		m.ConfigUpdates, m.ConfigRejected, m.Detected, m.Egress, m.Plaintext,
-		m.AuthzDecisions, m.AuthzAudits, m.RateLimited,
+		m.AuthzDecisions, m.AuthzAudits, m.RateLimited, m.Retries, m.Ejections, &m.ejected,
 	)
 	return m
 }

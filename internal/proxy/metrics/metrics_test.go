@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -55,5 +56,22 @@ func TestChildCountsUnderItsLabelsOnceUsed(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, c.Inc); n != 0 {
 		t.Fatalf("%v allocations per count", n)
+	}
+}
+
+func TestEjectedGaugeReadsItsSourceAtScrapeTime(t *testing.T) {
+	m := New()
+	if n := testutil.CollectAndCount(&m.ejected); n != 0 {
+		t.Fatalf("%d series without a source, want 0", n)
+	}
+	ejected := 0
+	m.SetEjectedSource(func(yield func(string, int) bool) { yield("orders.shop", ejected) })
+	ejected = 2
+	want := `# HELP rampart_proxy_endpoints_ejected Endpoints of a service currently ejected by outlier detection.
+# TYPE rampart_proxy_endpoints_ejected gauge
+rampart_proxy_endpoints_ejected{service="orders.shop"} 2
+`
+	if err := testutil.CollectAndCompare(&m.ejected, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -8,7 +8,15 @@
 // request balanced on its own; opaque TCP is carried as one tunnel stream
 // per connection. HTTP/1.1 is served by the lean server of package h1,
 // h2c by net/http's; both hand requests to the same handler, which passes
-// them on with package forward. It must not depend on Kubernetes packages.
+// them on with package forward.
+//
+// Each destination (a service port, or one endpoint reached by its own
+// address) keeps a balancer (package balance: peak-EWMA power of two
+// choices, outlier ejection) across configuration updates, and each
+// service a retry budget; failed attempts are retried on another endpoint
+// as package retry's Policy allows. A refusal by the peer's policy or rate
+// limit is an answer, never retried and never held against the endpoint.
+// See docs/traffic.md. It must not depend on Kubernetes packages.
 package outbound
 
 import (
@@ -17,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"iter"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,6 +41,8 @@ import (
 	"github.com/rampart-mesh/rampart/internal/identity"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/proxy/accept"
+	"github.com/rampart-mesh/rampart/internal/proxy/balance"
+	"github.com/rampart-mesh/rampart/internal/proxy/balance/retry"
 	"github.com/rampart-mesh/rampart/internal/proxy/forward"
 	"github.com/rampart-mesh/rampart/internal/proxy/h1"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
@@ -60,10 +69,6 @@ const (
 // statusClientClosed is the code recorded for a request its caller
 // abandoned before the answer (nginx's 499).
 const statusClientClosed = 499
-
-// maxAttempts bounds how many endpoints one request or connection tries
-// when tunnels cannot be established.
-const maxAttempts = 3
 
 // Upstream is one app-facing listener: the service it reaches and where
 // the app calls it.
@@ -137,6 +142,35 @@ type Config struct {
 	DetectTimeout time.Duration
 	// DialTimeout bounds dialing a destination outside the mesh; default 5s.
 	DialTimeout time.Duration
+	// Balance configures the balancer of each destination; the zero value
+	// is peak-EWMA with outlier ejection, at package balance's and
+	// package outlier's defaults.
+	Balance balance.Config
+	// Retry says which failed attempts are sent again; the zero value is
+	// package retry's defaults (3 attempts; connection failures, and
+	// 502/503/504 or broken streams of idempotent requests; gRPC
+	// UNAVAILABLE).
+	Retry retry.Policy
+	// Budget configures each service's retry budget; the zero value is
+	// package retry's defaults (20% of requests plus 10/s).
+	Budget retry.BudgetConfig
+}
+
+// Validate reports a setting out of range.
+func (c *Config) Validate() error {
+	if c.Dialer == nil || c.Metrics == nil {
+		return errors.New("outbound: dialer and metrics required")
+	}
+	if err := c.Balance.Validate(); err != nil {
+		return fmt.Errorf("outbound: %w", err)
+	}
+	if err := c.Retry.Validate(); err != nil {
+		return fmt.Errorf("outbound: %w", err)
+	}
+	if err := c.Budget.Validate(); err != nil {
+		return fmt.Errorf("outbound: %w", err)
+	}
+	return nil
 }
 
 // Outbound owns the app-facing listeners.
@@ -146,6 +180,10 @@ type Outbound struct {
 	listeners   []net.Listener // by upstream index
 	transparent net.Listener   // nil unless Config.Transparent
 	state       atomic.Pointer[state]
+
+	mu       sync.Mutex // serializes Update; guards the maps below
+	dests    map[destKey]*dest
+	services map[string]*service
 }
 
 // state is what the current configuration says about destinations.
@@ -160,48 +198,101 @@ type route struct {
 	service string // name.namespace, for metrics and errors
 	known   bool
 	port    *meshv1.ServicePort
-	peers   []tunnel.Peer
-	next    atomic.Uint32
+	dest    *dest // nil unless known
+	n       int   // endpoints under this configuration
 
 	metrics    *metrics.Metrics
 	targetPort []string // the Rampart-Target-Port header value
-	// series holds the request series of each peer, by index, and last
-	// of requests that reached no peer; each is made on first use.
-	series []atomic.Pointer[metrics.Series]
+	// noPeer is the request series of requests that reached no peer,
+	// made on first use.
+	noPeer atomic.Pointer[metrics.Series]
 }
 
-// newRoute returns the route of a service port; a nil port is unknown.
-func newRoute(m *metrics.Metrics, service string, port *meshv1.ServicePort, peers []tunnel.Peer) *route {
-	r := &route{service: service, known: port != nil, port: port, peers: peers, metrics: m}
-	if port != nil {
-		r.targetPort = []string{strconv.FormatUint(uint64(port.GetTargetPort()), 10)}
-		r.series = make([]atomic.Pointer[metrics.Series], len(peers)+1)
-	}
-	return r
+// unknownRoute is the route of a destination the configuration does not
+// describe.
+func unknownRoute(m *metrics.Metrics, service string) *route {
+	return &route{service: service, metrics: m}
 }
 
-// seriesOf returns the request series of the i-th peer, or of no peer
-// when i < 0.
-func (r *route) seriesOf(i int) *metrics.Series {
-	peer := ""
-	if i < 0 {
-		i = len(r.peers)
-	} else {
-		peer = r.peers[i].ID.String()
+// seriesOf returns the request series of an endpoint, or of no peer when
+// ep is nil.
+func (r *route) seriesOf(ep *endpoint) *metrics.Series {
+	if ep != nil {
+		return ep.seriesOf(r.metrics)
 	}
-	s := r.series[i].Load()
+	s := r.noPeer.Load()
 	if s == nil {
-		s = r.metrics.Series(metrics.Outbound, peer, r.service)
-		r.series[i].Store(s)
+		s = r.metrics.Series(metrics.Outbound, "", r.service)
+		r.noPeer.Store(s)
 	}
 	return s
+}
+
+// service is what the destinations of one service share across
+// configurations: the retry budget.
+type service struct {
+	name      string
+	budget    *retry.Budget
+	ejections *metrics.Child
+}
+
+// destKey names a destination across configurations.
+type destKey struct {
+	service string
+	port    uint32 // the target port
+	// endpoint is the address of the only endpoint of a destination
+	// reached by the endpoint's own IP; "" for a service's.
+	endpoint string
+}
+
+// dest is one destination's balancer, kept across configurations so that
+// endpoints that stay keep their latency estimates and standing.
+type dest struct {
+	svc *service
+	bal *balance.Balancer[*endpoint]
+	eps map[tunnel.Peer]*endpoint // the current set; guarded by Outbound.mu
+}
+
+// endpoint is one peer of a destination.
+type endpoint struct {
+	peer    tunnel.Peer
+	service string
+	series  atomic.Pointer[metrics.Series] // made on first use
+}
+
+func (e *endpoint) seriesOf(m *metrics.Metrics) *metrics.Series {
+	s := e.series.Load()
+	if s == nil {
+		s = m.Series(metrics.Outbound, e.peer.ID.String(), e.service)
+		e.series.Store(s)
+	}
+	return s
+}
+
+// update makes peers the destination's endpoints.
+func (d *dest) update(peers []tunnel.Peer) {
+	eps := make(map[tunnel.Peer]*endpoint, len(peers))
+	keys := make([]*endpoint, 0, len(peers))
+	for _, p := range peers {
+		if _, dup := eps[p]; dup {
+			continue
+		}
+		e := d.eps[p]
+		if e == nil {
+			e = &endpoint{peer: p, service: d.svc.name}
+		}
+		eps[p] = e
+		keys = append(keys, e)
+	}
+	d.eps = eps
+	d.bal.Update(keys)
 }
 
 // New binds the app-facing listeners; an address in use is an error now
 // rather than later.
 func New(cfg Config) (*Outbound, error) {
-	if cfg.Dialer == nil || cfg.Metrics == nil {
-		return nil, errors.New("outbound: dialer and metrics required")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
@@ -212,7 +303,7 @@ func New(cfg Config) (*Outbound, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
-	o := &Outbound{cfg: cfg, log: cfg.Logger}
+	o := &Outbound{cfg: cfg, log: cfg.Logger, dests: make(map[destKey]*dest), services: make(map[string]*service)}
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
 	}
@@ -232,8 +323,57 @@ func New(cfg Config) (*Outbound, error) {
 		}
 		o.transparent = l
 	}
-	o.state.Store(&state{upstreams: make([]*route, len(cfg.Upstreams))})
+	st := &state{upstreams: make([]*route, len(cfg.Upstreams))}
+	for i, u := range cfg.Upstreams {
+		st.upstreams[i] = unknownRoute(cfg.Metrics, o.serviceKey(u))
+	}
+	o.state.Store(st)
+	cfg.Metrics.SetEjectedSource(o.ejected)
 	return o, nil
+}
+
+// ejected yields how many endpoints of each service are ejected now.
+func (o *Outbound) ejected(yield func(service string, n int) bool) {
+	o.mu.Lock()
+	counts := make(map[string]int, len(o.services))
+	for svc := range o.services {
+		counts[svc] = 0
+	}
+	for _, d := range o.dests {
+		for _, st := range d.bal.Endpoints() {
+			if !st.EjectedUntil.IsZero() {
+				counts[d.svc.name]++
+			}
+		}
+	}
+	o.mu.Unlock()
+	for svc, n := range counts {
+		if !yield(svc, n) {
+			return
+		}
+	}
+}
+
+// Endpoints returns the state of the endpoints of every destination, for
+// display: by "service:port", or "service:port@endpoint" for an endpoint
+// reached by its own address.
+func (o *Outbound) Endpoints() map[string][]balance.Status[tunnel.Peer] {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make(map[string][]balance.Status[tunnel.Peer], len(o.dests))
+	for k, d := range o.dests {
+		name := k.service + ":" + strconv.FormatUint(uint64(k.port), 10)
+		if k.endpoint != "" {
+			name += "@" + k.endpoint
+		}
+		for _, st := range d.bal.Endpoints() {
+			out[name] = append(out[name], balance.Status[tunnel.Peer]{
+				Endpoint: st.Endpoint.peer, InFlight: st.InFlight, Latency: st.Latency,
+				Weight: st.Weight, EjectedUntil: st.EjectedUntil,
+			})
+		}
+	}
+	return out
 }
 
 // Close releases the listeners of an Outbound that will not Run.
@@ -271,7 +411,11 @@ func (o *Outbound) serviceKey(u Upstream) string {
 // Update applies a new configuration. It never fails: an upstream the
 // configuration does not describe is refused until one does. Connections
 // open stay open: each request and connection looks its route up anew.
+// Destinations that stay keep their balancers, and endpoints that stay
+// their estimates and standing.
 func (o *Outbound) Update(pc *meshv1.ProxyConfig) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	services := make(map[string]*meshv1.Service, len(pc.GetServices()))
 	for _, s := range pc.GetServices() {
 		services[s.GetName()+"."+s.GetNamespace()] = s
@@ -280,17 +424,68 @@ func (o *Outbound) Update(pc *meshv1.ProxyConfig) {
 		upstreams: make([]*route, len(o.cfg.Upstreams)),
 		egress:    pc.GetSettings().GetEgress(),
 	}
-	for i, u := range o.cfg.Upstreams {
-		key := o.serviceKey(u)
-		st.upstreams[i] = newRoute(o.cfg.Metrics, key, nil, nil)
+	u := updater{o: o, used: make(map[destKey]bool), usedSvc: make(map[string]bool)}
+	for i, up := range o.cfg.Upstreams {
+		key := o.serviceKey(up)
+		st.upstreams[i] = unknownRoute(o.cfg.Metrics, key)
 		if s, ok := services[key]; ok {
-			st.upstreams[i] = newRoute(o.cfg.Metrics, key, pickPort(s.GetPorts(), u.Port), peersOf(s.GetEndpoints(), nil))
+			if p := pickPort(s.GetPorts(), up.Port); p != nil {
+				st.upstreams[i] = u.route(key, p, "", peersOf(s.GetEndpoints(), nil))
+			}
 		}
 	}
 	if o.transparent != nil {
-		st.byAddr = addressTable(o.cfg.Metrics, pc.GetServices())
+		st.byAddr = u.addressTable(pc.GetServices())
+	}
+	for k := range o.dests {
+		if !u.used[k] {
+			delete(o.dests, k)
+		}
+	}
+	for k := range o.services {
+		if !u.usedSvc[k] {
+			delete(o.services, k)
+		}
 	}
 	o.state.Store(st)
+}
+
+// updater builds the routes of one configuration; it runs under o.mu.
+type updater struct {
+	o       *Outbound
+	used    map[destKey]bool
+	usedSvc map[string]bool
+}
+
+// route returns the route of a known service port to peers, with the
+// destination's balancer, made now or kept from earlier configurations.
+func (u *updater) route(svc string, port *meshv1.ServicePort, only string, peers []tunnel.Peer) *route {
+	o := u.o
+	key := destKey{service: svc, port: port.GetTargetPort(), endpoint: only}
+	d := o.dests[key]
+	if d == nil {
+		sv := o.services[svc]
+		if sv == nil {
+			// Validated in New: the budget cannot fail.
+			b, _ := retry.NewBudget(o.cfg.Budget)
+			sv = &service{name: svc, budget: b, ejections: metrics.NewChild(o.cfg.Metrics.Ejections, svc)}
+			o.services[svc] = sv
+		}
+		// Validated in New: the balancer cannot fail.
+		bal, _ := balance.New[*endpoint](o.cfg.Balance)
+		d = &dest{svc: sv, bal: bal}
+		o.dests[key] = d
+	}
+	u.usedSvc[svc] = true
+	if !u.used[key] {
+		u.used[key] = true
+		d.update(peers)
+	}
+	r := &route{
+		service: svc, known: true, port: port, dest: d, n: len(peers), metrics: o.cfg.Metrics,
+		targetPort: []string{strconv.FormatUint(uint64(port.GetTargetPort()), 10)},
+	}
+	return r
 }
 
 // addressTable maps every address a transparent proxy may see as an
@@ -299,12 +494,13 @@ func (o *Outbound) Update(pc *meshv1.ProxyConfig) {
 // port goes to that endpoint alone, as a pod IP does on Kubernetes. The
 // first service to claim an address wins; the controller refuses
 // duplicates.
-func addressTable(m *metrics.Metrics, services []*meshv1.Service) map[netip.AddrPort]*route {
+func (u *updater) addressTable(services []*meshv1.Service) map[netip.AddrPort]*route {
 	table := make(map[netip.AddrPort]*route)
 	for _, s := range services {
 		key := s.GetName() + "." + s.GetNamespace()
 		all := peersOf(s.GetEndpoints(), nil)
 		for _, p := range s.GetPorts() {
+			var svcRoute *route
 			for _, a := range s.GetAddresses() {
 				ip, err := netip.ParseAddr(a)
 				if err != nil {
@@ -312,7 +508,10 @@ func addressTable(m *metrics.Metrics, services []*meshv1.Service) map[netip.Addr
 				}
 				ap := netip.AddrPortFrom(ip.Unmap(), uint16(p.GetPort()))
 				if _, dup := table[ap]; !dup {
-					table[ap] = newRoute(m, key, p, all)
+					if svcRoute == nil {
+						svcRoute = u.route(key, p, "", all)
+					}
+					table[ap] = svcRoute
 				}
 			}
 			for _, e := range s.GetEndpoints() {
@@ -322,7 +521,7 @@ func addressTable(m *metrics.Metrics, services []*meshv1.Service) map[netip.Addr
 				}
 				ap := netip.AddrPortFrom(ip.Unmap(), uint16(p.GetTargetPort()))
 				if _, dup := table[ap]; !dup {
-					table[ap] = newRoute(m, key, p, peersOf([]*meshv1.Endpoint{e}, nil))
+					table[ap] = u.route(key, p, e.GetAddress(), peersOf([]*meshv1.Endpoint{e}, nil))
 				}
 			}
 		}
@@ -606,26 +805,25 @@ func (h httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", "", metrics.Code(http.StatusServiceUnavailable)).Inc()
 		localError(w, r, http.StatusServiceUnavailable, "rampart: destination "+name+" is unknown to the mesh")
 		return
-	case len(rt.peers) == 0:
+	case rt.n == 0:
 		o.refuse(ReasonNoEndpoints)
 		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", rt.service, metrics.Code(http.StatusServiceUnavailable)).Inc()
 		localError(w, r, http.StatusServiceUnavailable, "rampart: service "+rt.service+" has no endpoints")
 		return
 	}
 	start := time.Now()
-	code, peer := o.forward(w, r, rt)
-	rt.seriesOf(peer).Observe(code, time.Since(start).Seconds())
+	code, ep := o.forward(w, r, rt)
+	rt.seriesOf(ep).Observe(code, time.Since(start).Seconds())
 }
 
-// forward sends a request to an endpoint of its route, trying the next
-// endpoint when a tunnel cannot be established (the request was then
-// certainly not sent), and writes the answer. It returns the status code
-// to count and the index of the peer that answered or failed last (-1 for
-// none).
-func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route) (code, peer int) {
+// forward sends a request to an endpoint of its route, retrying on
+// another endpoint as the retry policy and the service's budget allow, and
+// writes the answer. It returns the status code to count and the endpoint
+// that answered or failed last (nil for none).
+func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route) (code int, ep *endpoint) {
 	x, err := forward.NewExchange(w, r)
 	if err != nil {
-		return o.failed(w, r, rt, err), -1
+		return o.failed(w, r, rt, err), nil
 	}
 	defer x.Close()
 	out := x.Out
@@ -639,30 +837,169 @@ func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route) (c
 		// Detected HTTP/2: the app's server speaks it too.
 		out.Header[tunnel.HeaderAppProtocol] = appProtocolH2C
 	}
+
+	d := rt.dest
+	d.svc.budget.Deposit()
+	req := retry.Request{Method: r.Method, GRPC: isGRPC(r)}
+	if out.Body != nil && (req.GRPC || retry.IdempotentMethod(r.Method)) {
+		// Only these may be retried once sent: keep the start of their
+		// body for a retry. Any other request is retried only when it was
+		// not sent, its body unread.
+		req.Body = retry.NewReplay(out.Body, 0)
+		defer req.Body.Close()
+	}
+	h, ok := d.bal.Pick()
+	if !ok {
+		return o.failed(w, r, rt, errNoEndpoint), nil
+	}
+	if req.Body != nil {
+		out.Body, _ = req.Body.Rewind() // a fresh Replay always rewinds
+	}
 	var res *http.Response
-	peer = -1
-	n := uint32(len(rt.peers))
-	first := rt.next.Add(1)
-	for k := range min(n, maxAttempts) {
-		peer = int((first + k) % n)
-		res, err = o.cfg.Dialer.RoundTrip(rt.peers[peer], out)
-		if err == nil || !retriable(r.Context(), err) {
+	for n := 1; ; n++ {
+		ep = h.Endpoint()
+		res, err = o.cfg.Dialer.RoundTrip(ep.peer, out)
+		if err == nil && res.StatusCode < 500 && !req.GRPC && res.Header[tunnel.HeaderDecisionID] == nil {
+			// The common case: answered, nothing to retry.
+			h.Done(h.Elapsed(), balance.Success)
+			break
+		}
+		result, outcome, decided := resultOf(r.Context(), res, err, req.GRPC)
+		if h.Done(h.Elapsed(), outcome) {
+			o.ejectedOne(d, ep)
+		}
+		if outcome == balance.Abandoned || decided {
+			// The caller left, or the peer's policy or rate limit
+			// refused the request: a decision, not a fault, and never
+			// retried across the boundary it was refused at.
+			break
+		}
+		delay, v := o.cfg.Retry.Next(d.svc.budget, n, req, result, remaining(r.Context()))
+		if v == retry.Answered {
+			break
+		}
+		o.cfg.Metrics.Retries.WithLabelValues(d.svc.name, v.String()).Inc()
+		if v != retry.Retry {
+			break
+		}
+		if req.Body != nil {
+			body, ok := req.Body.Rewind()
+			if !ok {
+				// The attempt read past what is kept after the policy
+				// looked: answer with what it got.
+				break
+			}
+			out.Body = body
+		}
+		if res != nil {
+			res.Body.Close()
+			res = nil
+		}
+		if err = wait(r.Context(), delay); err != nil {
+			break
+		}
+		if h, ok = d.bal.Repick(h); !ok {
+			err = errNoEndpoint
 			break
 		}
 	}
+	if req.Body != nil {
+		// The answer is committed: stop keeping the body.
+		req.Body.Commit()
+	}
 	x.RoundTripDone()
 	if err != nil {
-		return o.failed(w, out, rt, err), peer
+		return o.failed(w, out, rt, err), ep
 	}
 	if err := x.WriteResponse(res); err != nil {
 		// The body broke off: abort, so that the client sees the
 		// response incomplete.
 		panic(http.ErrAbortHandler)
 	}
-	return res.StatusCode, peer
+	return res.StatusCode, ep
 }
 
+var errNoEndpoint = errors.New("outbound: no endpoint to pick")
+
 var appProtocolH2C = []string{tunnel.AppProtocolH2C}
+
+// isGRPC reports whether a request is a gRPC call.
+func isGRPC(r *http.Request) bool {
+	ct := r.Header["Content-Type"]
+	return r.ProtoMajor == 2 && len(ct) > 0 && strings.HasPrefix(ct[0], "application/grpc")
+}
+
+// resultOf says how an attempt ended: for the retry policy, for the
+// balancer, and whether the answer is a decision of the peer's policy or
+// rate limit (it carries a decision ID), which is neither a failure of the
+// endpoint nor retried.
+func resultOf(ctx context.Context, res *http.Response, err error, grpc bool) (result retry.Result, o balance.Outcome, decided bool) {
+	if err != nil {
+		var de *tunnel.DialError
+		switch {
+		case ctx.Err() != nil:
+			return retry.Result{Broken: true}, balance.Abandoned, false
+		case errors.As(err, &de):
+			return retry.Result{NotSent: true}, balance.Failure, false
+		}
+		return retry.Result{Broken: true}, balance.Failure, false
+	}
+	result.Status = res.StatusCode
+	if grpc {
+		if v := res.Header["Grpc-Status"]; len(v) > 0 {
+			result.GRPCStatus = v[0]
+		}
+	}
+	if res.Header[tunnel.HeaderDecisionID] != nil && isRefusal(res.StatusCode, result.GRPCStatus != "") {
+		return result, balance.Success, true
+	}
+	if result.Failed() {
+		return result, balance.Failure, false
+	}
+	return result, balance.Success, false
+}
+
+// isRefusal reports whether a status is one a proxy refuses with by
+// policy or rate limit: 400, 403 or 429, or a gRPC trailers-only answer.
+// An app's 5xx with a forged decision ID still counts as a failure.
+func isRefusal(status int, grpcStatus bool) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusForbidden, http.StatusTooManyRequests:
+		return true
+	case http.StatusOK:
+		return grpcStatus
+	}
+	return false
+}
+
+// remaining is the time left before ctx's deadline.
+func remaining(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return time.Until(dl)
+	}
+	return retry.NoDeadline
+}
+
+// wait waits d, or until ctx ends.
+func wait(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ejectedOne counts and logs an endpoint that outlier detection ejected.
+func (o *Outbound) ejectedOne(d *dest, ep *endpoint) {
+	d.svc.ejections.Inc()
+	o.log.Warn("endpoint ejected after failures", "service", d.svc.name, "peer", ep.peer.String())
+}
 
 // failed answers a request that could not be sent, and returns the status
 // code to count.
@@ -676,24 +1013,9 @@ func (o *Outbound) failed(w http.ResponseWriter, r *http.Request, rt *route, err
 	return http.StatusBadGateway
 }
 
-// candidates yields up to maxAttempts distinct endpoints, in round-robin
-// order.
-func (r *route) candidates() iter.Seq[tunnel.Peer] {
-	return func(yield func(tunnel.Peer) bool) {
-		n := uint32(len(r.peers))
-		start := r.next.Add(1)
-		for k := uint32(0); k < min(n, maxAttempts); k++ {
-			if !yield(r.peers[(start+k)%n]) {
-				return
-			}
-		}
-	}
-}
-
-func retriable(ctx context.Context, err error) bool {
-	var de *tunnel.DialError
-	return ctx.Err() == nil && errors.As(err, &de)
-}
+// connectRequest is what the retry policy knows of a CONNECT stream: not
+// idempotent, so retried only when it was not sent (its bytes unread).
+var connectRequest = retry.Request{Method: http.MethodConnect}
 
 func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, t target) {
 	defer conn.Close()
@@ -703,7 +1025,7 @@ func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, t target) {
 		o.log.Warn("refused connection: destination is unknown to the mesh", "destination", t.name())
 		return
 	}
-	if len(r.peers) == 0 {
+	if r.n == 0 {
 		o.refuse(ReasonNoEndpoints)
 		o.log.Warn("refused connection: service has no endpoints", "service", r.service)
 		return
@@ -711,15 +1033,38 @@ func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, t target) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	up := newCountingReader(conn)
+	d := r.dest
+	d.svc.budget.Deposit()
 	var (
 		body io.ReadCloser
 		peer tunnel.Peer
 		err  error
 	)
-	for p := range r.candidates() {
-		peer = p
-		body, err = o.cfg.Dialer.Connect(ctx, p, int(r.port.GetTargetPort()), up)
-		if err == nil || !retriable(ctx, err) {
+	h, ok := d.bal.Pick()
+	if !ok {
+		o.refuse(ReasonNoEndpoints)
+		return
+	}
+	for n := 1; ; n++ {
+		ep := h.Endpoint()
+		peer = ep.peer
+		body, err = o.cfg.Dialer.Connect(ctx, peer, int(r.port.GetTargetPort()), up)
+		result, outcome, decided := streamResultOf(ctx, err)
+		if h.Done(h.Elapsed(), outcome) {
+			o.ejectedOne(d, ep)
+		}
+		if err == nil || outcome == balance.Abandoned || decided {
+			break
+		}
+		delay, v := o.cfg.Retry.Next(d.svc.budget, n, connectRequest, result, retry.NoDeadline)
+		o.cfg.Metrics.Retries.WithLabelValues(d.svc.name, v.String()).Inc()
+		if v != retry.Retry {
+			break
+		}
+		if wait(ctx, delay) != nil {
+			break
+		}
+		if h, ok = d.bal.Repick(h); !ok {
 			break
 		}
 	}
@@ -750,6 +1095,34 @@ func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, t target) {
 	}
 	o.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Outbound, peerID, r.service, "sent").Add(float64(up.n.Load()))
 	o.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Outbound, peerID, r.service, "received").Add(float64(received))
+}
+
+// streamResultOf says how an attempt to open a CONNECT stream ended, as
+// resultOf does for a request.
+func streamResultOf(ctx context.Context, err error) (result retry.Result, o balance.Outcome, decided bool) {
+	if err == nil {
+		return result, balance.Success, false
+	}
+	var (
+		de *tunnel.DialError
+		re *tunnel.RefusedError
+	)
+	switch {
+	case ctx.Err() != nil:
+		return retry.Result{Broken: true}, balance.Abandoned, false
+	case errors.As(err, &de):
+		return retry.Result{NotSent: true}, balance.Failure, false
+	case errors.As(err, &re):
+		result.Status = re.Status
+		if re.Decision != "" && isRefusal(re.Status, false) {
+			return result, balance.Success, true
+		}
+		if result.Failed() {
+			return result, balance.Failure, false
+		}
+		return result, balance.Success, false
+	}
+	return retry.Result{Broken: true}, balance.Failure, false
 }
 
 func closeWrite(c net.Conn) {

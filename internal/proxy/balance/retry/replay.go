@@ -35,6 +35,7 @@ type Replay struct {
 	reading   bool      // a read of src is in progress
 	gen       uint64    // the attempt whose body may read
 	closed    bool
+	committed bool // no attempt will follow: keep nothing more
 	closeOnce sync.Once
 }
 
@@ -60,7 +61,7 @@ func NewReplay(src io.ReadCloser, limit int) *Replay {
 func (r *Replay) Rewind() (io.ReadCloser, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.overflow || r.closed {
+	if r.overflow || r.closed || r.committed {
 		return nil, false
 	}
 	r.gen++
@@ -71,7 +72,18 @@ func (r *Replay) Rewind() (io.ReadCloser, bool) {
 func (r *Replay) Replayable() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return !r.overflow && !r.closed
+	return !r.overflow && !r.closed && !r.committed
+}
+
+// Commit says that the current attempt is the last: bytes read from the
+// source from now on are not kept, and those kept are released once the
+// attempt has read past them, so that a long request body (a gRPC
+// stream) holds no buffer once its answer is committed. Rewind fails
+// afterwards.
+func (r *Replay) Commit() {
+	r.mu.Lock()
+	r.committed = true
+	r.mu.Unlock()
 }
 
 // Close closes the source and makes every body stop working. It is
@@ -109,7 +121,7 @@ func (b *attemptBody) Read(p []byte) (int, error) {
 			r.mu.Unlock()
 			return 0, errRewound
 		case b.pos < r.total:
-			if r.overflow {
+			if r.overflow || b.pos >= int64(len(r.buf)) {
 				// A previous attempt's read went past the limit while
 				// this one was starting.
 				r.mu.Unlock()
@@ -117,6 +129,9 @@ func (b *attemptBody) Read(p []byte) (int, error) {
 			}
 			n := copy(p, r.buf[b.pos:])
 			b.pos += int64(n)
+			if r.committed && b.pos >= int64(len(r.buf)) {
+				r.buf = nil // caught up: the kept bytes are not needed again
+			}
 			r.mu.Unlock()
 			return n, nil
 		case r.srcErr != nil:
@@ -146,6 +161,8 @@ func (b *attemptBody) readSourceLocked(p []byte) (int, error) {
 	if n > 0 {
 		switch {
 		case r.overflow || r.closed:
+		case r.committed:
+			r.buf = nil // this attempt reads the source: it has caught up
 		case len(r.buf)+n <= r.limit:
 			r.buf = append(r.buf, p[:n]...)
 		default:

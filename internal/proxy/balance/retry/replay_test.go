@@ -276,3 +276,31 @@ func TestReplayOverHTTP(t *testing.T) {
 		t.Error("the transport's Close reached the source")
 	}
 }
+
+func TestReplayCommitKeepsNothingMore(t *testing.T) {
+	r := NewReplay(&source{Reader: strings.NewReader("0123456789")}, 64)
+	first, _ := r.Rewind()
+	buf := make([]byte, 4)
+	if n, _ := first.Read(buf); string(buf[:n]) != "0123" {
+		t.Fatalf("first attempt read %q", buf[:n])
+	}
+	second, _ := r.Rewind()
+	r.Commit()
+	if r.Replayable() {
+		t.Fatal("replayable after Commit")
+	}
+	if _, ok := r.Rewind(); ok {
+		t.Fatal("Rewind succeeded after Commit")
+	}
+	// The last attempt still reads the whole body: the kept bytes, then
+	// the source, and nothing is kept once it has caught up.
+	got, err := io.ReadAll(second)
+	if err != nil || string(got) != "0123456789" {
+		t.Fatalf("last attempt read %q, %v", got, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.buf != nil {
+		t.Fatalf("%d bytes still kept after Commit", len(r.buf))
+	}
+}
