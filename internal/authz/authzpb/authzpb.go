@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/rampart-mesh/rampart/internal/authz"
@@ -104,6 +105,11 @@ func operationsToProto(in []authz.Operation) []*meshv1.Operation {
 func FromProto(m *meshv1.WorkloadPolicy) (*authz.WorkloadPolicy, error) {
 	if m == nil {
 		return nil, errors.New("authorization: missing")
+	}
+	if path := unknownFields(m.ProtoReflect(), "authorization"); path != "" {
+		// A field this proxy does not know may restrict what a rule
+		// matches: dropping it could allow more than the policy says.
+		return nil, fmt.Errorf("%s: has fields this proxy does not know (a controller newer than this proxy?): upgrade the proxy", path)
 	}
 	p := &authz.WorkloadPolicy{
 		Namespace:     m.GetNamespace(),
@@ -246,3 +252,36 @@ var _ = [1]struct{}{}[int(authz.DefaultAllowAuthenticated)-int(meshv1.DefaultAut
 var _ = [1]struct{}{}[int(authz.TLSPermissive)-int(meshv1.TLSMode_TLS_MODE_PERMISSIVE)]
 var _ = [1]struct{}{}[int(authz.ActionAudit)-int(meshv1.PolicyAction_POLICY_ACTION_AUDIT)]
 var _ = [1]struct{}{}[int(authz.PerOverall)-int(meshv1.RateLimitKey_RATE_LIMIT_KEY_OVERALL)]
+
+// unknownFields returns the path of the first message in m's tree that
+// carries fields unknown to this build, or "".
+func unknownFields(m protoreflect.Message, path string) string {
+	if len(m.GetUnknown()) > 0 {
+		return path
+	}
+	var found string
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Message() == nil {
+			return true
+		}
+		name := path + "." + string(fd.Name())
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len() && found == ""; i++ {
+				found = unknownFields(l.Get(i).Message(), fmt.Sprintf("%s[%d]", name, i))
+			}
+		case fd.IsMap():
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				if fd.MapValue().Message() != nil {
+					found = unknownFields(mv.Message(), name+"["+k.String()+"]")
+				}
+				return found == ""
+			})
+		default:
+			found = unknownFields(v.Message(), name)
+		}
+		return found == ""
+	})
+	return found
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -140,5 +141,44 @@ func TestFromProtoRejects(t *testing.T) {
 	}
 	if ToProto(nil) != nil {
 		t.Error("ToProto(nil) is not nil")
+	}
+}
+
+// TestFromProtoRejectsUnknownFields: a field added by a newer controller
+// may restrict a rule; a proxy that does not know it must refuse the
+// policy rather than enforce a broader one.
+func TestFromProtoRejectsUnknownFields(t *testing.T) {
+	// Field 99 of Operation, as a newer controller might send it.
+	unknown := protowire.AppendTag(nil, 99, protowire.BytesType)
+	unknown = protowire.AppendString(unknown, "/only-this")
+	for _, tt := range []struct {
+		name string
+		edit func(*meshv1.WorkloadPolicy)
+		path string
+	}{
+		{"top level", func(m *meshv1.WorkloadPolicy) { m.ProtoReflect().SetUnknown(unknown) }, "authorization:"},
+		{"in an operation", func(m *meshv1.WorkloadPolicy) {
+			m.Policies[1].Rules[0].To[0].ProtoReflect().SetUnknown(unknown)
+		}, "authorization.policies[1].rules[0].to[0]:"},
+		{"in a rate limit", func(m *meshv1.WorkloadPolicy) { m.RateLimits[2].ProtoReflect().SetUnknown(unknown) }, "authorization.rate_limits[2]:"},
+		{"in the TLS policy", func(m *meshv1.WorkloadPolicy) { m.Tls.Ports[0].ProtoReflect().SetUnknown(unknown) }, "authorization.tls.ports[0]:"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := ToProto(sample())
+			tt.edit(m)
+			// Through the wire, as the proxy receives it.
+			b, err := proto.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got meshv1.WorkloadPolicy
+			if err := proto.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+			_, err = FromProto(&got)
+			if err == nil || !strings.HasPrefix(err.Error(), tt.path) {
+				t.Errorf("FromProto = %v, want an error at %s", err, tt.path)
+			}
+		})
 	}
 }
