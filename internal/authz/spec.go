@@ -246,7 +246,7 @@ type RateLimitKey uint8
 const (
 	PerUnset RateLimitKey = iota
 	// PerSource: a bucket per verified source identity; requests without
-	// one are keyed by source IP address.
+	// one are keyed by source IP address (an IPv6 address by its /64).
 	PerSource
 	// PerRoute: a bucket per entry of To.
 	PerRoute

@@ -249,6 +249,22 @@ type key struct {
 	ip netip.Addr
 }
 
+// sourceKey is the address a source without an identity is limited by: an
+// IPv4 address, or the /64 of an IPv6 address, since one host commonly
+// holds a whole /64 and could otherwise take a fresh bucket (and push
+// other sources out of the table) with every address it picks.
+func sourceKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if !a.Is6() {
+		return a
+	}
+	p, err := a.WithZone("").Prefix(64)
+	if err != nil {
+		return a
+	}
+	return p.Addr()
+}
+
 // table holds the buckets of a per-source limit, in shards with a lock
 // and an LRU list each.
 type table struct {
@@ -302,7 +318,7 @@ func (t *table) take(li *limit, r *authz.Request, now int64) Result {
 	if r.Authenticated && r.Source != "" {
 		k.id = r.Source
 	} else {
-		k.ip = r.SourceIP.Unmap()
+		k.ip = sourceKey(r.SourceIP)
 	}
 	s := t.shard(k)
 	s.mu.Lock()

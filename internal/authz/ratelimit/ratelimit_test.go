@@ -121,8 +121,19 @@ func TestPerSource(t *testing.T) {
 	if n := allowed(l, r, 10); n != 3 {
 		t.Errorf("unauthenticated claim of b: %d allowed, want 3", n)
 	}
-	if l.Keys("shop/rl/per-source") != 5 {
-		t.Errorf("keys = %d, want 5", l.Keys("shop/rl/per-source"))
+	// An IPv6 source is keyed by its /64: a host that picks a new
+	// address for each request gets no fresh bucket.
+	if n := allowed(l, fromIP("2001:db8:1:2::1"), 2); n != 2 {
+		t.Errorf("2001:db8:1:2::1: %d allowed, want 2", n)
+	}
+	if n := allowed(l, fromIP("2001:db8:1:2:ffff::9"), 10); n != 1 {
+		t.Errorf("another address of the same /64: %d allowed, want the 1 token left", n)
+	}
+	if n := allowed(l, fromIP("2001:db8:1:3::1"), 10); n != 3 {
+		t.Errorf("another /64: %d allowed, want 3", n)
+	}
+	if l.Keys("shop/rl/per-source") != 7 {
+		t.Errorf("keys = %d, want 7", l.Keys("shop/rl/per-source"))
 	}
 }
 
