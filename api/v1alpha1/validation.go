@@ -51,6 +51,19 @@ func (e *FieldErrors) add(path, format string, args ...any) {
 	*e = append(*e, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
+// Add appends the problem of the field at path, for the validation of
+// resource types kept elsewhere (api/httproute).
+func (e *FieldErrors) Add(path, format string, args ...any) { e.add(path, format, args...) }
+
+// ErrOrNil returns e as an error, and a nil error (not a typed nil) when e
+// is empty.
+func (e FieldErrors) ErrOrNil() error { return e.errOrNil() }
+
+// ValidateObjectMeta appends to errs the problems of a resource's metadata,
+// checked as this package checks its own resources: a name (required) and
+// namespace that are DNS-1123 labels, and labels of Kubernetes syntax.
+func ValidateObjectMeta(errs *FieldErrors, m *metav1.ObjectMeta) { validateObjectMeta(errs, m) }
+
 // Port bounds.
 const (
 	minPort = 1

@@ -3,7 +3,8 @@
 // proxies connected right now, and the compilation of both into the
 // configuration each proxy receives (meshv1.ProxyConfig): the services it
 // asked for with their endpoints and the identities those endpoints must
-// prove, the ports of its own app it may forward to, and the trust bundle.
+// prove, the HTTP routes attached to them and the services those send to,
+// the ports of its own app it may forward to, and the trust bundle.
 //
 // It knows nothing of gRPC, TLS or where resources come from (files today,
 // Kubernetes later): callers hand it resources and verified identities. It
@@ -136,8 +137,9 @@ type Model struct {
 
 	mu         sync.Mutex
 	resources  *localconfig.Resources
-	policies   compile.Resources // the policy kinds of resources
-	registered map[uint64]workload // by registration id
+	policies   compile.Resources              // the policy kinds of resources
+	routes     map[serviceKey][]*meshv1.Route // the HTTPRoutes of resources, by parent service, in precedence order
+	registered map[uint64]workload            // by registration id
 	nextRegID  uint64
 	bundle     [][]byte            // DER roots
 	changed    chan struct{}       // closed and replaced on every change
@@ -208,6 +210,7 @@ func (m *Model) SetResources(res *localconfig.Resources) {
 		RateLimitPolicies:     res.RateLimitPolicies,
 	}
 	clear(m.warned)
+	m.routes = m.compileRoutesLocked()
 	m.notifyLocked()
 }
 
@@ -435,6 +438,7 @@ func (m *Model) configFor(id spiffeid.ID, workloadName string, upstreams []strin
 		}
 	}
 	cfg.Services = m.servicesLocked(workloads, ns, upstreams)
+	cfg.Services = m.routeServicesLocked(cfg.Services, workloads)
 	m.dropAmbiguousIPsLocked(cfg.Services, workloads)
 	cfg.Authorization = authzpb.ToProto(denyAll("no registered workload of this mesh"))
 	if ns != "" {
@@ -540,24 +544,31 @@ func (m *Model) servicesLocked(workloads []workload, ownNamespace string, upstre
 
 	out := make([]*meshv1.Service, 0, len(keys))
 	for _, k := range keys {
-		ms := &meshv1.Service{Name: k.name, Namespace: k.namespace}
-		out = append(out, ms)
 		svc := m.findServiceLocked(k)
 		if svc == nil {
+			out = append(out, &meshv1.Service{Name: k.name, Namespace: k.namespace})
 			continue
 		}
-		ms.Addresses = slices.Clone(svc.Spec.Addresses)
-		for _, p := range svc.Spec.Ports {
-			ms.Ports = append(ms.Ports, &meshv1.ServicePort{
-				Name:       p.Name,
-				Port:       uint32(p.Port),
-				TargetPort: uint32(targetPort(p)),
-				Protocol:   protocolOf(p.Protocol),
-			})
-		}
-		ms.Endpoints = m.endpointsLocked(svc, workloads)
+		out = append(out, m.serviceLocked(k, svc, workloads))
 	}
 	return out
+}
+
+// serviceLocked returns the service svc, whose key is k, with its ports,
+// addresses and endpoints.
+func (m *Model) serviceLocked(k serviceKey, svc *v1alpha1.Service, workloads []workload) *meshv1.Service {
+	ms := &meshv1.Service{Name: k.name, Namespace: k.namespace}
+	ms.Addresses = slices.Clone(svc.Spec.Addresses)
+	for _, p := range svc.Spec.Ports {
+		ms.Ports = append(ms.Ports, &meshv1.ServicePort{
+			Name:       p.Name,
+			Port:       uint32(p.Port),
+			TargetPort: uint32(targetPort(p)),
+			Protocol:   protocolOf(p.Protocol),
+		})
+	}
+	ms.Endpoints = m.endpointsLocked(svc, workloads)
+	return ms
 }
 
 func (m *Model) endpointsLocked(svc *v1alpha1.Service, workloads []workload) []*meshv1.Endpoint {

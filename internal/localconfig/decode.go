@@ -15,7 +15,9 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/rampart-mesh/rampart/api/httproute"
 	"github.com/rampart-mesh/rampart/api/v1alpha1"
 )
 
@@ -232,7 +234,7 @@ func (l *loader) loadDocument(doc *yaml.Node) {
 	if !ok {
 		return
 	}
-	obj := kinds[kind]()
+	obj := kinds[kind].new()
 	// After a problem in the YAML itself, such as a duplicate key, the
 	// document may not say what its author meant: report the fields that
 	// do not fit the schema, but not what validating would make of it.
@@ -268,6 +270,9 @@ func (l *loader) loadDocument(doc *yaml.Node) {
 		return
 	}
 	switch o := obj.(type) {
+	case *httpRoute:
+		l.res.HTTPRoutes = append(l.res.HTTPRoutes, o.HTTPRoute)
+		l.routeRefs = append(l.routeRefs, routeRefsOf(&o.HTTPRoute, l.file, ls)...)
 	case *v1alpha1.Service:
 		l.res.Services = append(l.res.Services, *o)
 	case *v1alpha1.Workload:
@@ -283,16 +288,46 @@ func (l *loader) loadDocument(doc *yaml.Node) {
 	}
 }
 
-// kinds maps each supported kind to a function returning a new, empty
-// resource of it.
-var kinds = map[string]func() object{
-	v1alpha1.KindService:             func() object { return new(v1alpha1.Service) },
-	v1alpha1.KindWorkload:            func() object { return new(v1alpha1.Workload) },
-	v1alpha1.KindAuthorizationPolicy: func() object { return new(v1alpha1.AuthorizationPolicy) },
-	v1alpha1.KindMeshTLSPolicy:       func() object { return new(v1alpha1.MeshTLSPolicy) },
-	v1alpha1.KindNamespacePolicy:     func() object { return new(v1alpha1.NamespacePolicy) },
-	v1alpha1.KindRateLimitPolicy:     func() object { return new(v1alpha1.RateLimitPolicy) },
+// kindInfo is what loading needs to know of a kind.
+type kindInfo struct {
+	// apiVersion is the one apiVersion documents of the kind have.
+	apiVersion string
+	// new returns a new, empty resource of the kind.
+	new func() object
 }
+
+// kinds maps each supported kind to its apiVersion and constructor.
+var kinds = map[string]kindInfo{
+	v1alpha1.KindService:             {v1alpha1.GroupVersion, func() object { return new(v1alpha1.Service) }},
+	v1alpha1.KindWorkload:            {v1alpha1.GroupVersion, func() object { return new(v1alpha1.Workload) }},
+	v1alpha1.KindAuthorizationPolicy: {v1alpha1.GroupVersion, func() object { return new(v1alpha1.AuthorizationPolicy) }},
+	v1alpha1.KindMeshTLSPolicy:       {v1alpha1.GroupVersion, func() object { return new(v1alpha1.MeshTLSPolicy) }},
+	v1alpha1.KindNamespacePolicy:     {v1alpha1.GroupVersion, func() object { return new(v1alpha1.NamespacePolicy) }},
+	v1alpha1.KindRateLimitPolicy:     {v1alpha1.GroupVersion, func() object { return new(v1alpha1.RateLimitPolicy) }},
+	httproute.Kind:                   {httproute.APIVersion, func() object { return new(httpRoute) }},
+}
+
+// httpRoute is a Gateway API HTTPRoute as an object: its defaults and
+// validation are those of api/httproute. The embedded route has no JSON
+// name, so that the document's fields are its fields.
+type httpRoute struct {
+	gatewayv1.HTTPRoute
+}
+
+func (r *httpRoute) Default()        { httproute.Default(&r.HTTPRoute) }
+func (r *httpRoute) Validate() error { return httproute.Validate(&r.HTTPRoute) }
+
+// otherAPIVersions is how a message about an unknown kind's apiVersion
+// names the apiVersions of the kinds not in rampart.dev/v1alpha1.
+var otherAPIVersions = func() string {
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(kinds)) {
+		if k := kinds[name]; k.apiVersion != v1alpha1.GroupVersion {
+			out = append(out, fmt.Sprintf(", or %q for %s", k.apiVersion, name))
+		}
+	}
+	return strings.Join(out, "")
+}()
 
 // supportedKinds lists the kinds for messages: "A, B, C and D".
 var supportedKinds = func() string {
@@ -301,29 +336,47 @@ var supportedKinds = func() string {
 }()
 
 // checkType checks the document's apiVersion and kind and returns the kind.
+// The apiVersion must be that of the kind; when the kind is unknown or
+// missing, any apiVersion of a supported kind passes (the kind is the
+// mistake reported).
 func (l *loader) checkType(ls *lines, m map[string]any) (kind string, ok bool) {
 	ok = true
+	name, _ := m["kind"].(string)
+	info, known := kinds[name]
+	want := fmt.Sprintf("%q", info.apiVersion)
+	if !known {
+		want = fmt.Sprintf("%q%s", v1alpha1.GroupVersion, otherAPIVersions)
+	}
 	switch v, set := m["apiVersion"]; {
 	case !set || v == nil:
-		l.problem(ls.root.Line, "apiVersion: is required: set it to %q", v1alpha1.GroupVersion)
+		l.problem(ls.root.Line, "apiVersion: is required: set it to %s", want)
 		ok = false
-	case v != v1alpha1.GroupVersion:
-		l.problem(ls.of("apiVersion"), "apiVersion: %s is not supported: use %q", quoted(v), v1alpha1.GroupVersion)
+	case known && v != info.apiVersion, !known && !knownAPIVersion(v):
+		l.problem(ls.of("apiVersion"), "apiVersion: %s is not supported: use %s", quoted(v), want)
 		ok = false
 	}
 	supported := "supported kinds are " + supportedKinds
-	name, _ := m["kind"].(string)
 	switch v, set := m["kind"]; {
 	case !set || v == nil:
 		l.problem(ls.root.Line, "kind: is required: %s", supported)
 		ok = false
-	case kinds[name] == nil:
+	case !known:
 		l.problem(ls.of("kind"), "kind: %s is not supported: %s", quoted(v), supported)
 		ok = false
 	default:
 		kind = name
 	}
 	return kind, ok
+}
+
+// knownAPIVersion reports whether v is the apiVersion of a supported kind.
+func knownAPIVersion(v any) bool {
+	for _, k := range kinds {
+		if v == k.apiVersion {
+			return true
+		}
+	}
+	return false
 }
 
 // decode decodes m, the document whose lines ls finds, into obj, defaults

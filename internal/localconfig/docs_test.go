@@ -128,3 +128,57 @@ func TestDocs(t *testing.T) {
 		t.Errorf("the docs show no YAML")
 	}
 }
+
+const trafficDocsPath = "../../docs/traffic.md"
+
+// TestTrafficDocs keeps the routing section of docs/traffic.md true: its
+// YAML blocks marked <!-- testdata: path --> are those files, its error
+// output marked <!-- load-error: dir --> is what loading that directory
+// says, and its worked example is the whole of testdata/load/routing,
+// which TestLoad loads. Blocks without a marker are other sections' and
+// are not checked here.
+func TestTrafficDocs(t *testing.T) {
+	shown := map[string]bool{}
+	var loadErrors int
+	for _, b := range docBlocks(t, trafficDocsPath) {
+		where := trafficDocsPath + ":" + itoa(b.line)
+		switch b.marker {
+		case "testdata":
+			want, err := os.ReadFile(filepath.Join("testdata", filepath.FromSlash(b.arg)))
+			if err != nil {
+				t.Errorf("%s: %v", where, err)
+				continue
+			}
+			if diff := cmp.Diff(string(want), b.body); diff != "" {
+				t.Errorf("%s: block differs from testdata/%s (-testdata +docs):\n%s", where, b.arg, diff)
+			}
+			shown[b.arg] = true
+		case "load-error":
+			loadErrors++
+			_, err := Load(filepath.Join("testdata", filepath.FromSlash(b.arg)))
+			if err == nil {
+				t.Errorf("%s: loading testdata/%s succeeded, the docs show an error", where, b.arg)
+				continue
+			}
+			if diff := cmp.Diff(err.Error()+"\n", b.body); diff != "" {
+				t.Errorf("%s: error differs from loading testdata/%s (-Load +docs):\n%s", where, b.arg, diff)
+			}
+		}
+	}
+	example, err := filepath.Glob(filepath.Join("testdata", "load", "routing", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(example) == 0 {
+		t.Fatal("no files in testdata/load/routing")
+	}
+	for _, path := range example {
+		rel := filepath.ToSlash(strings.TrimPrefix(path, "testdata"+string(filepath.Separator)))
+		if !shown[rel] {
+			t.Errorf("the routing example of %s does not show testdata/%s", trafficDocsPath, rel)
+		}
+	}
+	if loadErrors == 0 {
+		t.Errorf("%s shows no error output", trafficDocsPath)
+	}
+}

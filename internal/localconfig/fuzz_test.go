@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rampart-mesh/rampart/api/httproute"
 	"github.com/rampart-mesh/rampart/api/v1alpha1"
 )
 
@@ -38,6 +39,7 @@ func FuzzLoad(f *testing.F) {
 		"<<: {a: 1}\n",
 		"apiVersion: rampart.dev/v1alpha1\nkind: Service\nmetadata: &m {name: x, <<: *m}\n",
 		"apiVersion: rampart.dev/v1alpha1\nkind: Workload\nmetadata: {name: w, creationTimestamp: yesterday}\nspec: {serviceAccount: w, tunnelAddress: '[::1]:1'}\n",
+		"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec: {parentRefs: [{group: '', kind: Service, name: s}], rules: [{backendRefs: [{name: s, port: 80}]}]}\n",
 		"{a: [\n---\nb: 1\n",
 		"%YAML 1.1\n---\na: !!binary aGk=\n...\n",
 	} {
@@ -78,6 +80,11 @@ func FuzzLoad(f *testing.F) {
 		for _, w := range res.Workloads {
 			if err := w.Validate(); err != nil {
 				t.Errorf("Load() returned an invalid workload: %v", err)
+			}
+		}
+		for _, r := range res.HTTPRoutes {
+			if err := httproute.Validate(&r); err != nil {
+				t.Errorf("Load() returned an invalid route: %v", err)
 			}
 		}
 		if !slices.IsSortedFunc(res.Services, func(a, b v1alpha1.Service) int {

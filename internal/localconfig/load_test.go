@@ -71,6 +71,8 @@ func TestLoad(t *testing.T) {
 		{dir: "multidoc"},
 		// One document of each policy kind.
 		{dir: "policies"},
+		// HTTPRoutes attached to services: the example of docs/traffic.md.
+		{dir: "routing"},
 		// The policy kinds report like the others, each problem once, with
 		// its line; CEL conditions are compiled at load time.
 		{dir: "badpolicy", want: []string{
@@ -79,6 +81,61 @@ func TestLoad(t *testing.T) {
 			`policies.yaml:28: spec.action: must be ALLOW, DENY or AUDIT, not "REJECT"`,
 			`policies.yaml:39: spec.defaultAuthorization: must be deny-all, allow-same-namespace or allow-authenticated, not "allow-all"`,
 			"policies.yaml:41: AuthorizationPolicy shop/typo is also defined at policies.yaml:1",
+		}},
+		// HTTPRoute: what Rampart does not support is an error naming the
+		// field, never ignored; the apiVersion is per kind.
+		{dir: "badroutes", want: []string{
+			`routes.yaml:1: apiVersion: "rampart.dev/v1alpha1" is not supported: use "gateway.networking.k8s.io/v1"`,
+			`routes.yaml:6: apiVersion: "gateway.networking.k8s.io/v1" is not supported: use "rampart.dev/v1alpha1"`,
+			`routes.yaml:17: spec.hostnames: is not supported: a route attached to a Service applies to every request sent to the Service, whatever its Host (GAMMA); remove it`,
+			`routes.yaml:19: spec.parentRefs[0].group: is required for a Service: set it to "" (left out, it means gateway.networking.k8s.io, the group of Gateways, which Rampart does not support)`,
+			`routes.yaml:19: spec.parentRefs[0].kind: is required: set it to Service (left out, it means Gateway, which Rampart does not support)`,
+			`routes.yaml:20: spec.parentRefs[1].group: must be "" (the core group of Service), not "gateway.networking.k8s.io": Rampart attaches routes to Services only`,
+			`routes.yaml:21: spec.parentRefs[1].kind: must be Service, not "Gateway": Rampart attaches routes to Services only`,
+			`routes.yaml:26: spec.parentRefs[2].namespace: must be the route's own namespace "shop", not "other": routes for a Service of another namespace (GAMMA consumer routes) are not supported yet`,
+			`routes.yaml:27: spec.parentRefs[2].sectionName: is not supported: name the service port by number with port`,
+			`routes.yaml:44: spec.rules[0].matches[0].path.type: RegularExpression is not supported yet: use Exact or PathPrefix`,
+			`routes.yaml:47: spec.rules[0].matches[1].path.value: must be an absolute path, starting with "/", not "api"`,
+			`routes.yaml:48: spec.rules[0].matches[1].method: must be one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE and PATCH, not "get"`,
+			`routes.yaml:51: spec.rules[0].matches[2].headers[0].type: RegularExpression is not supported yet: use Exact`,
+			`routes.yaml:53: spec.rules[0].matches[2].headers[1].name: "X-User" is also matched by headers[0]: match a header once`,
+			`routes.yaml:55: spec.rules[0].matches[2].headers[2].name: matching the Host is not supported yet`,
+			`routes.yaml:57: spec.rules[0].matches[2].queryParams: is not supported yet: match on the path, method and headers`,
+			`routes.yaml:74: spec.rules[0].filters[0].type: URLRewrite is not supported yet: RequestHeaderModifier is the filter Rampart supports`,
+			`routes.yaml:80: spec.rules[0].filters[1].requestHeaderModifier.set[0].name: "Rampart-Client-Id" is Rampart's own: the proxies set it`,
+			`routes.yaml:85: spec.rules[0].filters[1].requestHeaderModifier.add[0].name: "x-a" is also changed by set[1]: change a header once`,
+			`routes.yaml:87: spec.rules[0].filters[1].requestHeaderModifier.remove[0]: "Connection" is a hop-by-hop header: it belongs to each connection`,
+			`routes.yaml:91: spec.rules[0].backendRefs[0].weight: must be between 0 and 1000000`,
+			`routes.yaml:92: spec.rules[0].backendRefs[1].port: is required: the port of the Service the requests go to`,
+			`routes.yaml:93: spec.rules[0].backendRefs[1].namespace: must be the route's own namespace "shop", not "other": backends in other namespaces are not supported yet`,
+			`routes.yaml:94: spec.rules[0].backendRefs[2].kind: must be Service, not "ServiceImport": Rampart sends requests to Services only`,
+			`routes.yaml:99: spec.rules[0].timeouts.backendRequest: 2s is longer than the request timeout 1s, which it is part of`,
+			`routes.yaml:100: spec.rules[0].retry: is not supported yet: the proxy retries connection failures by itself; remove it`,
+			`routes.yaml:102: spec.rules[1].backendRefs: is required: at least one backend; a rule without one would answer 500 to every request it matches`,
+			`routes.yaml:105: spec.rules[1].timeouts.request: invalid duration "10 seconds": want numbers of up to 5 digits with units h, m, s or ms, such as 10s, 1m30s or 500ms`,
+			`routes.yaml:111: spec.rules: is required: at least one rule, with the backends the requests go to`,
+			`routes.yaml:114: status: is written by a controller, not in a config file: remove it`,
+			`routes.yaml:127: spec.rules[0].backendRef: unknown field: did you mean "backendRefs"?`,
+			`routes.yaml:127: spec.rules[0].backendRefs: is required: at least one backend; a rule without one would answer 500 to every request it matches`,
+			`routes.yaml:131: spec.rules[1].backendRefs[0].port: must be an integer, got the string "eighty"`,
+			`routes.yaml:141: spec.parentRefs[1]: is the same as parentRefs[0]`,
+			`routes.yaml:142: spec.parentRefs[2]: names Service "web" again, as parentRefs[0] does: name it once without port for every port, or once per port with port`,
+			`routes.yaml:146: spec.rules[1].name: "a" is also the name of rules[0]: rule names are unique within a route`,
+			`routes.yaml:148: spec.rules[2].name: invalid name "B": use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit`,
+		}},
+		// The services a route names are checked against the whole
+		// directory (the route's file is read first here): they must be
+		// defined, with the port named, and that port must carry HTTP. A
+		// service with problems of its own is not checked further.
+		{dir: "routerefs", want: []string{
+			`a-routes.yaml:6: spec.parentRefs[0].port: Service shop/web has no port 8080: its ports are 80 and 6379`,
+			`a-routes.yaml:7: spec.parentRefs[1]: Service shop/webb is not defined: a route attaches to a Service of the config directory`,
+			`a-routes.yaml:8: spec.parentRefs[2].port: port 6379 of Service shop/web is TCP: an HTTPRoute applies to HTTP requests only`,
+			`a-routes.yaml:9: spec.parentRefs[3]: every port of Service shop/cache is TCP: an HTTPRoute applies to HTTP requests only`,
+			`a-routes.yaml:13: spec.rules[0].backendRefs[0]: Service shop/web-v3 is not defined: a route sends requests to Services of the config directory`,
+			`a-routes.yaml:14: spec.rules[0].backendRefs[1].port: Service shop/web has no port 81: its ports are 80 and 6379`,
+			`a-routes.yaml:15: spec.rules[0].backendRefs[2].port: port 6379 of Service shop/cache is TCP: a route sends HTTP requests, which a TCP port does not take`,
+			`services.yaml:21: spec.selector: must not be empty: an empty selector would select every workload in the namespace`,
 		}},
 		{dir: "typo", want: []string{
 			`orders.yaml:6: metadata.lables: unknown field: did you mean "labels"?`,
@@ -103,11 +160,11 @@ func TestLoad(t *testing.T) {
 			`orders.yaml:14: spec.selector: must not be empty: an empty selector would select every workload in the namespace`,
 		}},
 		{dir: "unknownkind", want: []string{
-			`resources.yaml:1: apiVersion: "apps/v1" is not supported: use "rampart.dev/v1alpha1"`,
-			`resources.yaml:2: kind: "Deployment" is not supported: supported kinds are AuthorizationPolicy, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service and Workload`,
-			`resources.yaml:7: kind: "Deployment" is not supported: supported kinds are AuthorizationPolicy, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service and Workload`,
+			`resources.yaml:1: apiVersion: "apps/v1" is not supported: use "rampart.dev/v1alpha1", or "gateway.networking.k8s.io/v1" for HTTPRoute`,
+			`resources.yaml:2: kind: "Deployment" is not supported: supported kinds are AuthorizationPolicy, HTTPRoute, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service and Workload`,
+			`resources.yaml:7: kind: "Deployment" is not supported: supported kinds are AuthorizationPolicy, HTTPRoute, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service and Workload`,
 			`resources.yaml:11: apiVersion: is required: set it to "rampart.dev/v1alpha1"`,
-			`resources.yaml:15: kind: is required: supported kinds are AuthorizationPolicy, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service and Workload`,
+			`resources.yaml:15: kind: is required: supported kinds are AuthorizationPolicy, HTTPRoute, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service and Workload`,
 		}},
 		{dir: "syntax", want: []string{
 			// yaml.v3 says line 11, where the mapping holding the error starts.
@@ -119,6 +176,7 @@ func TestLoad(t *testing.T) {
 		{dir: "duplicate", want: []string{
 			`b.yaml:3: Service shop/orders is also defined at a.yaml:1`,
 			`b.yaml:17: Workload default/orders-1 is also defined at b.yaml:12`,
+			`c.yaml:9: HTTPRoute shop/orders is also defined at c.yaml:2`,
 		}},
 		{dir: "typeerror", want: []string{
 			`orders.yaml:6: metadata.labels[version]: must be a string, got the number 2: quote it to make it a string`,

@@ -1,9 +1,11 @@
 // Package localconfig is the source of Rampart's resources in local mode: a
 // directory of YAML files holding the documents of api/v1alpha1: Services
 // and Workloads, and the security policy kinds (AuthorizationPolicy,
-// MeshTLSPolicy, NamespacePolicy, RateLimitPolicy). Load reads and checks the directory, reporting every
-// problem with its file and line; Watcher reloads it when it changes and
-// keeps the last good resources in force while it is broken.
+// MeshTLSPolicy, NamespacePolicy, RateLimitPolicy), and Gateway API
+// HTTPRoutes attached to Services (api/httproute). Load reads and checks
+// the directory, reporting every problem with its file and line; Watcher
+// reloads it when it changes and keeps the last good resources in force
+// while it is broken.
 //
 // It reads files and nothing else: it must not depend on the controller,
 // the control-plane protocol or the proxy, and the proxy binary must not
@@ -20,6 +22,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/rampart-mesh/rampart/api/v1alpha1"
 )
@@ -41,6 +45,11 @@ type Resources struct {
 	MeshTLSPolicies       []v1alpha1.MeshTLSPolicy       `json:",omitempty"`
 	NamespacePolicies     []v1alpha1.NamespacePolicy     `json:",omitempty"`
 	RateLimitPolicies     []v1alpha1.RateLimitPolicy     `json:",omitempty"`
+
+	// HTTPRoutes, defaulted and valid (api/httproute), sorted by namespace
+	// then name. Every Service a route names, as parent or backend, is one
+	// of Services, with the port the route names.
+	HTTPRoutes []gatewayv1.HTTPRoute `json:",omitempty"`
 }
 
 // Problem is one thing wrong with a config directory.
@@ -80,9 +89,10 @@ func (e *LoadError) Error() string {
 
 // Load reads every *.yaml and *.yml file of dir (not its subdirectories,
 // and not hidden files, whose names start with a dot), each holding any
-// number of "---"-separated documents, and returns the Services and
-// Workloads they define, defaulted and validated. Symbolic links are
-// followed; files larger than MaxFileSize are refused.
+// number of "---"-separated documents, and returns the resources they
+// define, defaulted and validated, the services an HTTPRoute names checked
+// against the whole directory. Symbolic links are followed; files larger
+// than MaxFileSize are refused.
 //
 // Load returns nothing but an error unless the whole directory is good.
 // Problems in the files come as a *LoadError listing every one of them,
@@ -106,6 +116,7 @@ func Load(dir string) (*Resources, error) {
 		}
 		l.loadFile(data)
 	}
+	l.checkRouteRefs()
 	if len(l.problems) > 0 {
 		slices.SortStableFunc(l.problems, func(a, b Problem) int {
 			return cmp.Or(strings.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line))
@@ -118,6 +129,7 @@ func Load(dir string) (*Resources, error) {
 	sortByName(l.res.MeshTLSPolicies)
 	sortByName(l.res.NamespacePolicies)
 	sortByName(l.res.RateLimitPolicies)
+	sortByName(l.res.HTTPRoutes)
 	return &l.res, nil
 }
 
@@ -157,6 +169,9 @@ type loader struct {
 	problems []Problem
 	// defined maps "Kind namespace/name" to where it was first defined.
 	defined map[string]position
+	// routeRefs are the services the good HTTPRoutes name, checked once
+	// every file is loaded.
+	routeRefs []routeRef
 }
 
 func (l *loader) problem(line int, format string, args ...any) {

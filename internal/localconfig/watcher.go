@@ -102,7 +102,7 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 		return nil, err // it names the directory
 	}
 	w.current.Store(res)
-	w.log.Debug("local config loaded", "dir", w.dir, "services", len(res.Services), "workloads", len(res.Workloads))
+	w.log.Debug("local config loaded", "dir", w.dir, "services", len(res.Services), "workloads", len(res.Workloads), "routes", len(res.HTTPRoutes))
 	return w, nil
 }
 
@@ -197,7 +197,7 @@ func (w *Watcher) start() {
 		w.onChange(w.Current())
 	default:
 		w.current.Store(res)
-		w.log.Debug("local config reloaded", "dir", w.dir, "services", len(res.Services), "workloads", len(res.Workloads))
+		w.log.Debug("local config reloaded", "dir", w.dir, "services", len(res.Services), "workloads", len(res.Workloads), "routes", len(res.HTTPRoutes))
 		w.onChange(res)
 	}
 }
@@ -212,7 +212,7 @@ func (w *Watcher) reload() error {
 		return err
 	}
 	w.current.Store(res)
-	w.log.Debug("local config reloaded", "dir", w.dir, "services", len(res.Services), "workloads", len(res.Workloads))
+	w.log.Debug("local config reloaded", "dir", w.dir, "services", len(res.Services), "workloads", len(res.Workloads), "routes", len(res.HTTPRoutes))
 	w.onChange(res)
 	return nil
 }

@@ -413,3 +413,44 @@ func (b *syncBuffer) has(fields map[string]any) bool {
 	}
 	return false
 }
+
+// A change of a route's weights is a reload like any other: OnChange gets
+// the new weights, and a broken route file keeps the last good ones.
+func TestWatcherRouteWeights(t *testing.T) {
+	dir := t.TempDir()
+	example := filepath.Join("testdata", "load", "routing")
+	for _, name := range []string{"services.yaml", "web-route.yaml"} {
+		data, err := os.ReadFile(filepath.Join(example, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, dir, name, string(data))
+	}
+	route, err := os.ReadFile(filepath.Join(example, "web-route.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := startWatch(t, dir)
+	weights := func(v1, v2 int32) func(*Resources) bool {
+		return func(r *Resources) bool {
+			if len(r.HTTPRoutes) != 1 {
+				return false
+			}
+			b := r.HTTPRoutes[0].Spec.Rules[2].BackendRefs
+			return *b[0].Weight == v1 && *b[1].Weight == v2
+		}
+	}
+	tw.nextChange(t, "the initial weights", weights(90, 10))
+
+	flipped := strings.Replace(strings.Replace(string(route), "weight: 90", "weight: 0", 1), "weight: 10", "weight: 100", 1)
+	replaceFile(t, dir, "web-route.yaml", flipped)
+	tw.nextChange(t, "the flipped weights", weights(0, 100))
+
+	replaceFile(t, dir, "web-route.yaml", strings.Replace(flipped, "weight: 100", "weight: 2000000", 1))
+	if err := tw.nextError(t); !strings.Contains(err.Error(), "weight: must be between 0 and 1000000") {
+		t.Errorf("reload error = %v, want the weight's problem", err)
+	}
+	if !weights(0, 100)(tw.w.Current()) {
+		t.Errorf("a broken route file changed the weights in force")
+	}
+}

@@ -138,6 +138,108 @@ func (EgressMode) EnumDescriptor() ([]byte, []int) {
 	return file_mesh_proto_rawDescGZIP(), []int{1}
 }
 
+type PathMatchType int32
+
+const (
+	// Invalid: a proxy refuses a configuration with it (fail closed).
+	PathMatchType_PATH_MATCH_TYPE_UNSPECIFIED PathMatchType = 0
+	// The path is exactly the value: "/abc" matches "/abc", not "/abc/".
+	PathMatchType_PATH_MATCH_TYPE_EXACT PathMatchType = 1
+	// The path starts with the value, element by element: "/abc" (or "/abc/")
+	// matches "/abc", "/abc/" and "/abc/def", not "/abcd". "/" matches every
+	// path.
+	PathMatchType_PATH_MATCH_TYPE_PREFIX PathMatchType = 2
+)
+
+// Enum value maps for PathMatchType.
+var (
+	PathMatchType_name = map[int32]string{
+		0: "PATH_MATCH_TYPE_UNSPECIFIED",
+		1: "PATH_MATCH_TYPE_EXACT",
+		2: "PATH_MATCH_TYPE_PREFIX",
+	}
+	PathMatchType_value = map[string]int32{
+		"PATH_MATCH_TYPE_UNSPECIFIED": 0,
+		"PATH_MATCH_TYPE_EXACT":       1,
+		"PATH_MATCH_TYPE_PREFIX":      2,
+	}
+)
+
+func (x PathMatchType) Enum() *PathMatchType {
+	p := new(PathMatchType)
+	*p = x
+	return p
+}
+
+func (x PathMatchType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PathMatchType) Descriptor() protoreflect.EnumDescriptor {
+	return file_mesh_proto_enumTypes[2].Descriptor()
+}
+
+func (PathMatchType) Type() protoreflect.EnumType {
+	return &file_mesh_proto_enumTypes[2]
+}
+
+func (x PathMatchType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PathMatchType.Descriptor instead.
+func (PathMatchType) EnumDescriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{2}
+}
+
+type HeaderMatchType int32
+
+const (
+	// Invalid: a proxy refuses a configuration with it (fail closed).
+	HeaderMatchType_HEADER_MATCH_TYPE_UNSPECIFIED HeaderMatchType = 0
+	// The value is exactly the one given.
+	HeaderMatchType_HEADER_MATCH_TYPE_EXACT HeaderMatchType = 1
+)
+
+// Enum value maps for HeaderMatchType.
+var (
+	HeaderMatchType_name = map[int32]string{
+		0: "HEADER_MATCH_TYPE_UNSPECIFIED",
+		1: "HEADER_MATCH_TYPE_EXACT",
+	}
+	HeaderMatchType_value = map[string]int32{
+		"HEADER_MATCH_TYPE_UNSPECIFIED": 0,
+		"HEADER_MATCH_TYPE_EXACT":       1,
+	}
+)
+
+func (x HeaderMatchType) Enum() *HeaderMatchType {
+	p := new(HeaderMatchType)
+	*p = x
+	return p
+}
+
+func (x HeaderMatchType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HeaderMatchType) Descriptor() protoreflect.EnumDescriptor {
+	return file_mesh_proto_enumTypes[3].Descriptor()
+}
+
+func (HeaderMatchType) Type() protoreflect.EnumType {
+	return &file_mesh_proto_enumTypes[3]
+}
+
+func (x HeaderMatchType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HeaderMatchType.Descriptor instead.
+func (HeaderMatchType) EnumDescriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{3}
+}
+
 type DefaultAuthorization int32
 
 const (
@@ -174,11 +276,11 @@ func (x DefaultAuthorization) String() string {
 }
 
 func (DefaultAuthorization) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[2].Descriptor()
+	return file_mesh_proto_enumTypes[4].Descriptor()
 }
 
 func (DefaultAuthorization) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[2]
+	return &file_mesh_proto_enumTypes[4]
 }
 
 func (x DefaultAuthorization) Number() protoreflect.EnumNumber {
@@ -187,7 +289,7 @@ func (x DefaultAuthorization) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DefaultAuthorization.Descriptor instead.
 func (DefaultAuthorization) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{2}
+	return file_mesh_proto_rawDescGZIP(), []int{4}
 }
 
 type TLSMode int32
@@ -225,11 +327,11 @@ func (x TLSMode) String() string {
 }
 
 func (TLSMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[3].Descriptor()
+	return file_mesh_proto_enumTypes[5].Descriptor()
 }
 
 func (TLSMode) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[3]
+	return &file_mesh_proto_enumTypes[5]
 }
 
 func (x TLSMode) Number() protoreflect.EnumNumber {
@@ -238,7 +340,7 @@ func (x TLSMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TLSMode.Descriptor instead.
 func (TLSMode) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{3}
+	return file_mesh_proto_rawDescGZIP(), []int{5}
 }
 
 type PolicyAction int32
@@ -277,11 +379,11 @@ func (x PolicyAction) String() string {
 }
 
 func (PolicyAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[4].Descriptor()
+	return file_mesh_proto_enumTypes[6].Descriptor()
 }
 
 func (PolicyAction) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[4]
+	return &file_mesh_proto_enumTypes[6]
 }
 
 func (x PolicyAction) Number() protoreflect.EnumNumber {
@@ -290,7 +392,7 @@ func (x PolicyAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PolicyAction.Descriptor instead.
 func (PolicyAction) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{4}
+	return file_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 type RateLimitKey int32
@@ -329,11 +431,11 @@ func (x RateLimitKey) String() string {
 }
 
 func (RateLimitKey) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[5].Descriptor()
+	return file_mesh_proto_enumTypes[7].Descriptor()
 }
 
 func (RateLimitKey) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[5]
+	return &file_mesh_proto_enumTypes[7]
 }
 
 func (x RateLimitKey) Number() protoreflect.EnumNumber {
@@ -342,7 +444,7 @@ func (x RateLimitKey) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RateLimitKey.Descriptor instead.
 func (RateLimitKey) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{5}
+	return file_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 type CertifyRequest struct {
@@ -693,6 +795,10 @@ type ProxyConfig struct {
 	SpiffeId string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
 	// Services the proxy asked for, with their current endpoints. A requested
 	// service that does not exist is listed with no ports and no endpoints.
+	// The backends of their routes are listed too, whether the proxy asked for
+	// them or not, so that every RouteBackend names a Service of this list (or
+	// one the mesh does not know, which is then missing). Sorted by namespace,
+	// then name.
 	Services []*Service `protobuf:"bytes,3,rep,name=services,proto3" json:"services,omitempty"`
 	// Ports of the local app the proxy may forward inbound traffic to, taken
 	// from the services that select this workload. Anything else is refused.
@@ -795,7 +901,24 @@ type Service struct {
 	Endpoints []*Endpoint            `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	// Virtual IP addresses of the service (a Kubernetes ClusterIP, say).
 	// A transparent proxy maps connections to address:port to this service.
-	Addresses     []string `protobuf:"bytes,5,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Addresses []string `protobuf:"bytes,5,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// HTTP routes attached to the service: Gateway API HTTPRoutes whose parent
+	// is this Service (GAMMA). They apply to HTTP requests the app sends to the
+	// service (through its upstream listener or to one of its addresses), never
+	// to opaque TCP, and never to requests sent to an endpoint's own IP. On a
+	// port that no route applies to, requests go to this service's endpoints
+	// as if there were no routes. On a port that any route applies to, every
+	// request is routed: it goes to a backend of the rule it matches, and a
+	// request that no rule matches is answered 404.
+	//
+	// The routes are in their order of precedence for ties: the oldest first
+	// (by creation time), then by namespace/name. Across all the routes that
+	// apply to a port, a request takes the rule of the most specific match
+	// (RouteMatch says which), then of the earliest route, then the earliest
+	// rule within it. Only the routes of a service the proxy asked for are
+	// listed: a Service listed because it is a backend carries none, since
+	// routing is one hop (a backend's own routes never apply).
+	Routes        []*Route `protobuf:"bytes,6,rep,name=routes,proto3" json:"routes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -865,6 +988,595 @@ func (x *Service) GetAddresses() []string {
 	return nil
 }
 
+func (x *Service) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+// Route is one Gateway API HTTPRoute as it applies to one service.
+type Route struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The HTTPRoute's namespace and name, for logs and metrics.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The service ports (ServicePort.port) the route applies to; empty means
+	// every port of the service.
+	Ports []uint32 `protobuf:"varint,3,rep,packed,name=ports,proto3" json:"ports,omitempty"`
+	// At least one rule.
+	Rules         []*RouteRule `protobuf:"bytes,4,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_mesh_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Route) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Route) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Route) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *Route) GetRules() []*RouteRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+// RouteRule sends the requests that match it to its backends.
+type RouteRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule's name within its route, if it has one (Gateway API's
+	// rules[].name), for logs and metrics; rules are otherwise named by index.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// A request matches the rule when it matches any of these. Never empty: a
+	// rule written without matches gets Gateway API's default, a PREFIX path
+	// match on "/", which every request matches.
+	Matches []*RouteMatch `protobuf:"bytes,2,rep,name=matches,proto3" json:"matches,omitempty"`
+	// Where the matching requests go: each request to one backend, picked at
+	// random in proportion to the weights. A backend of weight 0 is never
+	// picked. A request is answered 500, as Gateway API requires, when the
+	// rule has no backend of nonzero weight, or when the backend picked is
+	// invalid: it names a service that is not in ProxyConfig.services, or a
+	// port that service does not have, or a TCP port. A valid backend whose
+	// service has no endpoints is answered 503.
+	Backends []*RouteBackend `protobuf:"bytes,3,rep,name=backends,proto3" json:"backends,omitempty"`
+	// Changes to the request's headers before it is sent, whatever backend it
+	// goes to; the backend's own request_headers are applied after these.
+	RequestHeaders *HeaderModifier `protobuf:"bytes,4,opt,name=request_headers,json=requestHeaders,proto3" json:"request_headers,omitempty"`
+	// How long the whole request may take, from when the proxy received it to
+	// the end of the response, every attempt and backoff included; on expiry
+	// the app is answered 504. Absent or zero: no limit.
+	RequestTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=request_timeout,json=requestTimeout,proto3" json:"request_timeout,omitempty"`
+	// How long one attempt (one request to one endpoint) may take, from its
+	// start to the end of its response. Absent or zero: no limit but
+	// request_timeout. Never more than a nonzero request_timeout.
+	BackendRequestTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=backend_request_timeout,json=backendRequestTimeout,proto3" json:"backend_request_timeout,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *RouteRule) Reset() {
+	*x = RouteRule{}
+	mi := &file_mesh_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteRule) ProtoMessage() {}
+
+func (x *RouteRule) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteRule.ProtoReflect.Descriptor instead.
+func (*RouteRule) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RouteRule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RouteRule) GetMatches() []*RouteMatch {
+	if x != nil {
+		return x.Matches
+	}
+	return nil
+}
+
+func (x *RouteRule) GetBackends() []*RouteBackend {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
+func (x *RouteRule) GetRequestHeaders() *HeaderModifier {
+	if x != nil {
+		return x.RequestHeaders
+	}
+	return nil
+}
+
+func (x *RouteRule) GetRequestTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.RequestTimeout
+	}
+	return nil
+}
+
+func (x *RouteRule) GetBackendRequestTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.BackendRequestTimeout
+	}
+	return nil
+}
+
+// RouteMatch is a condition on a request: all of its parts must hold.
+//
+// Precedence (Gateway API's): of the matches that a request satisfies, the
+// one that wins is, in order, one with an EXACT path, else the one with the
+// longest PREFIX path (counted without a trailing "/"), then one with a
+// method, then the one with the most header matches; then the earliest
+// route (Service.routes order), rule, and match.
+type RouteMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required: the controller writes Gateway API's default, a PREFIX match
+	// on "/", when the route has none.
+	Path *PathMatch `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// The request's method, exactly ("GET", case-sensitive); empty for any.
+	Method string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	// Headers the request must have, each with the value given.
+	Headers       []*HeaderMatch `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouteMatch) Reset() {
+	*x = RouteMatch{}
+	mi := &file_mesh_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteMatch) ProtoMessage() {}
+
+func (x *RouteMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
+func (*RouteMatch) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RouteMatch) GetPath() *PathMatch {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *RouteMatch) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *RouteMatch) GetHeaders() []*HeaderMatch {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+// PathMatch is a condition on a request's path: the path as the app sent it
+// (percent-encoded as on the wire), without its query, compared
+// case-sensitively.
+type PathMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How value is compared; UNSPECIFIED is refused.
+	Type PathMatchType `protobuf:"varint,1,opt,name=type,proto3,enum=rampart.mesh.v1.PathMatchType" json:"type,omitempty"`
+	// Starts with "/". For PREFIX, a trailing "/" is ignored.
+	Value         string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PathMatch) Reset() {
+	*x = PathMatch{}
+	mi := &file_mesh_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PathMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PathMatch) ProtoMessage() {}
+
+func (x *PathMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
+func (*PathMatch) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PathMatch) GetType() PathMatchType {
+	if x != nil {
+		return x.Type
+	}
+	return PathMatchType_PATH_MATCH_TYPE_UNSPECIFIED
+}
+
+func (x *PathMatch) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+// HeaderMatch is a condition on one request header.
+type HeaderMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How value is compared; UNSPECIFIED is refused.
+	Type HeaderMatchType `protobuf:"varint,1,opt,name=type,proto3,enum=rampart.mesh.v1.HeaderMatchType" json:"type,omitempty"`
+	// The header's name, case-insensitively (an HTTP token; never Host).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The header's value, exactly. A header sent on several field lines
+	// matches as their values joined with "," (no space), as Envoy joins them.
+	Value         string `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderMatch) Reset() {
+	*x = HeaderMatch{}
+	mi := &file_mesh_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderMatch) ProtoMessage() {}
+
+func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
+func (*HeaderMatch) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *HeaderMatch) GetType() HeaderMatchType {
+	if x != nil {
+		return x.Type
+	}
+	return HeaderMatchType_HEADER_MATCH_TYPE_UNSPECIFIED
+}
+
+func (x *HeaderMatch) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HeaderMatch) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+// RouteBackend is where a rule may send a request: a port of a Service,
+// listed in the same ProxyConfig with its endpoints. Naming the service
+// rather than copying its endpoints keeps a change of weights a change of
+// this message only, and lets the proxy keep one balancer per service.
+type RouteBackend struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The backend service's name and namespace: an entry of
+	// ProxyConfig.services, whose endpoints receive the requests.
+	Service   string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// A port of the backend service (ServicePort.port, not the target port).
+	Port uint32 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	// Its share of the rule's requests: weight / (sum of the rule's weights).
+	// 0 to 1,000,000; 0 is never picked.
+	Weight uint32 `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
+	// Changes to the request's headers when it goes to this backend, applied
+	// after the rule's.
+	RequestHeaders *HeaderModifier `protobuf:"bytes,5,opt,name=request_headers,json=requestHeaders,proto3" json:"request_headers,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RouteBackend) Reset() {
+	*x = RouteBackend{}
+	mi := &file_mesh_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteBackend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteBackend) ProtoMessage() {}
+
+func (x *RouteBackend) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteBackend.ProtoReflect.Descriptor instead.
+func (*RouteBackend) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RouteBackend) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *RouteBackend) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *RouteBackend) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *RouteBackend) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *RouteBackend) GetRequestHeaders() *HeaderModifier {
+	if x != nil {
+		return x.RequestHeaders
+	}
+	return nil
+}
+
+// HeaderModifier changes a request's headers (Gateway API's
+// RequestHeaderModifier filter). A name appears at most once across set,
+// add and remove, compared case-insensitively, so their order does not
+// matter. Rampart's own headers (Rampart-*), hop-by-hop headers, Host and
+// Content-Length are never modified: a proxy refuses a configuration that
+// names them.
+type HeaderModifier struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Replace the header's values with this one (add it if absent).
+	Set []*Header `protobuf:"bytes,1,rep,name=set,proto3" json:"set,omitempty"`
+	// Add this value to the header's values (add it if absent).
+	Add []*Header `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
+	// Remove the header, by name.
+	Remove        []string `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderModifier) Reset() {
+	*x = HeaderModifier{}
+	mi := &file_mesh_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderModifier) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderModifier) ProtoMessage() {}
+
+func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
+func (*HeaderModifier) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *HeaderModifier) GetSet() []*Header {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *HeaderModifier) GetAdd() []*Header {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *HeaderModifier) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+// Header is one HTTP header name and value.
+type Header struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An HTTP token, compared case-insensitively.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Not empty; no control characters but tab, no leading or trailing space.
+	Value         string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Header) Reset() {
+	*x = Header{}
+	mi := &file_mesh_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Header) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Header) ProtoMessage() {}
+
+func (x *Header) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Header.ProtoReflect.Descriptor instead.
+func (*Header) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Header) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Header) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
 type ServicePort struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -878,7 +1590,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_mesh_proto_msgTypes[8]
+	mi := &file_mesh_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1602,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[8]
+	mi := &file_mesh_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1615,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{8}
+	return file_mesh_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ServicePort) GetName() string {
@@ -953,7 +1665,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_mesh_proto_msgTypes[9]
+	mi := &file_mesh_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1677,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[9]
+	mi := &file_mesh_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1690,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{9}
+	return file_mesh_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1019,7 +1731,7 @@ type InboundPort struct {
 
 func (x *InboundPort) Reset() {
 	*x = InboundPort{}
-	mi := &file_mesh_proto_msgTypes[10]
+	mi := &file_mesh_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1743,7 @@ func (x *InboundPort) String() string {
 func (*InboundPort) ProtoMessage() {}
 
 func (x *InboundPort) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[10]
+	mi := &file_mesh_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1756,7 @@ func (x *InboundPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundPort.ProtoReflect.Descriptor instead.
 func (*InboundPort) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{10}
+	return file_mesh_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InboundPort) GetPort() uint32 {
@@ -1073,7 +1785,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_mesh_proto_msgTypes[11]
+	mi := &file_mesh_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1797,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[11]
+	mi := &file_mesh_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1810,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{11}
+	return file_mesh_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Settings) GetConnectTimeout() *durationpb.Duration {
@@ -1137,7 +1849,7 @@ type WorkloadPolicy struct {
 
 func (x *WorkloadPolicy) Reset() {
 	*x = WorkloadPolicy{}
-	mi := &file_mesh_proto_msgTypes[12]
+	mi := &file_mesh_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1861,7 @@ func (x *WorkloadPolicy) String() string {
 func (*WorkloadPolicy) ProtoMessage() {}
 
 func (x *WorkloadPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[12]
+	mi := &file_mesh_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1874,7 @@ func (x *WorkloadPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadPolicy.ProtoReflect.Descriptor instead.
 func (*WorkloadPolicy) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{12}
+	return file_mesh_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WorkloadPolicy) GetNamespace() string {
@@ -1220,7 +1932,7 @@ type TLSPolicy struct {
 
 func (x *TLSPolicy) Reset() {
 	*x = TLSPolicy{}
-	mi := &file_mesh_proto_msgTypes[13]
+	mi := &file_mesh_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1944,7 @@ func (x *TLSPolicy) String() string {
 func (*TLSPolicy) ProtoMessage() {}
 
 func (x *TLSPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[13]
+	mi := &file_mesh_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1957,7 @@ func (x *TLSPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLSPolicy.ProtoReflect.Descriptor instead.
 func (*TLSPolicy) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{13}
+	return file_mesh_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TLSPolicy) GetMode() TLSMode {
@@ -1279,7 +1991,7 @@ type PortTLS struct {
 
 func (x *PortTLS) Reset() {
 	*x = PortTLS{}
-	mi := &file_mesh_proto_msgTypes[14]
+	mi := &file_mesh_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +2003,7 @@ func (x *PortTLS) String() string {
 func (*PortTLS) ProtoMessage() {}
 
 func (x *PortTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[14]
+	mi := &file_mesh_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +2016,7 @@ func (x *PortTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortTLS.ProtoReflect.Descriptor instead.
 func (*PortTLS) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{14}
+	return file_mesh_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PortTLS) GetPort() uint32 {
@@ -1333,7 +2045,7 @@ type AuthorizationPolicy struct {
 
 func (x *AuthorizationPolicy) Reset() {
 	*x = AuthorizationPolicy{}
-	mi := &file_mesh_proto_msgTypes[15]
+	mi := &file_mesh_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +2057,7 @@ func (x *AuthorizationPolicy) String() string {
 func (*AuthorizationPolicy) ProtoMessage() {}
 
 func (x *AuthorizationPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[15]
+	mi := &file_mesh_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +2070,7 @@ func (x *AuthorizationPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizationPolicy.ProtoReflect.Descriptor instead.
 func (*AuthorizationPolicy) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{15}
+	return file_mesh_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AuthorizationPolicy) GetNamespace() string {
@@ -1401,7 +2113,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_mesh_proto_msgTypes[16]
+	mi := &file_mesh_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +2125,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[16]
+	mi := &file_mesh_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +2138,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{16}
+	return file_mesh_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Rule) GetFrom() []*Source {
@@ -1464,7 +2176,7 @@ type Source struct {
 
 func (x *Source) Reset() {
 	*x = Source{}
-	mi := &file_mesh_proto_msgTypes[17]
+	mi := &file_mesh_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +2188,7 @@ func (x *Source) String() string {
 func (*Source) ProtoMessage() {}
 
 func (x *Source) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[17]
+	mi := &file_mesh_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +2201,7 @@ func (x *Source) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Source.ProtoReflect.Descriptor instead.
 func (*Source) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{17}
+	return file_mesh_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Source) GetPrincipals() []string {
@@ -1550,7 +2262,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_mesh_proto_msgTypes[18]
+	mi := &file_mesh_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +2274,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[18]
+	mi := &file_mesh_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +2287,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{18}
+	return file_mesh_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Operation) GetPorts() []uint32 {
@@ -1653,7 +2365,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_mesh_proto_msgTypes[19]
+	mi := &file_mesh_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +2377,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[19]
+	mi := &file_mesh_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +2390,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{19}
+	return file_mesh_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RateLimit) GetPolicy() string {
@@ -1781,13 +2493,51 @@ const file_mesh_proto_rawDesc = "" +
 	"\ainbound\x18\x04 \x03(\v2\x1c.rampart.mesh.v1.InboundPortR\ainbound\x12!\n" +
 	"\ftrust_bundle\x18\x05 \x03(\fR\vtrustBundle\x125\n" +
 	"\bsettings\x18\x06 \x01(\v2\x19.rampart.mesh.v1.SettingsR\bsettings\x12E\n" +
-	"\rauthorization\x18\a \x01(\v2\x1f.rampart.mesh.v1.WorkloadPolicyR\rauthorization\"\xc6\x01\n" +
+	"\rauthorization\x18\a \x01(\v2\x1f.rampart.mesh.v1.WorkloadPolicyR\rauthorization\"\xf6\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x122\n" +
 	"\x05ports\x18\x03 \x03(\v2\x1c.rampart.mesh.v1.ServicePortR\x05ports\x127\n" +
 	"\tendpoints\x18\x04 \x03(\v2\x19.rampart.mesh.v1.EndpointR\tendpoints\x12\x1c\n" +
-	"\taddresses\x18\x05 \x03(\tR\taddresses\"\x8d\x01\n" +
+	"\taddresses\x18\x05 \x03(\tR\taddresses\x12.\n" +
+	"\x06routes\x18\x06 \x03(\v2\x16.rampart.mesh.v1.RouteR\x06routes\"\x81\x01\n" +
+	"\x05Route\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05ports\x18\x03 \x03(\rR\x05ports\x120\n" +
+	"\x05rules\x18\x04 \x03(\v2\x1a.rampart.mesh.v1.RouteRuleR\x05rules\"\xf2\x02\n" +
+	"\tRouteRule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
+	"\amatches\x18\x02 \x03(\v2\x1b.rampart.mesh.v1.RouteMatchR\amatches\x129\n" +
+	"\bbackends\x18\x03 \x03(\v2\x1d.rampart.mesh.v1.RouteBackendR\bbackends\x12H\n" +
+	"\x0frequest_headers\x18\x04 \x01(\v2\x1f.rampart.mesh.v1.HeaderModifierR\x0erequestHeaders\x12B\n" +
+	"\x0frequest_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0erequestTimeout\x12Q\n" +
+	"\x17backend_request_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x15backendRequestTimeout\"\x8c\x01\n" +
+	"\n" +
+	"RouteMatch\x12.\n" +
+	"\x04path\x18\x01 \x01(\v2\x1a.rampart.mesh.v1.PathMatchR\x04path\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x126\n" +
+	"\aheaders\x18\x03 \x03(\v2\x1c.rampart.mesh.v1.HeaderMatchR\aheaders\"U\n" +
+	"\tPathMatch\x122\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1e.rampart.mesh.v1.PathMatchTypeR\x04type\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"m\n" +
+	"\vHeaderMatch\x124\n" +
+	"\x04type\x18\x01 \x01(\x0e2 .rampart.mesh.v1.HeaderMatchTypeR\x04type\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\"\xbc\x01\n" +
+	"\fRouteBackend\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\x12\x16\n" +
+	"\x06weight\x18\x04 \x01(\rR\x06weight\x12H\n" +
+	"\x0frequest_headers\x18\x05 \x01(\v2\x1f.rampart.mesh.v1.HeaderModifierR\x0erequestHeaders\"~\n" +
+	"\x0eHeaderModifier\x12)\n" +
+	"\x03set\x18\x01 \x03(\v2\x17.rampart.mesh.v1.HeaderR\x03set\x12)\n" +
+	"\x03add\x18\x02 \x03(\v2\x17.rampart.mesh.v1.HeaderR\x03add\x12\x16\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\"2\n" +
+	"\x06Header\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x8d\x01\n" +
 	"\vServicePort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1f\n" +
@@ -1869,7 +2619,14 @@ const file_mesh_proto_rawDesc = "" +
 	"\n" +
 	"EgressMode\x12\x14\n" +
 	"\x10EGRESS_ALLOW_ANY\x10\x00\x12\x14\n" +
-	"\x10EGRESS_MESH_ONLY\x10\x01*\xc0\x01\n" +
+	"\x10EGRESS_MESH_ONLY\x10\x01*g\n" +
+	"\rPathMatchType\x12\x1f\n" +
+	"\x1bPATH_MATCH_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15PATH_MATCH_TYPE_EXACT\x10\x01\x12\x1a\n" +
+	"\x16PATH_MATCH_TYPE_PREFIX\x10\x02*Q\n" +
+	"\x0fHeaderMatchType\x12!\n" +
+	"\x1dHEADER_MATCH_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17HEADER_MATCH_TYPE_EXACT\x10\x01*\xc0\x01\n" +
 	"\x14DefaultAuthorization\x12%\n" +
 	"!DEFAULT_AUTHORIZATION_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eDEFAULT_AUTHORIZATION_DENY_ALL\x10\x01\x12.\n" +
@@ -1907,78 +2664,102 @@ func file_mesh_proto_rawDescGZIP() []byte {
 	return file_mesh_proto_rawDescData
 }
 
-var file_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_mesh_proto_goTypes = []any{
 	(Protocol)(0),               // 0: rampart.mesh.v1.Protocol
 	(EgressMode)(0),             // 1: rampart.mesh.v1.EgressMode
-	(DefaultAuthorization)(0),   // 2: rampart.mesh.v1.DefaultAuthorization
-	(TLSMode)(0),                // 3: rampart.mesh.v1.TLSMode
-	(PolicyAction)(0),           // 4: rampart.mesh.v1.PolicyAction
-	(RateLimitKey)(0),           // 5: rampart.mesh.v1.RateLimitKey
-	(*CertifyRequest)(nil),      // 6: rampart.mesh.v1.CertifyRequest
-	(*CertifyResponse)(nil),     // 7: rampart.mesh.v1.CertifyResponse
-	(*WatchRequest)(nil),        // 8: rampart.mesh.v1.WatchRequest
-	(*LeaveRequest)(nil),        // 9: rampart.mesh.v1.LeaveRequest
-	(*LeaveResponse)(nil),       // 10: rampart.mesh.v1.LeaveResponse
-	(*Workload)(nil),            // 11: rampart.mesh.v1.Workload
-	(*ProxyConfig)(nil),         // 12: rampart.mesh.v1.ProxyConfig
-	(*Service)(nil),             // 13: rampart.mesh.v1.Service
-	(*ServicePort)(nil),         // 14: rampart.mesh.v1.ServicePort
-	(*Endpoint)(nil),            // 15: rampart.mesh.v1.Endpoint
-	(*InboundPort)(nil),         // 16: rampart.mesh.v1.InboundPort
-	(*Settings)(nil),            // 17: rampart.mesh.v1.Settings
-	(*WorkloadPolicy)(nil),      // 18: rampart.mesh.v1.WorkloadPolicy
-	(*TLSPolicy)(nil),           // 19: rampart.mesh.v1.TLSPolicy
-	(*PortTLS)(nil),             // 20: rampart.mesh.v1.PortTLS
-	(*AuthorizationPolicy)(nil), // 21: rampart.mesh.v1.AuthorizationPolicy
-	(*Rule)(nil),                // 22: rampart.mesh.v1.Rule
-	(*Source)(nil),              // 23: rampart.mesh.v1.Source
-	(*Operation)(nil),           // 24: rampart.mesh.v1.Operation
-	(*RateLimit)(nil),           // 25: rampart.mesh.v1.RateLimit
-	nil,                         // 26: rampart.mesh.v1.Workload.LabelsEntry
-	(*durationpb.Duration)(nil), // 27: google.protobuf.Duration
+	(PathMatchType)(0),          // 2: rampart.mesh.v1.PathMatchType
+	(HeaderMatchType)(0),        // 3: rampart.mesh.v1.HeaderMatchType
+	(DefaultAuthorization)(0),   // 4: rampart.mesh.v1.DefaultAuthorization
+	(TLSMode)(0),                // 5: rampart.mesh.v1.TLSMode
+	(PolicyAction)(0),           // 6: rampart.mesh.v1.PolicyAction
+	(RateLimitKey)(0),           // 7: rampart.mesh.v1.RateLimitKey
+	(*CertifyRequest)(nil),      // 8: rampart.mesh.v1.CertifyRequest
+	(*CertifyResponse)(nil),     // 9: rampart.mesh.v1.CertifyResponse
+	(*WatchRequest)(nil),        // 10: rampart.mesh.v1.WatchRequest
+	(*LeaveRequest)(nil),        // 11: rampart.mesh.v1.LeaveRequest
+	(*LeaveResponse)(nil),       // 12: rampart.mesh.v1.LeaveResponse
+	(*Workload)(nil),            // 13: rampart.mesh.v1.Workload
+	(*ProxyConfig)(nil),         // 14: rampart.mesh.v1.ProxyConfig
+	(*Service)(nil),             // 15: rampart.mesh.v1.Service
+	(*Route)(nil),               // 16: rampart.mesh.v1.Route
+	(*RouteRule)(nil),           // 17: rampart.mesh.v1.RouteRule
+	(*RouteMatch)(nil),          // 18: rampart.mesh.v1.RouteMatch
+	(*PathMatch)(nil),           // 19: rampart.mesh.v1.PathMatch
+	(*HeaderMatch)(nil),         // 20: rampart.mesh.v1.HeaderMatch
+	(*RouteBackend)(nil),        // 21: rampart.mesh.v1.RouteBackend
+	(*HeaderModifier)(nil),      // 22: rampart.mesh.v1.HeaderModifier
+	(*Header)(nil),              // 23: rampart.mesh.v1.Header
+	(*ServicePort)(nil),         // 24: rampart.mesh.v1.ServicePort
+	(*Endpoint)(nil),            // 25: rampart.mesh.v1.Endpoint
+	(*InboundPort)(nil),         // 26: rampart.mesh.v1.InboundPort
+	(*Settings)(nil),            // 27: rampart.mesh.v1.Settings
+	(*WorkloadPolicy)(nil),      // 28: rampart.mesh.v1.WorkloadPolicy
+	(*TLSPolicy)(nil),           // 29: rampart.mesh.v1.TLSPolicy
+	(*PortTLS)(nil),             // 30: rampart.mesh.v1.PortTLS
+	(*AuthorizationPolicy)(nil), // 31: rampart.mesh.v1.AuthorizationPolicy
+	(*Rule)(nil),                // 32: rampart.mesh.v1.Rule
+	(*Source)(nil),              // 33: rampart.mesh.v1.Source
+	(*Operation)(nil),           // 34: rampart.mesh.v1.Operation
+	(*RateLimit)(nil),           // 35: rampart.mesh.v1.RateLimit
+	nil,                         // 36: rampart.mesh.v1.Workload.LabelsEntry
+	(*durationpb.Duration)(nil), // 37: google.protobuf.Duration
 }
 var file_mesh_proto_depIdxs = []int32{
-	11, // 0: rampart.mesh.v1.WatchRequest.workload:type_name -> rampart.mesh.v1.Workload
-	11, // 1: rampart.mesh.v1.LeaveRequest.workload:type_name -> rampart.mesh.v1.Workload
-	26, // 2: rampart.mesh.v1.Workload.labels:type_name -> rampart.mesh.v1.Workload.LabelsEntry
-	13, // 3: rampart.mesh.v1.ProxyConfig.services:type_name -> rampart.mesh.v1.Service
-	16, // 4: rampart.mesh.v1.ProxyConfig.inbound:type_name -> rampart.mesh.v1.InboundPort
-	17, // 5: rampart.mesh.v1.ProxyConfig.settings:type_name -> rampart.mesh.v1.Settings
-	18, // 6: rampart.mesh.v1.ProxyConfig.authorization:type_name -> rampart.mesh.v1.WorkloadPolicy
-	14, // 7: rampart.mesh.v1.Service.ports:type_name -> rampart.mesh.v1.ServicePort
-	15, // 8: rampart.mesh.v1.Service.endpoints:type_name -> rampart.mesh.v1.Endpoint
-	0,  // 9: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
-	0,  // 10: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
-	27, // 11: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
-	1,  // 12: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
-	2,  // 13: rampart.mesh.v1.WorkloadPolicy.default_authorization:type_name -> rampart.mesh.v1.DefaultAuthorization
-	19, // 14: rampart.mesh.v1.WorkloadPolicy.tls:type_name -> rampart.mesh.v1.TLSPolicy
-	21, // 15: rampart.mesh.v1.WorkloadPolicy.policies:type_name -> rampart.mesh.v1.AuthorizationPolicy
-	25, // 16: rampart.mesh.v1.WorkloadPolicy.rate_limits:type_name -> rampart.mesh.v1.RateLimit
-	3,  // 17: rampart.mesh.v1.TLSPolicy.mode:type_name -> rampart.mesh.v1.TLSMode
-	20, // 18: rampart.mesh.v1.TLSPolicy.ports:type_name -> rampart.mesh.v1.PortTLS
-	3,  // 19: rampart.mesh.v1.PortTLS.mode:type_name -> rampart.mesh.v1.TLSMode
-	4,  // 20: rampart.mesh.v1.AuthorizationPolicy.action:type_name -> rampart.mesh.v1.PolicyAction
-	22, // 21: rampart.mesh.v1.AuthorizationPolicy.rules:type_name -> rampart.mesh.v1.Rule
-	23, // 22: rampart.mesh.v1.Rule.from:type_name -> rampart.mesh.v1.Source
-	24, // 23: rampart.mesh.v1.Rule.to:type_name -> rampart.mesh.v1.Operation
-	23, // 24: rampart.mesh.v1.RateLimit.from:type_name -> rampart.mesh.v1.Source
-	24, // 25: rampart.mesh.v1.RateLimit.to:type_name -> rampart.mesh.v1.Operation
-	5,  // 26: rampart.mesh.v1.RateLimit.per:type_name -> rampart.mesh.v1.RateLimitKey
-	27, // 27: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
-	6,  // 28: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
-	8,  // 29: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
-	9,  // 30: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
-	7,  // 31: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
-	12, // 32: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
-	10, // 33: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
-	31, // [31:34] is the sub-list for method output_type
-	28, // [28:31] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	13, // 0: rampart.mesh.v1.WatchRequest.workload:type_name -> rampart.mesh.v1.Workload
+	13, // 1: rampart.mesh.v1.LeaveRequest.workload:type_name -> rampart.mesh.v1.Workload
+	36, // 2: rampart.mesh.v1.Workload.labels:type_name -> rampart.mesh.v1.Workload.LabelsEntry
+	15, // 3: rampart.mesh.v1.ProxyConfig.services:type_name -> rampart.mesh.v1.Service
+	26, // 4: rampart.mesh.v1.ProxyConfig.inbound:type_name -> rampart.mesh.v1.InboundPort
+	27, // 5: rampart.mesh.v1.ProxyConfig.settings:type_name -> rampart.mesh.v1.Settings
+	28, // 6: rampart.mesh.v1.ProxyConfig.authorization:type_name -> rampart.mesh.v1.WorkloadPolicy
+	24, // 7: rampart.mesh.v1.Service.ports:type_name -> rampart.mesh.v1.ServicePort
+	25, // 8: rampart.mesh.v1.Service.endpoints:type_name -> rampart.mesh.v1.Endpoint
+	16, // 9: rampart.mesh.v1.Service.routes:type_name -> rampart.mesh.v1.Route
+	17, // 10: rampart.mesh.v1.Route.rules:type_name -> rampart.mesh.v1.RouteRule
+	18, // 11: rampart.mesh.v1.RouteRule.matches:type_name -> rampart.mesh.v1.RouteMatch
+	21, // 12: rampart.mesh.v1.RouteRule.backends:type_name -> rampart.mesh.v1.RouteBackend
+	22, // 13: rampart.mesh.v1.RouteRule.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
+	37, // 14: rampart.mesh.v1.RouteRule.request_timeout:type_name -> google.protobuf.Duration
+	37, // 15: rampart.mesh.v1.RouteRule.backend_request_timeout:type_name -> google.protobuf.Duration
+	19, // 16: rampart.mesh.v1.RouteMatch.path:type_name -> rampart.mesh.v1.PathMatch
+	20, // 17: rampart.mesh.v1.RouteMatch.headers:type_name -> rampart.mesh.v1.HeaderMatch
+	2,  // 18: rampart.mesh.v1.PathMatch.type:type_name -> rampart.mesh.v1.PathMatchType
+	3,  // 19: rampart.mesh.v1.HeaderMatch.type:type_name -> rampart.mesh.v1.HeaderMatchType
+	22, // 20: rampart.mesh.v1.RouteBackend.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
+	23, // 21: rampart.mesh.v1.HeaderModifier.set:type_name -> rampart.mesh.v1.Header
+	23, // 22: rampart.mesh.v1.HeaderModifier.add:type_name -> rampart.mesh.v1.Header
+	0,  // 23: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
+	0,  // 24: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
+	37, // 25: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
+	1,  // 26: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
+	4,  // 27: rampart.mesh.v1.WorkloadPolicy.default_authorization:type_name -> rampart.mesh.v1.DefaultAuthorization
+	29, // 28: rampart.mesh.v1.WorkloadPolicy.tls:type_name -> rampart.mesh.v1.TLSPolicy
+	31, // 29: rampart.mesh.v1.WorkloadPolicy.policies:type_name -> rampart.mesh.v1.AuthorizationPolicy
+	35, // 30: rampart.mesh.v1.WorkloadPolicy.rate_limits:type_name -> rampart.mesh.v1.RateLimit
+	5,  // 31: rampart.mesh.v1.TLSPolicy.mode:type_name -> rampart.mesh.v1.TLSMode
+	30, // 32: rampart.mesh.v1.TLSPolicy.ports:type_name -> rampart.mesh.v1.PortTLS
+	5,  // 33: rampart.mesh.v1.PortTLS.mode:type_name -> rampart.mesh.v1.TLSMode
+	6,  // 34: rampart.mesh.v1.AuthorizationPolicy.action:type_name -> rampart.mesh.v1.PolicyAction
+	32, // 35: rampart.mesh.v1.AuthorizationPolicy.rules:type_name -> rampart.mesh.v1.Rule
+	33, // 36: rampart.mesh.v1.Rule.from:type_name -> rampart.mesh.v1.Source
+	34, // 37: rampart.mesh.v1.Rule.to:type_name -> rampart.mesh.v1.Operation
+	33, // 38: rampart.mesh.v1.RateLimit.from:type_name -> rampart.mesh.v1.Source
+	34, // 39: rampart.mesh.v1.RateLimit.to:type_name -> rampart.mesh.v1.Operation
+	7,  // 40: rampart.mesh.v1.RateLimit.per:type_name -> rampart.mesh.v1.RateLimitKey
+	37, // 41: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
+	8,  // 42: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
+	10, // 43: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
+	11, // 44: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
+	9,  // 45: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
+	14, // 46: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
+	12, // 47: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
+	45, // [45:48] is the sub-list for method output_type
+	42, // [42:45] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_mesh_proto_init() }
@@ -1991,8 +2772,8 @@ func file_mesh_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mesh_proto_rawDesc), len(file_mesh_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   21,
+			NumEnums:      8,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
