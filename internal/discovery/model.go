@@ -37,6 +37,7 @@ import (
 	"github.com/rampart-mesh/rampart/internal/authz"
 	"github.com/rampart-mesh/rampart/internal/authz/authzpb"
 	"github.com/rampart-mesh/rampart/internal/authz/compile"
+	"github.com/rampart-mesh/rampart/internal/authz/ratelimit"
 	"github.com/rampart-mesh/rampart/internal/identity"
 	"github.com/rampart-mesh/rampart/internal/localconfig"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
@@ -144,6 +145,9 @@ type Model struct {
 	bundle     [][]byte            // DER roots
 	changed    chan struct{}       // closed and replaced on every change
 	warned     map[string]struct{} // conflicts already logged since the last SetResources
+	// lastGoodPolicy is the last policy that passed policyLocked's checks,
+	// by workload namespace/name; pruned to the workloads that exist.
+	lastGoodPolicy map[string]*authz.WorkloadPolicy
 }
 
 // New returns an empty model: no resources, no registrations.
@@ -160,6 +164,7 @@ func New(cfg Config) (*Model, error) {
 		registered:     make(map[uint64]workload),
 		changed:        make(chan struct{}),
 		warned:         make(map[string]struct{}),
+		lastGoodPolicy: make(map[string]*authz.WorkloadPolicy),
 		bundle:         derOf(cfg.TrustBundle),
 	}
 	if m.connectTimeout == 0 {
@@ -210,6 +215,7 @@ func (m *Model) SetResources(res *localconfig.Resources) {
 		RateLimitPolicies:     res.RateLimitPolicies,
 	}
 	clear(m.warned)
+	m.pruneLastGoodLocked()
 	m.routes = m.compileRoutesLocked()
 	m.notifyLocked()
 }
@@ -633,23 +639,52 @@ func (m *Model) selfLocked(ns, sa, name string) (workload, bool) {
 	return workload{}, false
 }
 
-// policyLocked compiles the authorization policy of the workload self. A
-// policy that does not compile (the resources are validated when they are
-// loaded, so this is a bug) is replaced by one that denies everything,
-// and logged: the controller never sends a policy the proxy would refuse,
-// and never fails open.
+// policyLocked compiles the authorization policy of the workload self and
+// checks it as its proxy will (authz.Compile, ratelimit.New). The
+// resources are validated one by one when they are loaded, but some
+// limits only show once several policies select one workload (too many
+// rate limits, say): such a policy is never sent. The workload keeps the
+// last policy that passed, or, if none ever did, one that denies
+// everything; the problem is logged. The controller never sends a policy
+// the proxy would refuse, and never fails open.
 func (m *Model) policyLocked(self workload) *authz.WorkloadPolicy {
+	key := self.namespace + "/" + self.name
 	wp, err := compile.ForWorkload(&m.policies, compile.Workload{Namespace: self.namespace, Labels: self.labels}, compile.Options{})
 	if err == nil {
 		_, err = authz.Compile(wp)
 	}
-	if err != nil {
-		m.warnOnceLocked("policy/"+self.namespace+"/"+self.name+"/"+err.Error(),
-			"authorization policy does not compile; the workload denies every request until it is fixed",
-			"namespace", self.namespace, "workload", self.name, "err", err)
-		return denyAll("the policies that select this workload do not compile: see the controller's log")
+	if err == nil {
+		_, err = ratelimit.New(wp.RateLimits, ratelimit.Options{})
 	}
-	return wp
+	if err == nil {
+		m.lastGoodPolicy[key] = wp
+		return wp
+	}
+	last, ok := m.lastGoodPolicy[key]
+	m.warnOnceLocked("policy/"+key+"/"+err.Error(),
+		"the authorization policies that select this workload cannot be enforced together; it keeps its last good policy (or denies everything if it never had one) until they are fixed",
+		"namespace", self.namespace, "workload", self.name, "kept_last_good", ok, "err", err)
+	if ok {
+		return last
+	}
+	return denyAll("the policies that select this workload cannot be enforced together: see the controller's log")
+}
+
+// pruneLastGoodLocked forgets the last good policies of workloads that
+// are neither declared nor registered.
+func (m *Model) pruneLastGoodLocked() {
+	if len(m.lastGoodPolicy) == 0 {
+		return
+	}
+	live := make(map[string]bool)
+	for _, w := range m.workloadsLocked() {
+		live[w.namespace+"/"+w.name] = true
+	}
+	for k := range m.lastGoodPolicy {
+		if !live[k] {
+			delete(m.lastGoodPolicy, k)
+		}
+	}
 }
 
 // denyAll is a policy that denies every request, saying why.

@@ -1,8 +1,12 @@
 package discovery
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -156,5 +160,49 @@ func TestConfigForUnknownWorkloadDeniesAll(t *testing.T) {
 		if d.Allow || d.Code != authz.CodeDefaultDeny || !strings.Contains(d.Reason, "no registered workload") {
 			t.Errorf("%s: %v, want denied: no registered workload", name, d)
 		}
+	}
+}
+
+// manyLimits is a RateLimitPolicy for app=orders with n limits: valid on
+// its own, too many for one workload together with another like it.
+func manyLimits(name string, n int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: rampart.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: %s, namespace: shop}\nspec:\n  selector: {matchLabels: {app: orders}}\n  limits:\n", name)
+	for i := range n {
+		fmt.Fprintf(&b, "  - {name: l%d, per: overall, requestsPerSecond: 10}\n", i)
+	}
+	return b.String()
+}
+
+func TestPolicyThatCannotBeEnforcedKeepsTheLastGoodOne(t *testing.T) {
+	orders := map[string]string{"app": "orders"}
+	services := []v1alpha1.Service{service("shop", "orders", orders, []string{"orders"}, port{port: 80, targetPort: 8080})}
+	m := newModel(t)
+	m.SetResources(withPolicies(t, &localconfig.Resources{Services: services}, allowWeb))
+	mustRegister(t, m, Registration{ID: wid("shop", "orders"), Name: "orders-1", Labels: orders, TunnelAddress: "10.0.0.1:15008"})
+	good := m.ConfigFor(wid("shop", "orders"), "orders-1", nil)
+
+	// 2 x 600 limits: each policy validates, but no proxy takes more than
+	// 1024 limits for one workload.
+	m.SetResources(withPolicies(t, &localconfig.Resources{Services: services}, allowWeb, manyLimits("a", 600), manyLimits("b", 600)))
+	kept := m.ConfigFor(wid("shop", "orders"), "orders-1", nil)
+	if d := cmp.Diff(good.GetAuthorization(), kept.GetAuthorization(), protocmp.Transform()); d != "" {
+		t.Errorf("the workload did not keep its last good policy (-good +sent):\n%s", d)
+	}
+	if d := decisionFor(t, kept, "spiffe://example.org/ns/shop/sa/web"); !d.Allow {
+		t.Errorf("web -> orders under the kept policy: %v", d)
+	}
+
+	// A workload that never had a good policy denies everything.
+	mustRegister(t, m, Registration{ID: wid("shop", "orders"), Name: "orders-2", Labels: orders, TunnelAddress: "10.0.0.2:15008"})
+	fresh := m.ConfigFor(wid("shop", "orders"), "orders-2", nil)
+	if d := decisionFor(t, fresh, "spiffe://example.org/ns/shop/sa/web"); d.Allow || d.Code != authz.CodeDefaultDeny {
+		t.Errorf("a new workload under policies that cannot be enforced: %v, want denied", d)
+	}
+	// Fixed: the new policy applies again.
+	m.SetResources(withPolicies(t, &localconfig.Resources{Services: services}, allowWeb, manyLimits("a", 600)))
+	wp, err := authzpb.FromProto(m.ConfigFor(wid("shop", "orders"), "orders-2", nil).GetAuthorization())
+	if err != nil || len(wp.RateLimits) != 600 {
+		t.Errorf("after the fix: %d limits, %v; want 600", len(wp.RateLimits), err)
 	}
 }
