@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/rampart-mesh/rampart/api/v1alpha1"
 	"github.com/rampart-mesh/rampart/internal/controller"
 )
 
@@ -35,25 +32,21 @@ func TestAttestedCodeDigestReachesPolicy(t *testing.T) {
 	m := newMesh(t, time.Hour, servicesYAML(a)+fmt.Sprintf(`---
 apiVersion: rampart.dev/v1alpha1
 kind: AuthorizationPolicy
-metadata: {name: attested-code-only, namespace: %s}
+metadata: {name: attested-code-only, namespace: %[1]s}
 spec:
   selector: {matchLabels: {app: server}}
   action: ALLOW
   rules:
-  - when: 'source.digest == "%s"'
-`, ns, digest), func(c *controller.Config) { c.AttestSocket = sock })
-	err = m.ctrl.SetAttestationPolicies([]v1alpha1.WorkloadAttestationPolicy{{
-		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion, Kind: v1alpha1.KindWorkloadAttestationPolicy},
-		ObjectMeta: metav1.ObjectMeta{Name: "attested", Namespace: ns},
-		Spec: v1alpha1.WorkloadAttestationPolicySpec{
-			ServiceAccount: "attested",
-			Code:           &v1alpha1.CodePolicy{Digests: []string{digest}},
-			Unix:           &v1alpha1.UnixAttestation{UIDs: []int64{int64(os.Getuid())}},
-		},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+  - when: 'source.digest == "%[2]s"'
+---
+apiVersion: rampart.dev/v1alpha1
+kind: WorkloadAttestationPolicy
+metadata: {name: attested, namespace: %[1]s}
+spec:
+  serviceAccount: attested
+  code: {digests: ["%[2]s"]}
+  unix: {uids: [%[3]d]}
+`, ns, digest, os.Getuid()), func(c *controller.Config) { c.AttestSocket = sock })
 	m.startProxy(proxyOpts{name: "server", labels: map[string]string{"app": "server"}}, true)
 	attested := m.startProxy(proxyOpts{name: "attested", upstreams: []string{"web"}, controller: "unix://" + sock, noToken: true}, true)
 	plain := m.startProxy(proxyOpts{name: "plain", upstreams: []string{"web"}}, true)

@@ -45,7 +45,7 @@ func run(args []string, stderr io.Writer) error {
 		logFormat = fs.String("log-format", "text", "log format: text or json")
 	)
 	fs.StringVar(&cfg.StateDir, "state-dir", defaultStateDir(), "directory holding the CA, join tokens and the published trust bundle")
-	fs.StringVar(&cfg.ConfigDir, "config-dir", "", "directory of Service and Workload resource files, watched for changes (none: only registered workloads)")
+	fs.StringVar(&cfg.ConfigDir, "config-dir", "", "directory of resource files (Services, Workloads, policies, HTTPRoutes; docs/local-config.md), watched for changes (none: only registered workloads)")
 	fs.StringVar(&cfg.Listen, "listen", controller.DefaultListen, "gRPC listen address (host:port)")
 	fs.StringVar(&cfg.AttestSocket, "attest-socket", "", "also serve the gRPC API on this Unix socket (mode 0660), where local processes obtain identities by WorkloadAttestationPolicy, without a join token (none: off)")
 	fs.StringVar(&cfg.AdminListen, "admin-listen", controller.DefaultAdminListen, `admin HTTP listen address for /metrics, /ready and /live ("off" disables it)`)

@@ -47,9 +47,9 @@ its file and line. The exit status is 1 when there is any.`,
 				}
 				return fmt.Errorf("policy: %w", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok: %d AuthorizationPolicy, %d NamespacePolicy, %d MeshTLSPolicy, %d RateLimitPolicy, %d Service, %d Workload\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok: %d AuthorizationPolicy, %d NamespacePolicy, %d MeshTLSPolicy, %d RateLimitPolicy, %d WorkloadAttestationPolicy, %d HTTPRoute, %d Service, %d Workload\n",
 				configDir, len(res.AuthorizationPolicies), len(res.NamespacePolicies), len(res.MeshTLSPolicies),
-				len(res.RateLimitPolicies), len(res.Services), len(res.Workloads))
+				len(res.RateLimitPolicies), len(res.WorkloadAttestationPolicies), len(res.HTTPRoutes), len(res.Services), len(res.Workloads))
 			return nil
 		},
 	}

@@ -239,7 +239,7 @@ func TestPolicyExplainBadInput(t *testing.T) {
 func TestPolicyValidate(t *testing.T) {
 	dir := writeFiles(t, map[string]string{"mesh.yaml": explainConfig})
 	out, _, err := execute(t, "policy", "validate", "--config-dir", dir)
-	if err != nil || !strings.Contains(out, "ok: 1 AuthorizationPolicy, 0 NamespacePolicy, 0 MeshTLSPolicy, 1 RateLimitPolicy, 0 Service, 1 Workload") {
+	if err != nil || !strings.Contains(out, "ok: 1 AuthorizationPolicy, 0 NamespacePolicy, 0 MeshTLSPolicy, 1 RateLimitPolicy, 0 WorkloadAttestationPolicy, 0 HTTPRoute, 0 Service, 1 Workload") {
 		t.Errorf("validate: %v\n%s", err, out)
 	}
 	broken := writeFiles(t, map[string]string{"bad.yaml": "apiVersion: rampart.dev/v1alpha1\nkind: NamespacePolicy\nmetadata: {name: x}\nspec: {defaultAuthorization: allow-all}\n"})

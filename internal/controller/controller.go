@@ -309,9 +309,18 @@ func New(cfg Config) (*Controller, error) {
 			OnChange: func(res *localconfig.Resources) {
 				// The watcher also calls OnChange with the resources
 				// already in force (when Run starts): not a reload.
-				if c.resources.Swap(res) == res {
+				if c.resources.Load() == res {
 					return
 				}
+				// All or nothing: attestation policies that cannot be
+				// put in force keep the whole last good configuration.
+				if err := c.SetAttestationPolicies(res.WorkloadAttestationPolicies); err != nil {
+					c.reloads.WithLabelValues("error").Inc()
+					c.logger.Error("configuration reload failed; keeping the last good configuration",
+						"dir", cfg.ConfigDir, "error", err.Error())
+					return
+				}
+				c.resources.Store(res)
 				c.reloads.WithLabelValues("ok").Inc()
 				c.model.SetResources(res)
 				c.logger.Info("configuration reloaded", "dir", cfg.ConfigDir,
@@ -328,6 +337,9 @@ func New(cfg Config) (*Controller, error) {
 		}
 		c.watcher = w
 		res := w.Current()
+		if err := c.SetAttestationPolicies(res.WorkloadAttestationPolicies); err != nil {
+			return nil, configDirError(cfg.ConfigDir, err)
+		}
 		c.resources.Store(res)
 		model.SetResources(res)
 		cfg.Logger.Info("configuration loaded", "dir", cfg.ConfigDir,

@@ -285,6 +285,8 @@ func (l *loader) loadDocument(doc *yaml.Node) {
 		l.res.NamespacePolicies = append(l.res.NamespacePolicies, *o)
 	case *v1alpha1.RateLimitPolicy:
 		l.res.RateLimitPolicies = append(l.res.RateLimitPolicies, *o)
+	case *v1alpha1.WorkloadAttestationPolicy:
+		l.res.WorkloadAttestationPolicies = append(l.res.WorkloadAttestationPolicies, *o)
 	}
 }
 
@@ -298,13 +300,14 @@ type kindInfo struct {
 
 // kinds maps each supported kind to its apiVersion and constructor.
 var kinds = map[string]kindInfo{
-	v1alpha1.KindService:             {v1alpha1.GroupVersion, func() object { return new(v1alpha1.Service) }},
-	v1alpha1.KindWorkload:            {v1alpha1.GroupVersion, func() object { return new(v1alpha1.Workload) }},
-	v1alpha1.KindAuthorizationPolicy: {v1alpha1.GroupVersion, func() object { return new(v1alpha1.AuthorizationPolicy) }},
-	v1alpha1.KindMeshTLSPolicy:       {v1alpha1.GroupVersion, func() object { return new(v1alpha1.MeshTLSPolicy) }},
-	v1alpha1.KindNamespacePolicy:     {v1alpha1.GroupVersion, func() object { return new(v1alpha1.NamespacePolicy) }},
-	v1alpha1.KindRateLimitPolicy:     {v1alpha1.GroupVersion, func() object { return new(v1alpha1.RateLimitPolicy) }},
-	httproute.Kind:                   {httproute.APIVersion, func() object { return new(httpRoute) }},
+	v1alpha1.KindService:                   {v1alpha1.GroupVersion, func() object { return new(v1alpha1.Service) }},
+	v1alpha1.KindWorkload:                  {v1alpha1.GroupVersion, func() object { return new(v1alpha1.Workload) }},
+	v1alpha1.KindAuthorizationPolicy:       {v1alpha1.GroupVersion, func() object { return new(v1alpha1.AuthorizationPolicy) }},
+	v1alpha1.KindMeshTLSPolicy:             {v1alpha1.GroupVersion, func() object { return new(v1alpha1.MeshTLSPolicy) }},
+	v1alpha1.KindNamespacePolicy:           {v1alpha1.GroupVersion, func() object { return new(v1alpha1.NamespacePolicy) }},
+	v1alpha1.KindRateLimitPolicy:           {v1alpha1.GroupVersion, func() object { return new(v1alpha1.RateLimitPolicy) }},
+	v1alpha1.KindWorkloadAttestationPolicy: {v1alpha1.GroupVersion, func() object { return new(v1alpha1.WorkloadAttestationPolicy) }},
+	httproute.Kind:                         {httproute.APIVersion, func() object { return new(httpRoute) }},
 }
 
 // httpRoute is a Gateway API HTTPRoute as an object: its defaults and

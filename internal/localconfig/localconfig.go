@@ -45,6 +45,9 @@ type Resources struct {
 	MeshTLSPolicies       []v1alpha1.MeshTLSPolicy       `json:",omitempty"`
 	NamespacePolicies     []v1alpha1.NamespacePolicy     `json:",omitempty"`
 	RateLimitPolicies     []v1alpha1.RateLimitPolicy     `json:",omitempty"`
+	// WorkloadAttestationPolicies say which code and local users may
+	// receive which identities (docs/attestation.md).
+	WorkloadAttestationPolicies []v1alpha1.WorkloadAttestationPolicy `json:",omitempty"`
 
 	// HTTPRoutes, defaulted and valid (api/httproute), sorted by namespace
 	// then name. Every Service a route names, as parent or backend, is one
@@ -129,6 +132,7 @@ func Load(dir string) (*Resources, error) {
 	sortByName(l.res.MeshTLSPolicies)
 	sortByName(l.res.NamespacePolicies)
 	sortByName(l.res.RateLimitPolicies)
+	sortByName(l.res.WorkloadAttestationPolicies)
 	sortByName(l.res.HTTPRoutes)
 	return &l.res, nil
 }
