@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/rampart-mesh/rampart/internal/ca"
 	"github.com/rampart-mesh/rampart/internal/controller"
 	"github.com/rampart-mesh/rampart/internal/logging"
 )
@@ -48,12 +49,20 @@ func run(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.ConfigDir, "config-dir", "", "directory of resource files (Services, Workloads, policies, HTTPRoutes; docs/local-config.md), watched for changes (none: only registered workloads)")
 	fs.StringVar(&cfg.Listen, "listen", controller.DefaultListen, "gRPC listen address (host:port)")
 	fs.StringVar(&cfg.AttestSocket, "attest-socket", "", "also serve the gRPC API on this Unix socket (mode 0660), where local processes obtain identities by WorkloadAttestationPolicy, without a join token (none: off)")
-	fs.StringVar(&cfg.AdminListen, "admin-listen", controller.DefaultAdminListen, `admin HTTP listen address for /metrics, /ready and /live ("off" disables it)`)
+	fs.StringVar(&cfg.AdminListen, "admin-listen", controller.DefaultAdminListen, `admin HTTP listen address for /metrics, /ready, /live and /identity ("off" disables it)`)
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", controller.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
 	fs.StringVar(&cfg.Egress, "egress", controller.EgressAllowAny, "what transparent proxies do with connections outside the mesh: allow-any or mesh-only")
 	fs.DurationVar(&cfg.SVIDTTL, "svid-ttl", controller.DefaultSVIDTTL, "lifetime of issued workload certificates")
+	var ext ca.External
+	fs.StringVar(&ext.BundleFile, "ca-bundle", "", "external CA: PEM file of the root certificate(s) to trust (with --ca-cert and --ca-key; Rampart then never holds a root key)")
+	fs.StringVar(&ext.CertFile, "ca-cert", "", "external CA: PEM intermediate certificate, signed by a root of --ca-bundle, that issues workload certificates")
+	fs.StringVar(&ext.KeyFile, "ca-key", "", "external CA: PKCS#8 PEM private key of --ca-cert (mode 0600)")
+	fs.DurationVar(&cfg.CAPollInterval, "ca-poll-interval", controller.DefaultCAPollInterval, "how often the CA state is read for rotations made with `rampart identity`")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if ext != (ca.External{}) {
+		cfg.ExternalCA = &ext
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())

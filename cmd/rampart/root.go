@@ -23,6 +23,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newDemoCommand(),
 		newDemoAppCommand(),
 		newTokenCommand(),
+		newIdentityCommand(),
 		newPolicyCommand(),
 		newVersionCommand(),
 	)

@@ -121,6 +121,16 @@ type Config struct {
 	// Now is the clock of the CA, the token store and certificate
 	// verification; nil means time.Now.
 	Now func() time.Time
+	// ExternalCA, when set, is a CA run outside Rampart whose root bundle
+	// and intermediate (certificate and key) the controller issues with;
+	// Rampart then never holds a root key (docs/identity.md). Nil means
+	// the CA in StateDir (created on first start), or the external one
+	// an earlier start recorded there.
+	ExternalCA *ca.External
+	// CAPollInterval is how often the CA state in StateDir is read for
+	// changes made by `rampart identity` (rotations); zero means
+	// DefaultCAPollInterval.
+	CAPollInterval time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -141,6 +151,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.CAPollInterval == 0 {
+		c.CAPollInterval = DefaultCAPollInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -180,6 +193,12 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("controller: shutdown timeout %v is negative", c.ShutdownTimeout))
+	}
+	if c.CAPollInterval < 0 {
+		errs = append(errs, fmt.Errorf("controller: CA poll interval %v is negative", c.CAPollInterval))
+	}
+	if e := c.ExternalCA; e != nil && (e.BundleFile == "" || e.CertFile == "" || e.KeyFile == "") {
+		errs = append(errs, errors.New("controller: an external CA needs all of its bundle, certificate and key files (--ca-bundle, --ca-cert, --ca-key)"))
 	}
 	if _, err := egressMode(c.Egress); err != nil {
 		errs = append(errs, err)
@@ -226,6 +245,14 @@ type Controller struct {
 	resources atomic.Pointer[localconfig.Resources]
 	reg       *prometheus.Registry
 	reloads   *prometheus.CounterVec
+	// issuedTotal counts certificates issued, by kind.
+	issuedTotal *prometheus.CounterVec
+	// leaves are the leaf certificates in use.
+	leaves leafBook
+	// servingMu serialises replacements of the serving certificate.
+	servingMu sync.Mutex
+	// caVersion is the CA version last applied; owned by watchCA.
+	caVersion string
 
 	runOnce   sync.Once
 	ready     chan struct{} // closed once both listeners are bound
@@ -261,6 +288,7 @@ func New(cfg Config) (*Controller, error) {
 		Dir:         filepath.Join(cfg.StateDir, CADir),
 		TrustDomain: td,
 		Now:         cfg.Now,
+		External:    cfg.ExternalCA,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
@@ -300,7 +328,13 @@ func New(cfg Config) (*Controller, error) {
 	}, []string{"result"})
 	c.reloads.WithLabelValues("ok")
 	c.reloads.WithLabelValues("error")
-	c.reg.MustRegister(c.reloads)
+	c.issuedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rampart_controller_certificates_issued_total",
+		Help: "Certificates signed by the CA, by kind: workload (SVIDs; refusals are in rampart_controller_certify_total) and serving (the controller's own).",
+	}, []string{"kind"})
+	c.issuedTotal.WithLabelValues(KindWorkload)
+	c.issuedTotal.WithLabelValues(KindServing)
+	c.reg.MustRegister(c.reloads, c.issuedTotal, newExpiryCollector(authority))
 
 	if cfg.ConfigDir != "" {
 		w, err := localconfig.NewWatcher(localconfig.WatcherConfig{
@@ -356,6 +390,7 @@ func New(cfg Config) (*Controller, error) {
 		Logger:     cfg.Logger.With("component", "controlplane"),
 		Registerer: c.reg,
 		Now:        cfg.Now,
+		Issued:     c.workloadIssued,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)

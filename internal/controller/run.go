@@ -38,9 +38,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := c.svid.Set(svid); err != nil {
-		return fmt.Errorf("controller: %w", err)
+	if err := c.setServingSVID(svid); err != nil {
+		return err
 	}
+	c.caVersion = c.ca.Version()
 
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", c.cfg.Listen)
@@ -137,6 +138,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error { return c.renewServingSVID(gctx, listenHost) })
+	g.Go(func() error { return c.watchCA(gctx, listenHost) })
 	g.Go(func() error {
 		<-gctx.Done()
 		c.shutdown(gs, admin)
@@ -195,7 +197,7 @@ func (c *Controller) renewServingSVID(ctx context.Context, listenHost string) er
 		}
 		svid, err := c.issueServingSVID(listenHost)
 		if err == nil {
-			err = c.svid.Set(svid)
+			err = c.setServingSVID(svid)
 		}
 		if err != nil {
 			c.logger.Error("serving certificate renewal failed; retrying", "error", err.Error(), "retry_in", renewRetry)
@@ -225,6 +227,7 @@ func (c *Controller) adminHandler() http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	mux.HandleFunc("GET /identity", c.serveIdentity)
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "live")
 	})

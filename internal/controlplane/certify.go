@@ -73,8 +73,9 @@ func (c caller) logAttrs() []any {
 // attested is what Certify established about a caller before signing.
 type attested struct {
 	id       spiffeid.ID
-	attestor string // attest.Attestor* or attestorSVID
-	digest   string // attested code digest; "" if none
+	attestor string              // attest.Attestor* or attestorSVID
+	digest   string              // attested code digest; "" if none
+	chain    []*x509.Certificate // what was issued
 }
 
 // attestorSVID names renewal with a presented SVID in logs.
@@ -113,6 +114,13 @@ func (is identityService) Certify(ctx context.Context, req *meshv1.CertifyReques
 		attrs = append(attrs, "digest", att.digest)
 	}
 	s.logger.Info("certify issued", attrs...)
+	if s.issued != nil {
+		var renewed *x509.Certificate
+		if len(c.certs) > 0 {
+			renewed = c.certs[0]
+		}
+		s.issued(att.chain, att.digest, renewed)
+	}
 	return resp, nil
 }
 
@@ -243,6 +251,7 @@ func (s *Server) certify(ctx context.Context, c caller, req *meshv1.CertifyReque
 	case err != nil:
 		return nil, att, &refusal{code: codes.Internal, reason: CertifyInternal, id: att.id, err: err, msg: "internal error while signing; see the controller's log"}
 	}
+	att.chain = chain
 	return &meshv1.CertifyResponse{
 		CertChain:   derChain(chain),
 		TrustBundle: derChain(s.ca.Roots()),

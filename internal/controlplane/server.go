@@ -62,6 +62,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock for certificate verification; nil means time.Now.
 	Now func() time.Time
+	// Issued, when set, is told of every SVID issued: the chain (leaf
+	// first), the code digest it records, and on renewal the certificate
+	// the caller presented, which the new one replaces (nil otherwise).
+	Issued func(chain []*x509.Certificate, digest string, renewed *x509.Certificate)
 	// ReconnectGrace is how long after the server starts a proxy that was
 	// certified before the start (a proxy reconnecting after a controller
 	// restart) waits for its first configuration, so that its peers have
@@ -117,6 +121,7 @@ type Server struct {
 	started  time.Time
 	grace    time.Duration
 	linger   time.Duration
+	issued   func(chain []*x509.Certificate, digest string, renewed *x509.Certificate)
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed by Drain
@@ -138,6 +143,7 @@ func New(cfg Config) (*Server, error) {
 		now:      cfg.Now,
 		grace:    cfg.ReconnectGrace,
 		linger:   cfg.EndpointGrace,
+		issued:   cfg.Issued,
 		draining: make(chan struct{}),
 	}
 	if s.ttl == 0 {

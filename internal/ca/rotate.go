@@ -1,0 +1,514 @@
+package ca
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Errors callers branch on.
+var (
+	// ErrExternal wraps the refusal of an operation that needs a root key
+	// (or, for RotateIssuer, a new intermediate) from a CA run outside
+	// Rampart.
+	ErrExternal = errors.New("ca: the CA is external")
+	// ErrStage wraps the refusal of a rotation step out of order.
+	ErrStage = errors.New("ca: rotation step out of order")
+	// ErrLeavesInUse wraps the refusal to retire a root that leaves in use
+	// still chain to, or when it cannot be told which leaves are in use.
+	ErrLeavesInUse = errors.New("ca: certificates in use chain to the root")
+)
+
+// External names the files of a CA run outside Rampart (by cert-manager,
+// say): Rampart reads them and never holds a root key.
+type External struct {
+	// BundleFile holds the PEM root certificates to trust; one of them
+	// must have signed CertFile.
+	BundleFile string `json:"bundle_file"`
+	// CertFile holds the PEM intermediate certificate that signs leaves.
+	CertFile string `json:"cert_file"`
+	// KeyFile holds its PKCS#8 PEM private key, readable by its owner
+	// only.
+	KeyFile string `json:"key_file"`
+}
+
+func (e External) absolute() (External, error) {
+	if e.BundleFile == "" || e.CertFile == "" || e.KeyFile == "" {
+		return e, errors.New("ca: an external CA needs a bundle, a certificate and a key file")
+	}
+	var err error
+	for _, p := range []*string{&e.BundleFile, &e.CertFile, &e.KeyFile} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			return e, fmt.Errorf("ca: %w", err)
+		}
+	}
+	return e, nil
+}
+
+// stateDoc is the state file.
+type stateDoc struct {
+	Roots    []stateRoot `json:"roots,omitempty"`
+	External *External   `json:"external,omitempty"`
+}
+
+type stateRoot struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+func (c *CA) readStateDoc() (stateDoc, bool, error) {
+	var doc stateDoc
+	ok, err := exists(c.path(stateFile))
+	if err != nil || !ok {
+		return doc, false, err
+	}
+	data, err := readFile(c.path(stateFile), false)
+	if err != nil {
+		return doc, false, err
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return doc, false, fmt.Errorf("ca: %s: %w; restore it from a backup", c.path(stateFile), err)
+	}
+	return doc, true, nil
+}
+
+func (c *CA) writeStateDoc(doc stateDoc) error {
+	data, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return fmt.Errorf("ca: encode state: %w", err)
+	}
+	return writeFileAtomic(c.path(stateFile), append(data, '\n'), 0o644)
+}
+
+func validRootName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// loadExternalLocked reads an external CA's files. With first, the
+// trust-domain file is written; otherwise it must match.
+func (c *CA) loadExternalLocked(ext External, now time.Time, first bool) (*state, error) {
+	if first {
+		if err := writeFileAtomic(c.path(trustDomainFile), []byte(c.td.Name()+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+	} else if err := c.checkTrustDomain(); err != nil {
+		return nil, err
+	}
+	roots, err := readCerts(ext.BundleFile)
+	if err != nil {
+		return nil, err
+	}
+	inter, err := readCert(ext.CertFile)
+	if err != nil {
+		return nil, err
+	}
+	key, err := readKey(ext.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !inter.BasicConstraintsValid || !inter.IsCA:
+		return nil, fmt.Errorf("ca: %s is not a CA certificate; give the intermediate that signs workload certificates", ext.CertFile)
+	case !publicKeysEqual(inter.PublicKey, key.Public()):
+		return nil, fmt.Errorf("ca: %s does not hold the key of %s", ext.KeyFile, ext.CertFile)
+	case now.Before(inter.NotBefore):
+		return nil, fmt.Errorf("ca: %s is not valid until %s; check the system clock", ext.CertFile, inter.NotBefore.UTC().Format(time.RFC3339))
+	case !now.Before(inter.NotAfter):
+		return nil, fmt.Errorf("ca: %s expired at %s; have the external CA issue a new intermediate", ext.CertFile, inter.NotAfter.UTC().Format(time.RFC3339))
+	}
+	st := &state{ext: &ext, inter: inter, interKey: key}
+	signer := -1
+	for i, r := range roots {
+		if !r.IsCA || r.CheckSignatureFrom(r) != nil {
+			return nil, fmt.Errorf("ca: %s: certificate %d (%s) is not a self-signed CA certificate; the bundle holds root certificates only", ext.BundleFile, i+1, r.Subject)
+		}
+		role := RoleTrusted
+		if signer < 0 && bytes.Equal(inter.RawIssuer, r.RawSubject) && inter.CheckSignatureFrom(r) == nil {
+			signer, role = i, RoleActive
+		}
+		st.roots = append(st.roots, rootCA{name: fmt.Sprintf("external-%d", i+1), role: role, cert: r})
+	}
+	if signer < 0 {
+		return nil, fmt.Errorf("ca: %s is not signed by any root in %s; give the intermediate issued directly by one of the bundle's roots", ext.CertFile, ext.BundleFile)
+	}
+	return st, nil
+}
+
+// readCerts reads one or more PEM certificates.
+func readCerts(path string) ([]*x509.Certificate, error) {
+	data, err := readFile(path, false)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("ca: parse %s: %w", path, err)
+		}
+		out = append(out, cert)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("ca: %s holds no PEM CERTIFICATE block", path)
+	}
+	return out, nil
+}
+
+// StoredTrustDomain returns the trust domain of the CA kept in dir, for
+// tools (the rampart CLI) that open it without being told.
+func StoredTrustDomain(dir string) (spiffeid.TrustDomain, error) {
+	data, err := readFile(filepath.Join(dir, trustDomainFile), false)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return spiffeid.TrustDomain{}, fmt.Errorf("ca: %s holds no CA; is it the controller's state directory (its --state-dir, with /ca)?", dir)
+		}
+		return spiffeid.TrustDomain{}, err
+	}
+	td, err := spiffeid.TrustDomainFromString(strings.TrimSpace(string(data)))
+	if err != nil {
+		return spiffeid.TrustDomain{}, fmt.Errorf("ca: %s: %w", filepath.Join(dir, trustDomainFile), err)
+	}
+	return td, nil
+}
+
+// mutate applies f to the state the directory holds now, under the
+// directory lock, and makes the result the CA's state. f writes what it
+// changes; on error the CA keeps the state read.
+func (c *CA) mutate(f func(st *state, now time.Time) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	unlock, err := lockPath(c.path(lockFile))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	now := c.now()
+	st, err := c.openLocked(now, false)
+	if err != nil {
+		return err
+	}
+	c.st = st
+	next := st.clone()
+	if err := f(next, now); err != nil {
+		return err
+	}
+	c.st = next
+	return nil
+}
+
+// RotateIssuer replaces the intermediate with a new one signed by the
+// active root. Leaves signed by the old intermediate stay valid until they
+// expire: they carry it in their chain and the root still trusts it. An
+// external CA's intermediate is replaced with ImportIssuer instead.
+func (c *CA) RotateIssuer() (*x509.Certificate, error) {
+	var inter *x509.Certificate
+	err := c.mutate(func(st *state, now time.Time) error {
+		if st.ext != nil {
+			return fmt.Errorf("%w: Rampart holds no root key to sign a new intermediate; have the external CA issue one and give it with --cert and --key", ErrExternal)
+		}
+		if err := c.issueIntermediateLocked(st, now); err != nil {
+			return err
+		}
+		inter = st.inter
+		return nil
+	})
+	return inter, err
+}
+
+// ImportIssuer makes the intermediate in certFile (key in keyFile) the
+// issuer of an external CA; it must be signed by a root of the bundle.
+func (c *CA) ImportIssuer(certFile, keyFile string) (*x509.Certificate, error) {
+	var inter *x509.Certificate
+	err := c.mutate(func(st *state, now time.Time) error {
+		if st.ext == nil {
+			return errors.New("ca: this CA creates its own intermediates; rotate without --cert and --key")
+		}
+		ext := *st.ext
+		ext.CertFile, ext.KeyFile = certFile, keyFile
+		ext, err := ext.absolute()
+		if err != nil {
+			return err
+		}
+		loaded, err := c.loadExternalLocked(ext, now, false)
+		if err != nil {
+			return err
+		}
+		if err := c.writeStateDoc(loaded.doc()); err != nil {
+			return err
+		}
+		*st = *loaded
+		inter = st.inter
+		return nil
+	})
+	return inter, err
+}
+
+// PrepareRoot is the first step of a root rotation: it creates a new root
+// and adds it to the trust bundle as the next root. Issuing is unchanged.
+// Every workload must receive the new bundle before ActivateRoot.
+func (c *CA) PrepareRoot() (*x509.Certificate, error) {
+	var root *x509.Certificate
+	err := c.mutate(func(st *state, now time.Time) error {
+		if st.ext != nil {
+			return externalRootError()
+		}
+		switch {
+		case st.withRole(RoleNext) != nil:
+			return fmt.Errorf("%w: a next root is already prepared; activate it (rotate-root --stage activate)", ErrStage)
+		case st.withRole(RolePrevious) != nil:
+			return fmt.Errorf("%w: the previous root is still trusted; finish that rotation first (rotate-root --stage retire)", ErrStage)
+		}
+		name := ""
+		for n := 2; ; n++ {
+			name = fmt.Sprintf("%s-%d", rootName, n)
+			ok, err := exists(c.path(name + ".crt"))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				break
+			}
+		}
+		cert, key, err := c.newRoot(now)
+		if err != nil {
+			return err
+		}
+		if err := c.writeRoot(name, cert, key); err != nil {
+			return err
+		}
+		st.roots = append(st.roots, rootCA{name: name, role: RoleNext, cert: cert, key: key})
+		root = cert
+		return c.writeStateDoc(st.doc())
+	})
+	return root, err
+}
+
+// ActivateRoot is the second step: the next root becomes the active one
+// and signs a new intermediate, which issues from now on; the old root
+// stays in the bundle as the previous root, so that both verify.
+func (c *CA) ActivateRoot() (*x509.Certificate, error) {
+	var inter *x509.Certificate
+	err := c.mutate(func(st *state, now time.Time) error {
+		if st.ext != nil {
+			return externalRootError()
+		}
+		next := st.withRole(RoleNext)
+		if next == nil {
+			return fmt.Errorf("%w: no next root to activate; prepare one first (rotate-root --stage prepare) and let every workload receive it", ErrStage)
+		}
+		st.active().role = RolePrevious
+		next.role = RoleActive
+		// The state first: a crash before the intermediate is written
+		// leaves an intermediate of the previous root, which the next
+		// Open replaces.
+		if err := c.writeStateDoc(st.doc()); err != nil {
+			return err
+		}
+		if err := c.issueIntermediateLocked(st, now); err != nil {
+			return err
+		}
+		inter = st.inter
+		return nil
+	})
+	return inter, err
+}
+
+// LeavesInUseError is the refusal to retire a root that leaves in use
+// still chain to. It wraps ErrLeavesInUse.
+type LeavesInUseError struct {
+	Root   *x509.Certificate
+	Leaves []Leaf
+}
+
+func (e *LeavesInUseError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "ca: %d certificate(s) in use still chain to root %s:", len(e.Leaves), SerialOf(e.Root))
+	for i, l := range e.Leaves {
+		if i == 5 {
+			fmt.Fprintf(&b, "\n  and %d more", len(e.Leaves)-i)
+			break
+		}
+		fmt.Fprintf(&b, "\n  %s serial %s, expires %s", l.SPIFFEID, l.Serial, l.NotAfter.UTC().Format(time.RFC3339))
+	}
+	b.WriteString("\nretiring the root now would cut them off: wait until they are renewed (at half their lifetime; `rampart identity status` shows them) or expire, or retire with --force")
+	return b.String()
+}
+
+func (e *LeavesInUseError) Unwrap() error { return ErrLeavesInUse }
+
+// RetireRoot is the last step: the previous root leaves the trust bundle
+// and its files are removed. Unless force, it is refused while the
+// controller's record of the leaves in use (PublishLeaves) names one that
+// chains to it and has not expired, or when that record predates the
+// active issuer (the controller has not yet switched to it).
+func (c *CA) RetireRoot(force bool) (*x509.Certificate, error) {
+	var retired *x509.Certificate
+	err := c.mutate(func(st *state, now time.Time) error {
+		if st.ext != nil {
+			return externalRootError()
+		}
+		prev := st.withRole(RolePrevious)
+		if prev == nil {
+			return fmt.Errorf("%w: no previous root to retire; a root rotation goes prepare, activate, retire", ErrStage)
+		}
+		if !force {
+			rec, ok, err := c.readLeaves()
+			switch {
+			case err != nil:
+				return err
+			case !ok:
+				return fmt.Errorf("%w: there is no record of the certificates in use (%s), which the running controller writes; start it, or retire with --force", ErrLeavesInUse, c.path(leavesFile))
+			case rec.Issuer != SerialOf(st.inter):
+				return fmt.Errorf("%w: the controller has not taken the new issuer into use yet (it reads the state directory every few seconds); retry shortly, or retire with --force if it is not running", ErrLeavesInUse)
+			}
+			var live []Leaf
+			for _, l := range rec.Leaves {
+				if l.Root == SerialOf(prev.cert) && now.Before(l.NotAfter) {
+					live = append(live, l)
+				}
+			}
+			if len(live) > 0 {
+				return &LeavesInUseError{Root: prev.cert, Leaves: live}
+			}
+		}
+		st.roots = slicesDeleteRole(st.roots, RolePrevious)
+		if err := c.writeStateDoc(st.doc()); err != nil {
+			return err
+		}
+		retired = prev.cert
+		for _, ext := range []string{".key", ".crt"} {
+			if err := os.Remove(c.path(prev.name + ext)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("ca: root retired, but removing its files failed: %w", err)
+			}
+		}
+		return nil
+	})
+	return retired, err
+}
+
+func slicesDeleteRole(roots []rootCA, role string) []rootCA {
+	out := roots[:0:0]
+	for _, r := range roots {
+		if r.role != role {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func externalRootError() error {
+	return fmt.Errorf("%w: Rampart does not hold the root key; rotating the root is the external CA's job: add its new root to the bundle file, have it issue a new intermediate under that root, then run `rampart identity rotate-issuer --cert --key`", ErrExternal)
+}
+
+// SerialOf is the lower-case hexadecimal serial number of cert, as the CA
+// names certificates in its records and messages.
+func SerialOf(cert *x509.Certificate) string {
+	if cert == nil {
+		return ""
+	}
+	return cert.SerialNumber.Text(16)
+}
+
+// Leaf is the record of one leaf certificate in use.
+type Leaf struct {
+	Serial     string    `json:"serial"`
+	SPIFFEID   string    `json:"spiffe_id"`
+	CodeDigest string    `json:"code_digest,omitempty"`
+	NotAfter   time.Time `json:"not_after"`
+	// Issuer and Root are the serials of the intermediate that signed it
+	// and of the root that signed that; Root is empty if no root of the
+	// CA did.
+	Issuer string `json:"issuer"`
+	Root   string `json:"root"`
+}
+
+// LeafOf describes a chain the CA issued (leaf first, then its
+// intermediate), with the code digest it records.
+func (c *CA) LeafOf(chain []*x509.Certificate, digest string) Leaf {
+	l := Leaf{Serial: SerialOf(chain[0]), NotAfter: chain[0].NotAfter, CodeDigest: digest}
+	if len(chain[0].URIs) == 1 {
+		l.SPIFFEID = chain[0].URIs[0].String()
+	}
+	if len(chain) > 1 {
+		l.Issuer = SerialOf(chain[1])
+		for _, r := range c.state().roots {
+			if bytes.Equal(chain[1].RawIssuer, r.cert.RawSubject) && chain[1].CheckSignatureFrom(r.cert) == nil {
+				l.Root = SerialOf(r.cert)
+				break
+			}
+		}
+	}
+	return l
+}
+
+// leavesRecord is the leaves file.
+type leavesRecord struct {
+	// Issuer is the serial of the intermediate in use when written.
+	Issuer  string    `json:"issuer"`
+	Written time.Time `json:"written"`
+	Leaves  []Leaf    `json:"leaves"`
+}
+
+// PublishLeaves records the leaves in use (the controller calls it when
+// they change), for RetireRoot in another process. The record names the
+// issuer in use now: leaves issued later come from it.
+func (c *CA) PublishLeaves(leaves []Leaf) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	unlock, err := lockPath(c.path(lockFile))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	rec := leavesRecord{Issuer: SerialOf(c.st.inter), Written: c.now().UTC(), Leaves: leaves}
+	if rec.Leaves == nil {
+		rec.Leaves = []Leaf{}
+	}
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("ca: encode leaves: %w", err)
+	}
+	return writeFileAtomic(c.path(leavesFile), append(data, '\n'), 0o644)
+}
+
+func (c *CA) readLeaves() (leavesRecord, bool, error) {
+	var rec leavesRecord
+	ok, err := exists(c.path(leavesFile))
+	if err != nil || !ok {
+		return rec, false, err
+	}
+	data, err := readFile(c.path(leavesFile), false)
+	if err != nil {
+		return rec, false, err
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return rec, false, fmt.Errorf("ca: %s: %w", c.path(leavesFile), err)
+	}
+	return rec, true, nil
+}
