@@ -21,11 +21,9 @@ import (
 // `rampart identity` does, and the running controller picks the changes up.
 func TestRotationUnderLoad(t *testing.T) {
 	a := startApps(t)
-	// The CA backdates NotBefore by ca.ClockSkew and the proxy renews at
-	// half of NotBefore..NotAfter: a TTL a little above the skew makes it
-	// renew every few seconds (below the skew it would renew without
-	// pause).
-	m := newMesh(t, ca.ClockSkew+6*time.Second, servicesYAML(a), func(c *controller.Config) {
+	// Proxies renew halfway through what is left of their certificate:
+	// every 3 seconds.
+	m := newMesh(t, 6*time.Second, servicesYAML(a), func(c *controller.Config) {
 		c.CAPollInterval = 100 * time.Millisecond
 	})
 	server := m.startProxy(proxyOpts{name: "server", labels: map[string]string{"app": "server"}}, true)

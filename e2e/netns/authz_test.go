@@ -95,8 +95,9 @@ spec:
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Rampart-Decision-Id") == "" {
-				t.Errorf("%s: %s %q, want 403 with a decision ID", name, resp.Status, b)
+			id := resp.Header.Get("Rampart-Decision-Id")
+			if resp.StatusCode != http.StatusForbidden || id == "" || string(b) != "rampart: denied (decision "+id+")\n" {
+				t.Errorf("%s: %s %q, want 403 with the decision ID alone", name, resp.Status, b)
 			}
 		}
 		// A method the address rule does not allow.

@@ -27,6 +27,7 @@ import (
 	"github.com/rampart-mesh/rampart/internal/authz/ratelimit"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
+	"github.com/rampart-mesh/rampart/internal/proxy/route"
 )
 
 // backoff is capped exponential backoff with full jitter.
@@ -207,7 +208,16 @@ func (p *Proxy) renewLoop(ctx context.Context) error {
 	b := backoff{min: time.Second, max: 30 * time.Second}
 	for {
 		leaf := p.svid.Get().Certificates[0]
-		half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+		// Renew halfway through what is left of the certificate's life
+		// from now (it was just obtained): the CA backdates NotBefore to
+		// tolerate clock skew, which must not pull renewal forward (with
+		// a TTL shorter than the backdating it would renew at once,
+		// again and again).
+		start := p.cfg.Now()
+		if leaf.NotBefore.After(start) {
+			start = leaf.NotBefore
+		}
+		half := start.Add(leaf.NotAfter.Sub(start) / 2)
 		if err := sleep(ctx, half.Sub(p.cfg.Now())); err != nil {
 			return nil
 		}
@@ -302,6 +312,7 @@ const (
 	rejectSettings      = "settings"
 	rejectTrustBundle   = "trust_bundle"
 	rejectAuthorization = "authorization"
+	rejectRoutes        = "routes"
 )
 
 // configError is a configuration rejected, with the part at fault.
@@ -335,11 +346,13 @@ type validConfig struct {
 	// request is then denied).
 	policy *authz.WorkloadPolicy
 	engine *authz.Engine
+	// routes are the services' HTTP routes, compiled.
+	routes *route.Tables
 }
 
 // validateConfig checks a configuration from the controller before any of
-// it is used, and returns its parsed trust bundle and compiled
-// authorization policy. The error is a *configError.
+// it is used, and returns its parsed trust bundle, compiled routes and
+// compiled authorization policy. The error is a *configError.
 func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) (*validConfig, error) {
 	if pc.GetSpiffeId() != self.String() {
 		return nil, reject(rejectIdentity, "configuration is for %q, this proxy is %s", pc.GetSpiffeId(), self)
@@ -370,6 +383,13 @@ func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) (*validConfig, err
 			}
 		}
 	}
+	// The routes name services and ports: compiled once these are known
+	// to be valid. A route the proxy cannot apply as written refuses the
+	// whole configuration rather than route otherwise than meant.
+	routes, err := route.Compile(pc.GetServices())
+	if err != nil {
+		return nil, reject(rejectRoutes, "%w", err)
+	}
 	for _, in := range pc.GetInbound() {
 		if !validPort(in.GetPort()) {
 			return nil, reject(rejectInbound, "inbound port %d out of range", in.GetPort())
@@ -390,7 +410,7 @@ func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) (*validConfig, err
 			return nil, reject(rejectTrustBundle, "trust bundle: %s is not a CA certificate", r.Subject)
 		}
 	}
-	v := &validConfig{roots: roots}
+	v := &validConfig{roots: roots, routes: routes}
 	if pc.GetAuthorization() != nil {
 		// FromProto names the field at fault ("authorization.tls.mode");
 		// Compile names it within the policy.

@@ -2,12 +2,16 @@ package proxy
 
 import (
 	"bufio"
+	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/proto"
@@ -38,7 +42,28 @@ func rawGet(t *testing.T, addr, target string) (*http.Response, string) {
 	return res, string(b)
 }
 
-var deniedBody = regexp.MustCompile(`^rampart: denied \(decision ([0-9a-f]{12})\): `)
+var (
+	deniedBody  = regexp.MustCompile(`^rampart: denied \(decision ([0-9a-f]{12})\)\n$`)
+	invalidBody = regexp.MustCompile(`^rampart: invalid request \(decision ([0-9a-f]{12})\): `)
+)
+
+// loggedDecision returns the server's log line with decision ID id, or nil.
+func (p *benchPath) loggedDecision(t *testing.T, id string) map[string]any {
+	t.Helper()
+	for _, ln := range strings.Split(p.serverLog.String(), "\n") {
+		if !strings.Contains(ln, id) {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(ln), &m); err != nil {
+			t.Fatalf("log line %q: %v", ln, err)
+		}
+		if m["decision_id"] == id {
+			return m
+		}
+	}
+	return nil
+}
 
 // TestPathNormalizesBeforeTheApp: through outbound, the tunnel and
 // inbound, the app receives the path the rules matched, and paths that
@@ -55,7 +80,7 @@ func TestPathNormalizesBeforeTheApp(t *testing.T) {
 	hits := p.uriHits.Load()
 	for _, target := range []string{"/uri/%2e%2e/admin", "/uri/a/%2E./admin", "/uri/a%2Fb", "/uri/a;b", `/uri/a\b`, "/uri/a%5cb", "/uri/%252F"} {
 		res, body := rawGet(t, p.httpAddr, target)
-		m := deniedBody.FindStringSubmatch(body)
+		m := invalidBody.FindStringSubmatch(body)
 		if res.StatusCode != http.StatusBadRequest || m == nil || res.Header.Get(inbound.HeaderDecisionID) != m[1] {
 			t.Errorf("%s: %s %q, want 400 with a decision ID in the header and the body", target, res.Status, body)
 		}
@@ -101,9 +126,14 @@ func TestPathDenials(t *testing.T) {
 	}
 	res, body := rawGet(t, p.httpAddr, "/admin/users")
 	m := deniedBody.FindStringSubmatch(body)
-	if res.StatusCode != http.StatusForbidden || m == nil || res.Header.Get(inbound.HeaderDecisionID) != m[1] ||
-		!strings.Contains(body, "DENY policy bench/deny rules[0] matched") {
-		t.Fatalf("%s %q, want 403 with the decision", res.Status, body)
+	if res.StatusCode != http.StatusForbidden || m == nil || res.Header.Get(inbound.HeaderDecisionID) != m[1] {
+		t.Fatalf("%s %q, want 403 with the decision ID alone", res.Status, body)
+	}
+	// The decision ID in the answer is the one the server's log ties to
+	// the policy and rule.
+	if line := p.loggedDecision(t, m[1]); line == nil || line["reason"] != "DENY policy bench/deny rules[0] matched" ||
+		line["policy"] != "bench/deny" || line["path"] != "/admin/users" {
+		t.Fatalf("decision %s logged as %v, want the deciding rule", m[1], line)
 	}
 	if res, _ := rawGet(t, p.httpAddr, "/uri/x"); res.StatusCode != http.StatusOK {
 		t.Fatalf("allowed request: %s", res.Status)
@@ -115,9 +145,10 @@ func TestPathDenials(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second)) // a regression fails rather than hangs
 	io.WriteString(conn, "ping")
-	if n, _ := io.Copy(io.Discard, conn); n != 0 {
-		t.Fatalf("a denied stream echoed %d bytes", n)
+	if n, err := io.Copy(io.Discard, conn); n != 0 || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a denied stream echoed %d bytes (%v), want it closed", n, err)
 	}
 	if got := testutil.ToFloat64(p.server.metrics.AuthzDecisions.WithLabelValues("deny", "deny_rule", "bench/deny", "1")); got != 1 {
 		t.Fatalf("denied stream counted %v times by the server", got)
@@ -132,9 +163,11 @@ func TestPathDenials(t *testing.T) {
 	if err := p.server.apply(p.withPolicy("3", nil)); err != nil {
 		t.Fatal(err)
 	}
-	if res, body := rawGet(t, p.httpAddr, "/uri/x"); res.StatusCode != http.StatusForbidden ||
-		!strings.Contains(body, "no authorization policy is loaded") {
+	res, body = rawGet(t, p.httpAddr, "/uri/x")
+	if m := deniedBody.FindStringSubmatch(body); res.StatusCode != http.StatusForbidden || m == nil {
 		t.Fatalf("without a policy: %s %q, want 403", res.Status, body)
+	} else if line := p.loggedDecision(t, m[1]); line == nil || line["code"] != "no_policy" {
+		t.Fatalf("decision %s logged as %v, want code no_policy", m[1], line)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -53,15 +54,39 @@ const benchNS = "bench"
 // benchPath is a running pair of proxies and the apps behind the server
 // side.
 type benchPath struct {
-	httpAddr, grpcAddr, tcpAddr string // the client proxy's upstream listeners
-	clientID                    string // the client proxy's SPIFFE ID
+	httpAddr, grpcAddr, tcpAddr string        // the client proxy's upstream listeners
+	autoAddr                    string        // the client proxy's upstream of the Auto port
+	clientID                    string        // the client proxy's SPIFFE ID
+	serverLog                   *lockedBuffer // what the server proxy logs, as JSON
 
 	server, client           *Proxy
 	h1Port, h2Port, echoPort uint32 // the apps behind the server proxy
+	autoPort                 uint32 // an HTTP/1 app on a port declared Auto
 	serverConfig             *meshv1.ProxyConfig
 	// uriHits counts the requests for /uri/... that reached the HTTP/1
 	// app, which answers them with the request target it received.
 	uriHits atomic.Int64
+	// h1Hits and autoHits count every request that reached the HTTP/1
+	// app and the Auto port's app.
+	h1Hits, autoHits atomic.Int64
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // newBenchPath starts the pair; everything stops when b ends.
@@ -85,6 +110,7 @@ func newBenchPath(b testing.TB) *benchPath {
 	bp := &benchPath{}
 	// The apps.
 	h1 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bp.h1Hits.Add(1)
 		if strings.HasPrefix(r.RequestURI, "/uri/") {
 			bp.uriHits.Add(1)
 			io.WriteString(w, r.RequestURI)
@@ -104,6 +130,11 @@ func newBenchPath(b testing.TB) *benchPath {
 		io.WriteString(w, "hello")
 	}))
 	b.Cleanup(h1.Close)
+	auto := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bp.autoHits.Add(1)
+		io.WriteString(w, r.Method+" "+r.Host+" "+r.RequestURI)
+	}))
+	b.Cleanup(auto.Close)
 	h2 := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/headers" {
 			echoHeaders(w, r)
@@ -139,6 +170,7 @@ func newBenchPath(b testing.TB) *benchPath {
 		cancel()
 		wg.Wait()
 	})
+	bp.serverLog = &lockedBuffer{}
 	start := func(sa string, upstreams ...string) *Proxy {
 		cfg := Config{
 			TrustBundle:  authority.Roots(),
@@ -148,6 +180,9 @@ func newBenchPath(b testing.TB) *benchPath {
 			TunnelListen: "127.0.0.1:0",
 			AdminListen:  "127.0.0.1:0",
 			DrainTimeout: time.Second,
+		}
+		if sa == "server" {
+			cfg.Logger = slog.New(slog.NewJSONHandler(bp.serverLog, nil))
 		}
 		for _, u := range upstreams {
 			up, err := outbound.ParseUpstream(u + "=127.0.0.1:0")
@@ -179,7 +214,7 @@ func newBenchPath(b testing.TB) *benchPath {
 		return p
 	}
 	server := start("server")
-	client := start("client", "orders:http", "orders:grpc", "orders:tcp")
+	client := start("client", "orders:http", "orders:grpc", "orders:tcp", "orders:auto")
 
 	port := func(addr string) uint32 {
 		_, p, _ := net.SplitHostPort(addr)
@@ -187,12 +222,14 @@ func newBenchPath(b testing.TB) *benchPath {
 		return uint32(n)
 	}
 	h1Port, h2Port, echoPort := port(h1.Listener.Addr().String()), port(h2.Listener.Addr().String()), port(echo.Addr().String())
+	autoPort := port(auto.Listener.Addr().String())
 	serverConfig := &meshv1.ProxyConfig{
 		Version: "1", SpiffeId: server.id.String(),
 		Inbound: []*meshv1.InboundPort{
 			{Port: h1Port, Protocol: meshv1.Protocol_PROTOCOL_HTTP},
 			{Port: h2Port, Protocol: meshv1.Protocol_PROTOCOL_HTTP2},
 			{Port: echoPort, Protocol: meshv1.Protocol_PROTOCOL_TCP},
+			{Port: autoPort, Protocol: meshv1.Protocol_PROTOCOL_AUTO},
 		},
 		// The mesh's default: strict mTLS, any mesh identity allowed.
 		Authorization: &meshv1.WorkloadPolicy{
@@ -212,6 +249,7 @@ func newBenchPath(b testing.TB) *benchPath {
 				{Name: "http", Port: 80, TargetPort: h1Port, Protocol: meshv1.Protocol_PROTOCOL_HTTP},
 				{Name: "grpc", Port: 50051, TargetPort: h2Port, Protocol: meshv1.Protocol_PROTOCOL_HTTP2},
 				{Name: "tcp", Port: 7, TargetPort: echoPort, Protocol: meshv1.Protocol_PROTOCOL_TCP},
+				{Name: "auto", Port: 8080, TargetPort: autoPort, Protocol: meshv1.Protocol_PROTOCOL_AUTO},
 			},
 			Endpoints: []*meshv1.Endpoint{{Address: server.TunnelAddr(), SpiffeId: server.id.String(), Workload: "server"}},
 		}},
@@ -219,6 +257,7 @@ func newBenchPath(b testing.TB) *benchPath {
 		b.Fatal(err)
 	}
 	bp.httpAddr, bp.grpcAddr, bp.tcpAddr = client.UpstreamAddr(0), client.UpstreamAddr(1), client.UpstreamAddr(2)
+	bp.autoAddr, bp.autoPort = client.UpstreamAddr(3), autoPort
 	bp.clientID, bp.server, bp.client = client.id.String(), server, client
 	bp.h1Port, bp.h2Port, bp.echoPort, bp.serverConfig = h1Port, h2Port, echoPort, serverConfig
 	return bp

@@ -502,7 +502,7 @@ func (p *Proxy) apply(pc *meshv1.ProxyConfig) error {
 		p.bundle.SetRoots(p.id.TrustDomain(), v.roots)
 	}
 	p.inbound.SetConfig(pc.GetInbound(), pol)
-	p.outbound.Update(pc)
+	p.outbound.UpdateCompiled(pc, v.routes)
 	p.dialer.Retain(peersOf(pc))
 	p.config.Store(pc)
 	p.metrics.ConfigUpdates.Inc()

@@ -240,6 +240,19 @@ func (sc *serverConn) serveRequest() bool {
 	} else if s.IdleTimeout > 0 {
 		sc.nc.SetReadDeadline(time.Time{})
 	}
+	// A server should skip at least one empty line before a request line
+	// (RFC 9112, section 2.2); skip a few, as sniff does before it calls
+	// a stream HTTP/1.
+	for range maxLeadingEmpty {
+		b, err := sc.br.Peek(1)
+		if err != nil {
+			return false
+		}
+		if b[0] != '\r' && b[0] != '\n' {
+			break
+		}
+		sc.br.Discard(1)
+	}
 	req, err := sc.readRequest()
 	if err != nil {
 		sc.badRequest(err)
@@ -295,6 +308,9 @@ func (sc *serverConn) serveRequest() bool {
 	}
 	return !w.closeAfter && !sc.gone.Load()
 }
+
+// maxLeadingEmpty bounds the CR and LF bytes skipped before a request.
+const maxLeadingEmpty = 8
 
 // globalOptions answers "OPTIONS *", which concerns the server rather
 // than a resource, as net/http does.

@@ -6,7 +6,9 @@
 // only with their declared protocol: an opaque stream to an HTTP port (which
 // would skip per-request handling) is refused, as is anything to an
 // undeclared port. A port whose protocol is detected (Auto) takes both
-// requests and streams, as the caller's proxy classified the connection.
+// requests and streams, as the caller's proxy classified the connection,
+// except streams whose first bytes speak HTTP: the caller's proxy would
+// have sent those as requests.
 //
 // Every request and stream is then authorized (package authz) against the
 // workload's policy, which comes with the ports in one configuration: a
@@ -21,7 +23,8 @@
 // Connections redirected to the workload without mTLS (iptables sends
 // every inbound connection but the tunnel's to the plaintext listener) are
 // refused and counted, unless the policy makes their port PERMISSIVE: then
-// they are served like tunnel traffic, without an identity.
+// they are served like tunnel traffic, without an identity, and only TCP
+// ports take opaque streams.
 //
 // It must not depend on Kubernetes packages.
 package inbound
@@ -50,8 +53,10 @@ import (
 	"github.com/rampart-mesh/rampart/internal/meshtls"
 	"github.com/rampart-mesh/rampart/internal/proxy/forward"
 	"github.com/rampart-mesh/rampart/internal/proxy/h1"
+	"github.com/rampart-mesh/rampart/internal/proxy/logsample"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/origdst"
+	"github.com/rampart-mesh/rampart/internal/proxy/sniff"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 )
 
@@ -105,6 +110,10 @@ type Handler struct {
 	unknownLimit limitCounts
 	// plainLog samples the log of plaintext connections refused in bulk.
 	plainLog sampler
+	// unknownDenyLog and unknownAuditLog sample the log of decisions
+	// that the policy's spec does not name; streamLog, of streams refused
+	// for looking like HTTP.
+	unknownDenyLog, unknownAuditLog, streamLog logsample.Bucket
 }
 
 // appPort is a declared app port.
@@ -323,6 +332,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serveRequest authorizes a request to app from src, and passes it on if
 // it may go on. It returns the status code to count.
 func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request, st *state, app *appPort, rt http.RoundTripper, src *peer) int {
+	// Conditions see the headers the app will see: none of the tunnel's
+	// own, from the caller or its app, nor their lookalikes. The app gets
+	// the verified identity, which conditions read as source.principal.
+	delete(r.Header, tunnel.HeaderClientID)
+	delete(r.Header, tunnel.HeaderTargetPort)
+	delete(r.Header, tunnel.HeaderAppProtocol)
+	tunnel.StripLookalikes(r.Header)
 	req := authz.Request{
 		Source:        src.name(),
 		Authenticated: src.authenticated(),
@@ -338,14 +354,28 @@ func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request, st *state
 		req.SourceIP = remoteIP(r.RemoteAddr)
 	}
 	rawPath, path, host, err := requestPathHost(r)
+	if err == nil && !validMethod(r.Method) {
+		err = errMethod
+	}
 	if err != nil {
-		return answer(w, r, h.invalid(st, &req, rawPath, err))
+		return h.refuseRequest(w, r, src, h.invalid(st, &req, rawPath, err))
 	}
 	req.Path, req.Host = path, host
 	if v := h.check(st, &req); v.status != 0 {
-		return answer(w, r, v)
+		return h.refuseRequest(w, r, src, v)
 	}
 	return h.forward(w, r, rt, app, src, path, host)
+}
+
+// refuseRequest answers a request that v refuses, and returns the status
+// code to count. A plaintext client's connection is closed after the
+// answer, so that a refused client does not keep one of the few plaintext
+// slots.
+func (h *Handler) refuseRequest(w http.ResponseWriter, r *http.Request, src *peer, v verdict) int {
+	if !src.authenticated() {
+		w.Header().Set("Connection", "close")
+	}
+	return answer(w, r, v)
 }
 
 // forward passes a request on to the app, with its normalized path and
@@ -365,15 +395,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt http.RoundT
 		out.Host = host
 	}
 	delete(out.Header, "Host")
-	delete(out.Header, tunnel.HeaderTargetPort)
-	delete(out.Header, tunnel.HeaderAppProtocol)
-	tunnel.StripLookalikes(out.Header)
-	// The caller's identity is what mTLS proved, never what the request
-	// says; a plaintext caller has none.
+	// serveRequest removed the tunnel's headers. The caller's identity is
+	// what mTLS proved, never what the request says; a plaintext caller
+	// has none.
 	if src.clientID != nil {
 		out.Header[tunnel.HeaderClientID] = src.clientID
-	} else {
-		delete(out.Header, tunnel.HeaderClientID)
 	}
 	res, err := rt.RoundTrip(out)
 	x.RoundTripDone()
@@ -450,6 +476,17 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, st *state
 		answer(w, nil, v)
 		return
 	}
+	// A caller's proxy sends HTTP to an Auto port as requests: a stream
+	// that starts like HTTP would skip per-request authorization.
+	var start *streamStart
+	if app.proto == meshv1.Protocol_PROTOCOL_AUTO {
+		start = newStreamStart(r.Body)
+		if start.wait(h.cfg.DetectTimeout) {
+			h.httpStream(peer, app)
+			h.refuse(w, http.StatusForbidden, ReasonProtocolMismatch, "the stream speaks HTTP; send requests, not a stream")
+			return
+		}
+	}
 	conn, err := net.DialTimeout("tcp", app.addr, h.cfg.DialTimeout)
 	if err != nil {
 		h.log.Warn("app unreachable", "target_port", portStr, "err", err)
@@ -470,10 +507,28 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, st *state
 
 	var wg sync.WaitGroup
 	var fromPeer int64
+	var httpLate atomic.Bool
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		fromPeer, _ = io.Copy(conn, r.Body)
+		if start != nil {
+			// Nothing came before the detection timeout: the app may be
+			// the one to speak first. The first bytes still decide,
+			// whenever they come, before the app sees any.
+			if start.http() {
+				httpLate.Store(true)
+				conn.Close()
+				return
+			}
+			n, err := conn.Write(start.bytes())
+			fromPeer += int64(n)
+			if err != nil || start.err != nil {
+				closeWrite(conn)
+				return
+			}
+		}
+		n, _ := io.Copy(conn, r.Body)
+		fromPeer += n
 		closeWrite(conn)
 	}()
 	toPeer, _ := copyFlush(w, rc, conn)
@@ -484,7 +539,84 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, st *state
 	wg.Wait()
 	h.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Inbound, peerID, service, "sent").Add(float64(toPeer))
 	h.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Inbound, peerID, service, "received").Add(float64(fromPeer))
+	if httpLate.Load() {
+		h.cfg.Metrics.Refusals.WithLabelValues(metrics.Inbound, ReasonProtocolMismatch).Inc()
+		h.httpStream(peer, app)
+		panic(http.ErrAbortHandler) // reset the stream: it was cut, not ended
+	}
 }
+
+// httpStream logs a stream refused because it speaks HTTP.
+func (h *Handler) httpStream(peer *peer, app *appPort) {
+	if ok, suppressed := h.streamLog.Allow(time.Now()); ok {
+		h.log.Info("refused stream: it speaks HTTP, which goes to an Auto port as requests",
+			"direction", metrics.Inbound, "peer", peer.name(), "target_port", app.port,
+			"suppressed_since_last", suppressed)
+	}
+}
+
+// streamStart reads the first bytes of a stream until sniff.Classify
+// decides what they are, or the stream ends.
+type streamStart struct {
+	done chan struct{}
+	mu   sync.Mutex
+	n    int   // guarded by mu until done
+	err  error // the read error that ended it early; set before done
+	buf  [sniff.MaxPeek]byte
+}
+
+func newStreamStart(r io.Reader) *streamStart {
+	s := &streamStart{done: make(chan struct{})}
+	go s.read(r)
+	return s
+}
+
+func (s *streamStart) read(r io.Reader) {
+	defer close(s.done)
+	for n := 0; n < len(s.buf); {
+		m, err := r.Read(s.buf[n:])
+		n += m
+		s.mu.Lock()
+		s.n = n
+		s.mu.Unlock()
+		if _, complete := sniff.Classify(s.buf[:n]); complete {
+			return
+		}
+		if err != nil {
+			s.err = err
+			return
+		}
+	}
+}
+
+// wait waits up to timeout for the first bytes to be read, and reports
+// whether the stream must be refused: it speaks HTTP, or it stopped,
+// still open, in the middle of something that could be HTTP. A stream
+// that sent nothing yet may go on; http decides once its bytes come.
+func (s *streamStart) wait(timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-s.done:
+		return s.http()
+	case <-t.C:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.n > 0
+	}
+}
+
+// http waits for the first bytes to be read, and reports whether they
+// speak HTTP/1 or HTTP/2. What ended (closed, reset) before it could be
+// classified is not HTTP that an app would serve.
+func (s *streamStart) http() bool {
+	<-s.done
+	p, _ := sniff.Classify(s.buf[:s.n])
+	return p == sniff.HTTP1 || p == sniff.HTTP2
+}
+
+// bytes returns the bytes read; once done.
+func (s *streamStart) bytes() []byte { return s.buf[:s.n] }
 
 // copyFlush copies src to w, flushing after every read so that interactive
 // protocols see each write at once.

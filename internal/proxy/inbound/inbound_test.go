@@ -1,8 +1,12 @@
 package inbound
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -184,9 +189,10 @@ func TestInboundRefusesEverythingBeforeConfig(t *testing.T) {
 
 var decisionIDPattern = regexp.MustCompile(`^[0-9a-f]{12}$`)
 
-// checkRefusal checks a refusal's status, decision ID (header and body)
-// and reason.
-func checkRefusal(t *testing.T, rec *httptest.ResponseRecorder, status int, reason string) string {
+// checkRefusal checks a refusal's status and decision ID (header and
+// body), and that the body names no policy or rule: only the decision ID
+// and, for an invalid request, what is wrong with it (inBody).
+func checkRefusal(t *testing.T, rec *httptest.ResponseRecorder, status int, inBody string) string {
 	t.Helper()
 	if rec.Code != status {
 		t.Fatalf("code %d (%s), want %d", rec.Code, rec.Body, status)
@@ -195,16 +201,93 @@ func checkRefusal(t *testing.T, rec *httptest.ResponseRecorder, status int, reas
 	if !decisionIDPattern.MatchString(id) {
 		t.Fatalf("decision ID %q", id)
 	}
-	if body := rec.Body.String(); !strings.Contains(body, "(decision "+id+")") || !strings.Contains(body, reason) {
-		t.Fatalf("body %q, want the decision ID %s and %q", body, id, reason)
-	}
+	checkRefusalBody(t, rec.Body.String(), status, id, inBody)
 	return id
+}
+
+// checkRefusalBody checks the body of a refusal with decision id.
+func checkRefusalBody(t *testing.T, body string, status int, id, inBody string) {
+	t.Helper()
+	var ok bool
+	switch status {
+	case http.StatusForbidden:
+		ok = body == "rampart: denied (decision "+id+")\n"
+	case http.StatusTooManyRequests:
+		ok = regexp.MustCompile(`^rampart: rate limited \(decision ` + id + `\); retry after [0-9]+s\n$`).MatchString(body)
+	case http.StatusBadRequest:
+		ok = strings.HasPrefix(body, "rampart: invalid request (decision "+id+"): ") && strings.Contains(body, inBody)
+	}
+	if !ok {
+		t.Fatalf("body %q, want only the decision ID %s (and, when invalid, %q)", body, id, inBody)
+	}
+	for _, secret := range []string{"policy", "rules[", "ALLOW", "DENY", "shop/", "legacy/", "limit "} {
+		if strings.Contains(body, secret) {
+			t.Fatalf("body %q names %q", body, secret)
+		}
+	}
+}
+
+// logLines records what a Handler logs, as JSON.
+type logLines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func newLogLines() (*logLines, *slog.Logger) {
+	l := &logLines{}
+	return l, slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// lines returns the lines logged so far whose message contains msg.
+func (l *logLines) lines(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, ln := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
+		if ln == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(ln), &m); err != nil {
+			t.Fatalf("log line %q: %v", ln, err)
+		}
+		if strings.Contains(m["msg"].(string), msg) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// decision returns the line logged with decision ID id.
+func (l *logLines) decision(t *testing.T, id string) map[string]any {
+	t.Helper()
+	var found map[string]any
+	for _, m := range l.lines(t, "") {
+		if m["decision_id"] == id {
+			if found != nil {
+				t.Fatalf("decision %s logged twice", id)
+			}
+			found = m
+		}
+	}
+	if found == nil {
+		t.Fatalf("decision %s not logged", id)
+	}
+	return found
 }
 
 func TestInboundWithoutPolicyDeniesEverything(t *testing.T) {
 	app := newApp(t, false)
 	m := metrics.New()
-	h, _ := New(Config{Metrics: m})
+	logs, log := newLogLines()
+	h, _ := New(Config{Metrics: m, Logger: log})
 	h.SetConfig([]*meshv1.InboundPort{
 		{Port: uint32(app.port), Protocol: meshv1.Protocol_PROTOCOL_AUTO},
 	}, Policy{})
@@ -215,7 +298,10 @@ func TestInboundWithoutPolicyDeniesEverything(t *testing.T) {
 		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, tunnelRequest(method, "/", host, app.port, false))
-		checkRefusal(t, rec, http.StatusForbidden, "rampart: denied (decision ")
+		id := checkRefusal(t, rec, http.StatusForbidden, "")
+		if line := logs.decision(t, id); line["code"] != "no_policy" {
+			t.Fatalf("logged %v, want code no_policy", line)
+		}
 	}
 	if n := app.hits.Load(); n != 0 {
 		t.Fatalf("the app was reached %d times", n)
@@ -255,7 +341,8 @@ func shopPolicy(appPort uint32) *authz.WorkloadPolicy {
 func TestInboundAuthorizesRequests(t *testing.T) {
 	app := newApp(t, false)
 	m := metrics.New()
-	h, _ := New(Config{Metrics: m})
+	logs, log := newLogLines()
+	h, _ := New(Config{Metrics: m, Logger: log})
 	now := time.Unix(1700000000, 0)
 	h.SetConfig([]*meshv1.InboundPort{{Port: uint32(app.port), Protocol: meshv1.Protocol_PROTOCOL_HTTP}},
 		compile(t, shopPolicy(uint32(app.port)), func() time.Time { return now }))
@@ -266,7 +353,7 @@ func TestInboundAuthorizesRequests(t *testing.T) {
 		uri        string
 		wantCode   int
 		wantURI    string // what the app received
-		reason     string // in the body of a refusal
+		reason     string // in the log of a refusal (for an invalid request, in its body too)
 		labels     []string
 		retryAfter string
 	}{
@@ -276,11 +363,14 @@ func TestInboundAuthorizesRequests(t *testing.T) {
 		{"no rule matched", "PUT", "/orders/1", 403, "", "no ALLOW rule matched", []string{"deny", "no_allow_match", "", ""}, ""},
 		{"audited and allowed", "DELETE", "/orders/1", 200, "/orders/1", "", []string{"allow", "allow_rule", "shop/orders", "1"}, ""},
 		{"within the rate limit", "POST", "/login", 200, "/login", "", []string{"allow", "allow_rule", "shop/orders", "1"}, ""},
-		{"over the rate limit", "POST", "/login", 429, "", "rate limit shop/limits/login exceeded", []string{"allow", "allow_rule", "shop/orders", "1"}, "1"},
-		{"path that cannot be normalized", "GET", "/orders/a;b", 400, "", "invalid request: path holds ';'", []string{"deny", "invalid_request", "", ""}, ""},
-		{"asterisk form", "OPTIONS", "*", 400, "", "invalid request: the asterisk-form target", []string{"deny", "invalid_request", "", ""}, ""},
+		{"over the rate limit", "POST", "/login", 429, "", "shop/limits/login", []string{"allow", "allow_rule", "shop/orders", "1"}, "1"},
+		{"path that cannot be normalized", "GET", "/orders/a;b", 400, "", "path holds ';'", []string{"deny", "invalid_request", "", ""}, ""},
+		{"asterisk form", "OPTIONS", "*", 400, "", "the asterisk-form target", []string{"deny", "invalid_request", "", ""}, ""},
 		{"absolute form", "GET", "http://Orders/orders/2", 200, "/orders/2", "", []string{"allow", "allow_rule", "shop/orders", "1"}, ""},
 		{"absolute form naming another host", "GET", "http://payments/orders/2", 400, "", "name different hosts", []string{"deny", "invalid_request", "", ""}, ""},
+		{"lower-case method", "get", "/orders/1", 400, "", "the method is not an upper-case token", []string{"deny", "invalid_request", "", ""}, ""},
+		{"lower-case letter in a method", "GeT", "/orders/1", 400, "", "the method is not an upper-case token", []string{"deny", "invalid_request", "", ""}, ""},
+		{"unknown upper-case method", "PROPFIND", "/orders/1", 403, "", "no ALLOW rule matched", []string{"deny", "no_allow_match", "", ""}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -293,7 +383,15 @@ func TestInboundAuthorizesRequests(t *testing.T) {
 					t.Fatalf("code %d, app saw %q, want %s", rec.Code, rec.Body, tt.wantURI)
 				}
 			} else {
-				checkRefusal(t, rec, tt.wantCode, tt.reason)
+				inBody := ""
+				if tt.wantCode == http.StatusBadRequest {
+					inBody = tt.reason
+				}
+				id := checkRefusal(t, rec, tt.wantCode, inBody)
+				line := logs.decision(t, id)
+				if why := fmt.Sprint(line["reason"], " ", line["limit"]); !strings.Contains(why, tt.reason) {
+					t.Fatalf("logged %v, want %q", line, tt.reason)
+				}
 				if got := app.hits.Load(); got != hits {
 					t.Fatal("a refused request reached the app")
 				}
@@ -404,7 +502,8 @@ func TestInboundAuthorizesStreams(t *testing.T) {
 	appPort, _ := strconv.Atoi(p)
 
 	m := metrics.New()
-	h, _ := New(Config{Metrics: m})
+	logs, log := newLogLines()
+	h, _ := New(Config{Metrics: m, Logger: log})
 	now := time.Unix(1700000000, 0)
 	spec := &authz.WorkloadPolicy{
 		Namespace: "shop", Default: authz.DefaultAllowAuthenticated,
@@ -424,7 +523,10 @@ func TestInboundAuthorizesStreams(t *testing.T) {
 
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, tunnelRequest("CONNECT", "", "127.0.0.1:9000", 0, false))
-	checkRefusal(t, rec, http.StatusForbidden, "DENY policy shop/no-9000 rules[0] matched")
+	id := checkRefusal(t, rec, http.StatusForbidden, "")
+	if line := logs.decision(t, id); line["reason"] != "DENY policy shop/no-9000 rules[0] matched" {
+		t.Fatalf("logged %v, want the deciding rule", line)
+	}
 	if got := testutil.ToFloat64(m.AuthzDecisions.WithLabelValues("deny", "deny_rule", "shop/no-9000", "0")); got != 1 {
 		t.Fatalf("denied stream counted %v times", got)
 	}
@@ -437,7 +539,10 @@ func TestInboundAuthorizesStreams(t *testing.T) {
 	}
 	rec = httptest.NewRecorder()
 	h.ServeHTTP(rec, tunnelRequest("CONNECT", "", "127.0.0.1:"+p, 0, false))
-	checkRefusal(t, rec, http.StatusTooManyRequests, "rate limit shop/limits/streams exceeded")
+	id = checkRefusal(t, rec, http.StatusTooManyRequests, "")
+	if line := logs.decision(t, id); line["limit"] != "shop/limits/streams" {
+		t.Fatalf("logged %v, want the limit", line)
+	}
 	if got := rec.Header().Get("Retry-After"); got != "1" {
 		t.Fatalf("Retry-After %q, want 1", got)
 	}

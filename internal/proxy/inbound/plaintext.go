@@ -31,6 +31,10 @@ const (
 // read from to name its protocol in metrics.
 const plaintextDetectTimeout = 200 * time.Millisecond
 
+// plaintextIdleTimeout bounds how long an accepted plaintext connection
+// may wait between requests, holding one of the MaxPlaintextConns slots.
+const plaintextIdleTimeout = 30 * time.Second
+
 // maxPlaintextRefusals bounds the plaintext connections being classified
 // for refusal at once.
 const maxPlaintextRefusals = 256
@@ -42,8 +46,11 @@ const maxPlaintextRefusals = 256
 // A connection whose original destination is a declared app port that the
 // policy makes PERMISSIVE is accepted (at most MaxPlaintextConns at once)
 // and served as the tunnel serves peers, without an identity: HTTP/1.x and
-// h2c request by request, each authorized and forwarded to the app; other
-// bytes as one opaque stream, authorized once. Every other connection is
+// h2c request by request, each authorized and forwarded to the app; on a
+// TCP port, any bytes as one opaque stream, authorized once (an HTTP or
+// Auto port takes only HTTP, so that nothing skips per-request
+// authorization). A request refused by policy closes its connection after
+// the answer. Every other connection is
 // refused under strict mTLS: it is classified by its first bytes for the
 // metrics, logged at debug level and closed.
 func (h *Handler) ServePlaintext(ctx context.Context, l net.Listener) error {
@@ -157,7 +164,7 @@ func (h *Handler) newPlainServer(addr net.Addr) *plainServer {
 	ps.h1 = &h1.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       5 * time.Minute,
+		IdleTimeout:       plaintextIdleTimeout,
 		Logger:            h.log,
 	}
 	var protos http.Protocols
@@ -173,7 +180,7 @@ func (h *Handler) newPlainServer(addr net.Addr) *plainServer {
 			return ctx
 		},
 		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       5 * time.Minute,
+		IdleTimeout:       plaintextIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
 	}
 	ps.tcpCtx, ps.cancelTCP = context.WithCancel(context.Background())
@@ -211,14 +218,16 @@ func (ps *plainServer) dispatch(pc *plainConn) {
 		}
 		proto, pc.Conn = p, conn
 	}
-	httpPort := app.proto == meshv1.Protocol_PROTOCOL_HTTP || app.proto == meshv1.Protocol_PROTOCOL_HTTP2
-	if httpPort && proto != sniff.HTTP1 && proto != sniff.HTTP2 {
-		// An opaque stream would skip per-request authorization.
+	if app.proto != meshv1.Protocol_PROTOCOL_TCP && proto != sniff.HTTP1 && proto != sniff.HTTP2 {
+		// An opaque stream would skip per-request authorization: only a
+		// TCP port takes one. On an Auto port, bytes that are not HTTP
+		// could still be HTTP to the app (an HTTP/0.9 line, a request
+		// started too slowly to classify).
 		ps.dispatching.Done()
 		h.cfg.Metrics.Plaintext.WithLabelValues(proto.String(), PlaintextRefused).Inc()
 		h.cfg.Metrics.Refusals.WithLabelValues(metrics.Inbound, ReasonProtocolMismatch).Inc()
 		if ok, suppressed := h.plainLog.allow(time.Now()); ok {
-			h.log.Info("refused plaintext connection: the port speaks HTTP", "direction", metrics.Inbound,
+			h.log.Info("refused plaintext connection: the port takes only HTTP in plain text", "direction", metrics.Inbound,
 				"remote", pc.RemoteAddr().String(), "target_port", pc.port, "protocol", proto.String(),
 				"suppressed_since_last", suppressed)
 		}

@@ -4,12 +4,13 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,8 +92,9 @@ func (s *plaintextServer) closedWithoutAnswer(t *testing.T, b string) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second)) // a regression fails rather than hangs
 	io.WriteString(c, b)
-	if n, err := io.Copy(io.Discard, c); n != 0 {
+	if n, err := io.Copy(io.Discard, c); n != 0 || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read %d bytes (err %v): want the connection closed", n, err)
 	}
 }
@@ -169,8 +171,12 @@ func TestPlaintextHTTPOnPermissivePort(t *testing.T) {
 	// identity that plaintext does not have.
 	s.h.SetConfig(ports, compile(t, permissive(), nil))
 	res, body = s.get(t, "/")
-	if res.StatusCode != http.StatusForbidden || !strings.Contains(body, "no verified identity") || res.Header.Get(HeaderDecisionID) == "" {
+	if res.StatusCode != http.StatusForbidden || res.Header.Get(HeaderDecisionID) == "" {
 		t.Fatalf("%s (%q), want 403 for lack of identity", res.Status, body)
+	}
+	checkRefusalBody(t, body, res.StatusCode, res.Header.Get(HeaderDecisionID), "")
+	if got := testutil.ToFloat64(s.m.AuthzDecisions.WithLabelValues("deny", "default_deny", "", "")); got != 1 {
+		t.Fatalf("denial by the default counted %v times, want 1", got)
 	}
 	if n := app.hits.Load(); n != 1 {
 		t.Fatalf("the app was reached %d times, want 1", n)

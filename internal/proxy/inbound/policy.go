@@ -10,12 +10,14 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rampart-mesh/rampart/internal/authz"
 	"github.com/rampart-mesh/rampart/internal/authz/normalize"
 	"github.com/rampart-mesh/rampart/internal/authz/ratelimit"
+	"github.com/rampart-mesh/rampart/internal/proxy/logsample"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 )
@@ -66,6 +68,8 @@ type policyCounts struct {
 	// other counts the decisions that no rule made, by code and by
 	// allow (1) or deny (0).
 	other [numCodes][2]*metrics.Child
+	// otherLog samples the log of the denials that no rule made, by code.
+	otherLog [numCodes]*logsample.Bucket
 	// limits are the rate limits, by "namespace/policy/limit".
 	limits map[string]*limitCounts
 }
@@ -76,6 +80,9 @@ const numCodes = 8
 type ruleCounts struct {
 	decided [2]*metrics.Child // deny_rule, allow_rule
 	audited *metrics.Child
+	// denyLog and auditLog sample the log of the rule's denials and
+	// AUDIT matches: a caller must not flood the log.
+	denyLog, auditLog *logsample.Bucket
 }
 
 type limitCounts struct {
@@ -104,6 +111,7 @@ func b2i(b bool) int {
 func newPolicyCounts(m *metrics.Metrics, spec *authz.WorkloadPolicy, prev *policyCounts) *policyCounts {
 	c := &policyCounts{m: m, rules: map[string][]ruleCounts{}, limits: map[string]*limitCounts{}}
 	for code := range numCodes {
+		c.otherLog[code] = new(logsample.Bucket)
 		for allow := range 2 {
 			c.other[code][allow] = metrics.NewChild(m.AuthzDecisions, verdictLabel(allow == 1), authz.Code(code).String(), "", "")
 		}
@@ -121,7 +129,9 @@ func newPolicyCounts(m *metrics.Metrics, spec *authz.WorkloadPolicy, prev *polic
 					metrics.NewChild(m.AuthzDecisions, "deny", authz.CodeDenyRule.String(), ref, idx),
 					metrics.NewChild(m.AuthzDecisions, "allow", authz.CodeAllowRule.String(), ref, idx),
 				},
-				audited: metrics.NewChild(m.AuthzAudits, ref, idx),
+				audited:  metrics.NewChild(m.AuthzAudits, ref, idx),
+				denyLog:  new(logsample.Bucket),
+				auditLog: new(logsample.Bucket),
 			}
 		}
 		c.rules[ref] = rules
@@ -196,6 +206,26 @@ func (c *policyCounts) audit(ref authz.RuleRef) {
 	c.m.AuthzAudits.WithLabelValues(ref.Policy, strconv.Itoa(ref.Rule)).Inc()
 }
 
+// denyLog returns the sampler of the log of d, a denial: its rule's, or
+// its code's.
+func (c *policyCounts) denyLog(d *authz.Decision) *logsample.Bucket {
+	if rules := c.rules[d.Policy]; d.Policy != "" && d.Rule >= 0 && d.Rule < len(rules) {
+		return rules[d.Rule].denyLog
+	}
+	if d.Policy == "" && int(d.Code) < numCodes {
+		return c.otherLog[d.Code]
+	}
+	return nil
+}
+
+// auditLog returns the sampler of the log of an AUDIT match.
+func (c *policyCounts) auditLog(ref authz.RuleRef) *logsample.Bucket {
+	if rules := c.rules[ref.Policy]; ref.Rule >= 0 && ref.Rule < len(rules) {
+		return rules[ref.Rule].auditLog
+	}
+	return nil
+}
+
 // sampler lets one event a second through and counts the others.
 type sampler struct {
 	next       atomic.Int64 // Unix nanoseconds before which events are held back
@@ -242,7 +272,7 @@ func (h *Handler) check(st *state, req *authz.Request) verdict {
 		h.audited(st, req, &d)
 	}
 	if !d.Allow {
-		return h.denied(req, &d)
+		return h.denied(st, req, &d, "")
 	}
 	res := st.policy.Limiter.Allow(req)
 	if res.Allowed {
@@ -254,21 +284,32 @@ func (h *Handler) check(st *state, req *authz.Request) verdict {
 // invalid refuses a request that cannot be normalized; rawPath is its
 // path as received, for the log.
 func (h *Handler) invalid(st *state, req *authz.Request, rawPath string, err error) verdict {
+	why := strings.TrimPrefix(err.Error(), "normalize: ")
 	d := authz.Decision{
 		Code:   authz.CodeInvalidRequest,
 		Rule:   -1,
-		Reason: "invalid request: " + strings.TrimPrefix(err.Error(), "normalize: "),
+		Reason: "invalid request: " + why,
 	}
 	st.counts.decision(&d)
-	if len(rawPath) > maxLoggedPath {
-		rawPath = rawPath[:maxLoggedPath]
-	}
 	req.Path = rawPath
-	return h.denied(req, &d)
+	return h.denied(st, req, &d, why)
 }
 
-// maxLoggedPath bounds the part of an invalid path that is logged.
-const maxLoggedPath = 512
+// maxLogged bounds the part of a path or host that is logged.
+const maxLogged = 512
+
+// truncated returns s, or its first maxLogged bytes (cut at a character)
+// and how long it was.
+func truncated(s string) string {
+	if len(s) <= maxLogged {
+		return s
+	}
+	n := maxLogged
+	for n > maxLogged-utf8.UTFMax && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…(" + strconv.Itoa(len(s)) + " bytes)"
+}
 
 // requestAttrs are the log fields that describe req.
 func requestAttrs(req *authz.Request) []any {
@@ -281,32 +322,56 @@ func requestAttrs(req *authz.Request) []any {
 		"protocol", req.Protocol.String(),
 	}
 	if req.Protocol == authz.ProtocolHTTP {
-		attrs = append(attrs, "method", req.Method, "path", req.Path, "host", req.Host)
+		attrs = append(attrs, "method", truncated(req.Method), "path", truncated(req.Path), "host", truncated(req.Host))
 	}
 	return attrs
 }
 
-func (h *Handler) denied(req *authz.Request, d *authz.Decision) verdict {
+// denied refuses what d denies. The answer carries the decision ID and,
+// for an invalid request, invalid: what is wrong with the caller's own
+// request. It never names a policy or rule, which only the log does.
+func (h *Handler) denied(st *state, req *authz.Request, d *authz.Decision, invalid string) verdict {
 	v := verdict{status: http.StatusForbidden, id: newDecisionID()}
 	if d.Code == authz.CodeInvalidRequest {
 		v.status = http.StatusBadRequest
+		v.message = "rampart: invalid request (decision " + v.id + "): " + invalid
+	} else {
+		v.message = "rampart: denied (decision " + v.id + ")"
 	}
-	v.message = "rampart: denied (decision " + v.id + "): " + d.Reason
-	attrs := append(requestAttrs(req),
-		"decision_id", v.id, "code", d.Code.String(), "policy", d.Policy, "rule", d.Rule, "reason", d.Reason)
-	h.log.Info("denied by authorization policy", attrs...)
+	b := st.counts.denyLog(d)
+	if b == nil {
+		b = &h.unknownDenyLog
+	}
+	if ok, suppressed := b.Allow(time.Now()); ok {
+		attrs := append(requestAttrs(req),
+			"decision_id", v.id, "code", d.Code.String(), "policy", d.Policy, "rule", d.Rule, "reason", d.Reason,
+			"suppressed_since_last", suppressed)
+		h.log.Info("denied by authorization policy", attrs...)
+	}
 	return v
 }
 
 func (h *Handler) audited(st *state, req *authz.Request, d *authz.Decision) {
 	audits := d.Audits()
+	for _, a := range audits {
+		st.counts.audit(a)
+	}
+	// The first rule's sampler decides whether the line is logged.
+	b := st.counts.auditLog(audits[0])
+	if b == nil {
+		b = &h.unknownAuditLog
+	}
+	ok, suppressed := b.Allow(time.Now())
+	if !ok {
+		return
+	}
 	refs := make([]string, len(audits))
 	for i, a := range audits {
-		st.counts.audit(a)
 		refs[i] = a.Policy + " rules[" + strconv.Itoa(a.Rule) + "]"
 	}
 	attrs := append(requestAttrs(req),
-		"audit_rules", refs, "decision", verdictLabel(d.Allow), "code", d.Code.String())
+		"audit_rules", refs, "decision", verdictLabel(d.Allow), "code", d.Code.String(),
+		"suppressed_since_last", suppressed)
 	if n := d.AuditsOmitted(); n > 0 {
 		attrs = append(attrs, "audits_omitted", n)
 	}
@@ -326,11 +391,7 @@ func (h *Handler) rateLimited(st *state, req *authz.Request, res *ratelimit.Resu
 	}
 	secs := int((res.RetryAfter + time.Second - 1) / time.Second)
 	v := verdict{status: http.StatusTooManyRequests, id: newDecisionID(), retryAfter: max(secs, 1)}
-	what := "rate limit " + res.Limit
-	if res.CoolingDown {
-		what += " (cooling down)"
-	}
-	v.message = "rampart: " + what + " exceeded (decision " + v.id + "); retry after " + strconv.Itoa(v.retryAfter) + "s"
+	v.message = "rampart: rate limited (decision " + v.id + "); retry after " + strconv.Itoa(v.retryAfter) + "s"
 	if ok, suppressed := lc.log.allow(time.Now()); ok {
 		attrs := append(requestAttrs(req),
 			"decision_id", v.id, "limit", res.Limit, "cooling_down", res.CoolingDown,
@@ -344,7 +405,7 @@ func (h *Handler) rateLimited(st *state, req *authz.Request, res *ratelimit.Resu
 // in metrics. A gRPC request gets what gRPC clients understand: a
 // trailers-only answer (HTTP 200, no body) whose grpc-status is
 // PERMISSION_DENIED, RESOURCE_EXHAUSTED or INVALID_ARGUMENT and whose
-// grpc-message names the decision, rather than an HTTP status that the
+// grpc-message carries the decision ID, rather than an HTTP status that the
 // client would report as a transport error without the decision ID.
 func answer(w http.ResponseWriter, r *http.Request, v verdict) int {
 	hdr := w.Header()
@@ -404,6 +465,7 @@ func grpcMessage(s string) string {
 
 // Errors of request targets that name no path to authorize.
 var (
+	errMethod       = errors.New("the method is not an upper-case token")
 	errAsteriskForm = errors.New("the asterisk-form target (OPTIONS *) names no path to authorize")
 	errTargetForm   = errors.New("the request target is neither a path nor an absolute http(s) URL")
 	errManyHosts    = errors.New("the request has more than one Host header")
@@ -490,6 +552,30 @@ func requestPathHost(r *http.Request) (rawPath, path, host string, err error) {
 	}
 	return rawPath, path, host, nil
 }
+
+// validMethod reports whether m is a token without lower-case letters:
+// methods are case-sensitive, rules name them in upper case, and apps
+// such as Go's ServeMux serve "get" as GET.
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if !upperTchar[m[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// upperTchar holds the token characters (RFC 9110, section 5.6.2) but the
+// lower-case letters.
+var upperTchar = func() (t [256]bool) {
+	for _, c := range "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ" {
+		t[c] = true
+	}
+	return t
+}()
 
 // remoteIP parses a remote address, host:port, without allocating.
 func remoteIP(addr string) netip.Addr {

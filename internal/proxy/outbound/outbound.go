@@ -16,7 +16,13 @@
 // service a retry budget; failed attempts are retried on another endpoint
 // as package retry's Policy allows. A refusal by the peer's policy or rate
 // limit is an answer, never retried and never held against the endpoint.
-// See docs/traffic.md. It must not depend on Kubernetes packages.
+//
+// A service port that HTTPRoutes apply to (package route's tables,
+// compiled with each configuration) routes every HTTP request the app
+// sends to it: the request's rule picks a backend service port by weight,
+// and the request is balanced over the backend's endpoints, by the
+// balancer that direct traffic to that service port uses too. See
+// docs/traffic.md. It must not depend on Kubernetes packages.
 package outbound
 
 import (
@@ -26,6 +32,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -45,7 +52,9 @@ import (
 	"github.com/rampart-mesh/rampart/internal/proxy/balance/retry"
 	"github.com/rampart-mesh/rampart/internal/proxy/forward"
 	"github.com/rampart-mesh/rampart/internal/proxy/h1"
+	"github.com/rampart-mesh/rampart/internal/proxy/logsample"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
+	rtable "github.com/rampart-mesh/rampart/internal/proxy/route"
 	"github.com/rampart-mesh/rampart/internal/proxy/sniff"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -64,6 +73,10 @@ const (
 	ReasonConnect         = "connect_from_app"
 	ReasonLoop            = "redirect_loop"
 	ReasonNoDestination   = "no_original_destination"
+	// A request to a routed service port that no rule matches (404), or
+	// whose rule has no backend to send it to (500).
+	ReasonNoRoute        = "no_route"
+	ReasonInvalidBackend = "invalid_backend"
 )
 
 // statusClientClosed is the code recorded for a request its caller
@@ -184,6 +197,7 @@ type Outbound struct {
 	mu       sync.Mutex // serializes Update; guards the maps below
 	dests    map[destKey]*dest
 	services map[string]*service
+	ruleLogs map[ruleKey]*logGate
 }
 
 // state is what the current configuration says about destinations.
@@ -200,6 +214,12 @@ type route struct {
 	port    *meshv1.ServicePort
 	dest    *dest // nil unless known
 	n       int   // endpoints under this configuration
+
+	// table routes the HTTP requests of a service port that routes apply
+	// to (nil for none: they go to dest); routing resolves its backends,
+	// in the same configuration.
+	table   *rtable.Table
+	routing *routing
 
 	metrics    *metrics.Metrics
 	targetPort []string // the Rampart-Target-Port header value
@@ -228,12 +248,54 @@ func (r *route) seriesOf(ep *endpoint) *metrics.Series {
 	return s
 }
 
+// routing is what the routed destinations of one configuration share.
+type routing struct {
+	// backends are the routes of the backend service ports that rules
+	// name, by service index and port.
+	backends map[backendKey]*route
+	// logs bound the log of requests a rule could not send to about a
+	// line a second per rule; kept across configurations.
+	logs map[ruleKey]*logGate
+}
+
+// backendKey names a backend service port: the service's index in the
+// configuration (route.Backend.ServiceIndex) and its port.
+type backendKey struct {
+	service int
+	port    uint32
+}
+
+// logGate lets about one event a second through, and counts the others.
+type logGate struct {
+	last       atomic.Int64 // Unix nanoseconds of the last event let through
+	suppressed atomic.Int64
+}
+
+// allow reports whether to log the event that happens at now, and how many
+// were held back since the last one let through.
+func (g *logGate) allow(now time.Time) (ok bool, suppressed int64) {
+	n, last := now.UnixNano(), g.last.Load()
+	if n-last < int64(time.Second) || !g.last.CompareAndSwap(last, n) {
+		g.suppressed.Add(1)
+		return false, 0
+	}
+	return true, g.suppressed.Swap(0)
+}
+
+// ruleKey names a rule of a route across configurations.
+type ruleKey struct {
+	namespace, route string
+	index            int
+}
+
 // service is what the destinations of one service share across
 // configurations: the retry budget.
 type service struct {
 	name      string
 	budget    *retry.Budget
 	ejections *metrics.Child
+	// streamLog samples the log of the service's refused streams.
+	streamLog logsample.Bucket
 }
 
 // destKey names a destination across configurations.
@@ -303,7 +365,8 @@ func New(cfg Config) (*Outbound, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
-	o := &Outbound{cfg: cfg, log: cfg.Logger, dests: make(map[destKey]*dest), services: make(map[string]*service)}
+	o := &Outbound{cfg: cfg, log: cfg.Logger, dests: make(map[destKey]*dest), services: make(map[string]*service),
+		ruleLogs: make(map[ruleKey]*logGate)}
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
 	}
@@ -408,29 +471,53 @@ func (o *Outbound) serviceKey(u Upstream) string {
 	return u.Service + "." + o.cfg.Namespace
 }
 
-// Update applies a new configuration. It never fails: an upstream the
-// configuration does not describe is refused until one does. Connections
-// open stay open: each request and connection looks its route up anew.
-// Destinations that stay keep their balancers, and endpoints that stay
-// their estimates and standing.
-func (o *Outbound) Update(pc *meshv1.ProxyConfig) {
+// Update applies a new configuration, its routes compiled with
+// route.Compile. A configuration whose routes do not compile is refused as
+// a whole (the error wraps route.ErrInvalid) and the last one stays in
+// force; see UpdateCompiled.
+func (o *Outbound) Update(pc *meshv1.ProxyConfig) error {
+	ts, err := rtable.Compile(pc.GetServices())
+	if err != nil {
+		return fmt.Errorf("outbound: %w", err)
+	}
+	o.UpdateCompiled(pc, ts)
+	return nil
+}
+
+// UpdateCompiled applies a new configuration whose routes the caller
+// compiled: ts is route.Compile(pc.GetServices()), nil for no routes. It
+// never fails: an upstream the configuration does not describe is refused
+// until one does. Connections open stay open: each request and connection
+// looks its route up anew, and the new routes, weights included, apply
+// from the next request on, while requests in flight finish where they
+// were sent. Destinations that stay keep their balancers, and endpoints
+// that stay their estimates and standing.
+func (o *Outbound) UpdateCompiled(pc *meshv1.ProxyConfig, ts *rtable.Tables) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	services := make(map[string]*meshv1.Service, len(pc.GetServices()))
-	for _, s := range pc.GetServices() {
-		services[s.GetName()+"."+s.GetNamespace()] = s
+	services := make(map[string]int, len(pc.GetServices()))
+	for i, s := range pc.GetServices() {
+		key := s.GetName() + "." + s.GetNamespace()
+		if _, dup := services[key]; !dup {
+			services[key] = i
+		}
 	}
 	st := &state{
 		upstreams: make([]*route, len(o.cfg.Upstreams)),
 		egress:    pc.GetSettings().GetEgress(),
 	}
-	u := updater{o: o, used: make(map[destKey]bool), usedSvc: make(map[string]bool)}
+	u := updater{
+		o: o, used: make(map[destKey]bool), usedSvc: make(map[string]bool),
+		services: pc.GetServices(), index: services, tables: ts,
+	}
 	for i, up := range o.cfg.Upstreams {
 		key := o.serviceKey(up)
 		st.upstreams[i] = unknownRoute(o.cfg.Metrics, key)
-		if s, ok := services[key]; ok {
+		if si, ok := services[key]; ok {
+			s := pc.GetServices()[si]
 			if p := pickPort(s.GetPorts(), up.Port); p != nil {
 				st.upstreams[i] = u.route(key, p, "", peersOf(s.GetEndpoints(), nil))
+				u.attachTable(st.upstreams[i], si)
 			}
 		}
 	}
@@ -447,6 +534,11 @@ func (o *Outbound) Update(pc *meshv1.ProxyConfig) {
 			delete(o.services, k)
 		}
 	}
+	if u.routing != nil {
+		o.ruleLogs = u.routing.logs
+	} else {
+		clear(o.ruleLogs)
+	}
 	o.state.Store(st)
 }
 
@@ -455,6 +547,70 @@ type updater struct {
 	o       *Outbound
 	used    map[destKey]bool
 	usedSvc map[string]bool
+
+	services []*meshv1.Service // the configuration's
+	index    map[string]int    // services by name.namespace
+	tables   *rtable.Tables
+	// routing is made when the first destination gets a table; resolved
+	// says which services' backends it holds.
+	routing  *routing
+	resolved map[int]bool
+}
+
+// attachTable makes r, the route of a port of the service at index si,
+// route its HTTP requests when routes apply to that port. Opaque TCP
+// never is: a TCP port keeps no table, and an Auto port's opaque
+// connections still go to the service's own endpoints.
+func (u *updater) attachTable(r *route, si int) {
+	if r.port.GetProtocol() == meshv1.Protocol_PROTOCOL_TCP {
+		return
+	}
+	tbl := u.tables.Table(si, r.port.GetPort())
+	if tbl == nil {
+		return
+	}
+	if u.routing == nil {
+		u.routing = &routing{backends: make(map[backendKey]*route), logs: make(map[ruleKey]*logGate)}
+		u.resolved = make(map[int]bool)
+	}
+	r.table, r.routing = tbl, u.routing
+	if u.resolved[si] {
+		return
+	}
+	u.resolved[si] = true
+	// The backends of every rule of the service's routes, resolved as
+	// route.Compile resolves them; an invalid backend (missing, no such
+	// port, TCP) is answered 500 before it is looked up here.
+	for _, rt := range u.services[si].GetRoutes() {
+		for i, rule := range rt.GetRules() {
+			k := ruleKey{namespace: rt.GetNamespace(), route: rt.GetName(), index: i}
+			if u.routing.logs[k] == nil {
+				b := u.o.ruleLogs[k]
+				if b == nil {
+					b = new(logGate)
+				}
+				u.routing.logs[k] = b
+			}
+			for _, be := range rule.GetBackends() {
+				name := be.GetService() + "." + be.GetNamespace()
+				bi, ok := u.index[name]
+				if !ok {
+					continue
+				}
+				svc := u.services[bi]
+				for _, p := range svc.GetPorts() {
+					if p.GetPort() != be.GetPort() || p.GetProtocol() == meshv1.Protocol_PROTOCOL_TCP {
+						continue
+					}
+					bk := backendKey{service: bi, port: p.GetPort()}
+					if u.routing.backends[bk] == nil {
+						u.routing.backends[bk] = u.route(name, p, "", peersOf(svc.GetEndpoints(), nil))
+					}
+					break
+				}
+			}
+		}
+	}
 }
 
 // route returns the route of a known service port to peers, with the
@@ -496,7 +652,7 @@ func (u *updater) route(svc string, port *meshv1.ServicePort, only string, peers
 // duplicates.
 func (u *updater) addressTable(services []*meshv1.Service) map[netip.AddrPort]*route {
 	table := make(map[netip.AddrPort]*route)
-	for _, s := range services {
+	for si, s := range services {
 		key := s.GetName() + "." + s.GetNamespace()
 		all := peersOf(s.GetEndpoints(), nil)
 		for _, p := range s.GetPorts() {
@@ -510,6 +666,7 @@ func (u *updater) addressTable(services []*meshv1.Service) map[netip.AddrPort]*r
 				if _, dup := table[ap]; !dup {
 					if svcRoute == nil {
 						svcRoute = u.route(key, p, "", all)
+						u.attachTable(svcRoute, si)
 					}
 					table[ap] = svcRoute
 				}
@@ -805,6 +962,9 @@ func (h httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", "", metrics.Code(http.StatusServiceUnavailable)).Inc()
 		localError(w, r, http.StatusServiceUnavailable, "rampart: destination "+name+" is unknown to the mesh")
 		return
+	case rt.table != nil:
+		o.serveRouted(w, r, rt)
+		return
 	case rt.n == 0:
 		o.refuse(ReasonNoEndpoints)
 		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", rt.service, metrics.Code(http.StatusServiceUnavailable)).Inc()
@@ -812,34 +972,155 @@ func (h httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	code, ep := o.forward(w, r, rt)
+	code, ep := o.forward(w, r, rt, sendTo{be: rt})
 	rt.seriesOf(ep).Observe(code, time.Since(start).Seconds())
 }
 
-// forward sends a request to an endpoint of its route, retrying on
-// another endpoint as the retry policy and the service's budget allow, and
-// writes the answer. It returns the status code to count and the endpoint
-// that answered or failed last (nil for none).
-func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route) (code int, ep *endpoint) {
+// serveRouted serves a request to a service port that routes apply to: it
+// goes to a backend of the rule it matches, within the rule's timeouts.
+// It is counted under the backend service it was sent to, or under rt's
+// when it reached no backend.
+func (o *Outbound) serveRouted(w http.ResponseWriter, r *http.Request, rt *route) {
+	start := time.Now()
+	rule, ok := rt.table.Match(r.Method, r.URL.EscapedPath(), r.Header)
+	if !ok {
+		o.refuse(ReasonNoRoute)
+		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", rt.service, metrics.Code(http.StatusNotFound)).Inc()
+		localError(w, r, http.StatusNotFound, "rampart: no route of service "+rt.service+" matches the request")
+		return
+	}
+	b := rule.Pick(rand.Uint64())
+	var be *route
+	if b != nil && b.Valid() {
+		be = rt.routing.backends[backendKey{service: b.ServiceIndex, port: b.Port.GetPort()}]
+	}
+	if be == nil {
+		o.refuse(ReasonInvalidBackend)
+		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", rt.service, metrics.Code(http.StatusInternalServerError)).Inc()
+		o.logNoBackend(r.Context(), rt, rule, b)
+		localError(w, r, http.StatusInternalServerError, "rampart: "+rule.String()+" has no valid backend to send the request to")
+		return
+	}
+	if be.n == 0 {
+		o.refuse(ReasonNoEndpoints)
+		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", be.service, metrics.Code(http.StatusServiceUnavailable)).Inc()
+		localError(w, r, http.StatusServiceUnavailable, "rampart: service "+be.service+" has no endpoints")
+		return
+	}
+	to := sendTo{be: be, rule: rule, backend: b}
+	if rule.RequestTimeout > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), rule.RequestTimeout)
+		defer cancel()
+		to.app = r.Context()
+		r = r.WithContext(ctx)
+	}
+	code, ep := o.forward(w, r, rt, to)
+	be.seriesOf(ep).Observe(code, time.Since(start).Seconds())
+}
+
+// logNoBackend logs, about once a second per rule, a request that its
+// rule had no valid backend to send to.
+func (o *Outbound) logNoBackend(ctx context.Context, rt *route, rule *rtable.Rule, b *rtable.Backend) {
+	g := rt.routing.logs[ruleKey{namespace: rule.Namespace, route: rule.Route, index: rule.Index}]
+	if g == nil {
+		return // not reached: every rule of the configuration has one
+	}
+	ok, suppressed := g.allow(time.Now())
+	if !ok {
+		return
+	}
+	problem := "no backend has a nonzero weight"
+	if b != nil {
+		problem = b.Problem
+	}
+	o.log.Log(ctx, slog.LevelWarn, "request answered 500: its rule has no valid backend",
+		"service", rt.service, "rule", rule.String(), "problem", problem, "suppressed_since_last", suppressed)
+}
+
+// attemptTimer bounds one attempt at a time by the per-try timeout.
+type attemptTimer struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// start stops the previous attempt's timer and returns the context of a
+// new attempt, which ends d from now.
+func (t *attemptTimer) start(parent context.Context, d time.Duration) context.Context {
+	t.stop()
+	t.ctx, t.cancel = context.WithTimeout(parent, d)
+	return t.ctx
+}
+
+func (t *attemptTimer) stop() {
+	if t.cancel != nil {
+		t.cancel()
+	}
+}
+
+// expired reports whether the last attempt ran out of time.
+func (t *attemptTimer) expired() bool {
+	return t.ctx != nil && errors.Is(t.ctx.Err(), context.DeadlineExceeded)
+}
+
+// sendTo says where forward sends a request, beyond the route the app
+// addressed (whose service's retry budget it draws on).
+type sendTo struct {
+	// be is the route whose endpoints get the request: the addressed
+	// route itself, or the backend its rule picked.
+	be *route
+	// rule and backend are the rule the request matched and the backend
+	// picked, whose header changes apply; nil when not routed.
+	rule    *rtable.Rule
+	backend *rtable.Backend
+	// app is the app's context when the request's context carries the
+	// rule's request timeout; nil otherwise.
+	app context.Context
+}
+
+// forward sends a request to an endpoint of to.be, retrying on another
+// endpoint of it as the retry policy and the budget of rt's service allow,
+// and writes the answer. It returns the status code to count and the
+// endpoint that answered or failed last (nil for none).
+func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route, to sendTo) (code int, ep *endpoint) {
 	x, err := forward.NewExchange(w, r)
 	if err != nil {
 		return o.failed(w, r, rt, err), nil
 	}
 	defer x.Close()
 	out := x.Out
-	out.Header[tunnel.HeaderTargetPort] = rt.targetPort
+	be := to.be
+	if to.rule != nil {
+		// The route's changes first, so that the proxy's own headers
+		// below win over anything they did.
+		to.rule.ModifyRequest(out.Header)
+		to.backend.ModifyRequest(out.Header)
+	}
+	out.Header[tunnel.HeaderTargetPort] = be.targetPort
 	// The app may not speak for anyone, itself included: the receiving
 	// proxy sets the caller's identity.
 	delete(out.Header, tunnel.HeaderClientID)
 	delete(out.Header, tunnel.HeaderAppProtocol)
 	tunnel.StripLookalikes(out.Header)
-	if r.ProtoMajor == 2 && rt.port.GetProtocol() == meshv1.Protocol_PROTOCOL_AUTO {
+	if r.ProtoMajor == 2 && be.port.GetProtocol() == meshv1.Protocol_PROTOCOL_AUTO {
 		// Detected HTTP/2: the app's server speaks it too.
 		out.Header[tunnel.HeaderAppProtocol] = appProtocolH2C
 	}
+	// The app's context: r's, unless r's carries the rule's request
+	// timeout.
+	app := r.Context()
+	if to.app != nil {
+		app = to.app
+	}
+	var perTry time.Duration
+	if to.rule != nil {
+		perTry = to.rule.BackendRequestTimeout
+	}
+	var try attemptTimer
+	defer try.stop()
 
-	d := rt.dest
-	d.svc.budget.Deposit()
+	d := be.dest
+	budget := rt.dest.svc
+	budget.budget.Deposit()
 	req := retry.Request{Method: r.Method, GRPC: isGRPC(r)}
 	if out.Body != nil && (req.GRPC || retry.IdempotentMethod(r.Method)) {
 		// Only these may be retried once sent: keep the start of their
@@ -858,13 +1139,25 @@ func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route) (c
 	var res *http.Response
 	for n := 1; ; n++ {
 		ep = h.Endpoint()
-		res, err = o.cfg.Dialer.RoundTrip(ep.peer, out)
+		send := out
+		if perTry > 0 {
+			send = out.WithContext(try.start(out.Context(), perTry))
+			// An attempt that timed out may still be writing its
+			// request: the next one gets a URL of its own, which the
+			// dialer sets the peer in.
+			u := *out.URL
+			send.URL = &u
+		}
+		res, err = o.cfg.Dialer.RoundTrip(ep.peer, send)
 		if err == nil && res.StatusCode < 500 && !req.GRPC && res.Header[tunnel.HeaderDecisionID] == nil {
 			// The common case: answered, nothing to retry.
 			h.Done(h.Elapsed(), balance.Success)
 			break
 		}
-		result, outcome, decided := resultOf(r.Context(), res, err, req.GRPC)
+		// A timeout of the route is the endpoint's failure (an attempt
+		// broken, retried when idempotent); only the app leaving is
+		// abandoned.
+		result, outcome, decided := resultOf(app, res, err, req.GRPC)
 		if h.Done(h.Elapsed(), outcome) {
 			o.ejectedOne(d, ep)
 		}
@@ -874,11 +1167,11 @@ func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route) (c
 			// retried across the boundary it was refused at.
 			break
 		}
-		delay, v := o.cfg.Retry.Next(d.svc.budget, n, req, result, remaining(r.Context()))
+		delay, v := o.cfg.Retry.Next(budget.budget, n, req, result, remaining(r.Context()))
 		if v == retry.Answered {
 			break
 		}
-		o.cfg.Metrics.Retries.WithLabelValues(d.svc.name, v.String()).Inc()
+		o.cfg.Metrics.Retries.WithLabelValues(budget.name, v.String()).Inc()
 		if v != retry.Retry {
 			break
 		}
@@ -909,6 +1202,11 @@ func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route) (c
 	}
 	x.RoundTripDone()
 	if err != nil {
+		if app.Err() == nil && (r.Context().Err() != nil || try.expired()) {
+			// The rule's request or per-try timeout ran out.
+			localError(w, out, http.StatusGatewayTimeout, "rampart: "+to.rule.String()+": timed out waiting for service "+be.service)
+			return http.StatusGatewayTimeout, ep
+		}
 		return o.failed(w, out, rt, err), ep
 	}
 	if err := x.WriteResponse(res); err != nil {
@@ -1069,17 +1367,28 @@ func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, t target) {
 		}
 	}
 	if err != nil {
+		// Only a refusal with a decision ID is the destination's policy
+		// or rate limit; a 403 without one (an undeclared port) is not.
 		var re *tunnel.RefusedError
+		decided := errors.As(err, &re) && re.Decision != ""
+		reason, level, msg := ReasonPeerFailed, slog.LevelWarn, "tunnel stream failed"
 		switch {
-		case errors.As(err, &re) && re.Status == http.StatusForbidden:
-			o.refuse(ReasonPeerDenied)
-			o.log.Info("connection denied by the destination's policy", "service", r.service, "peer", peer.String(), "decision", re.Decision)
-		case errors.As(err, &re) && re.Status == http.StatusTooManyRequests:
-			o.refuse(ReasonPeerRateLimited)
-			o.log.Info("connection refused by the destination's rate limit", "service", r.service, "peer", peer.String(), "decision", re.Decision)
-		default:
-			o.refuse(ReasonPeerFailed)
-			o.log.Warn("tunnel stream failed", "service", r.service, "peer", peer.String(), "err", err)
+		case decided && re.Status == http.StatusForbidden:
+			reason, level, msg = ReasonPeerDenied, slog.LevelInfo, "connection denied by the destination's policy"
+		case decided && re.Status == http.StatusTooManyRequests:
+			reason, level, msg = ReasonPeerRateLimited, slog.LevelInfo, "connection refused by the destination's rate limit"
+		}
+		o.refuse(reason)
+		// The calling app can open streams as fast as they are refused:
+		// sample the log, per service.
+		if ok, suppressed := d.svc.streamLog.Allow(time.Now()); ok {
+			attrs := []any{"service", r.service, "peer", peer.String()}
+			if reason == ReasonPeerFailed {
+				attrs = append(attrs, "err", err)
+			} else {
+				attrs = append(attrs, "decision", re.Decision)
+			}
+			o.log.Log(ctx, level, msg, append(attrs, "suppressed_since_last", suppressed)...)
 		}
 		return
 	}
@@ -1189,13 +1498,24 @@ func (l *chanListener) Close() error {
 func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // localError answers a request the proxy could not send. A gRPC caller gets
-// a gRPC status (UNAVAILABLE) in a trailers-only response, which its client
-// library understands; anyone else gets the HTTP status and a text body.
+// a gRPC status in a trailers-only response, which its client library
+// understands (UNAVAILABLE; for a route's 404, 500 and 504, UNIMPLEMENTED,
+// INTERNAL and DEADLINE_EXCEEDED); anyone else gets the HTTP status and a
+// text body.
 func localError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		status := "14" // UNAVAILABLE
+		switch code {
+		case http.StatusNotFound:
+			status = "12" // UNIMPLEMENTED, as gRPC maps a 404
+		case http.StatusInternalServerError:
+			status = "13" // INTERNAL
+		case http.StatusGatewayTimeout:
+			status = "4" // DEADLINE_EXCEEDED
+		}
 		h := w.Header()
 		h.Set("Content-Type", "application/grpc")
-		h.Set("Grpc-Status", "14") // UNAVAILABLE
+		h.Set("Grpc-Status", status)
 		h.Set("Grpc-Message", url.PathEscape(msg))
 		w.WriteHeader(http.StatusOK)
 		return

@@ -14,7 +14,7 @@ import (
 
 // bufSize bounds what Detect buffers. Classify decides within MaxPeek bytes;
 // the rest only lets the first read take a whole small packet.
-const bufSize = 64
+const bufSize = 2 * MaxPeek
 
 // maxEmptyReads bounds how many (0, nil) reads Detect tolerates in a row
 // before it gives up with io.ErrNoProgress, as bufio does.

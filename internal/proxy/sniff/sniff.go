@@ -7,7 +7,7 @@
 // Classify is the pure decision over a byte prefix; Detect reads from a
 // connection until Classify decides (or a timeout passes) and returns a
 // connection that replays the peeked bytes. Detection never buffers more
-// than a few dozen bytes.
+// than MaxPeek bytes.
 //
 // It uses the standard library only and must not depend on Kubernetes
 // packages, the controller, or other parts of the proxy.
@@ -23,8 +23,14 @@ const (
 	// client that sends nothing first (a server-first protocol such as
 	// MySQL or SMTP). It is the zero value.
 	Opaque Protocol = iota
-	// HTTP1 is HTTP/1.0 or HTTP/1.1: the stream starts with a known method
-	// token and a space.
+	// HTTP1 is HTTP/1.x: the stream starts (after at most a few empty
+	// lines) with the shape of a request line, a method token in any case,
+	// white space, a request target, white space and "HTTP/" DIGIT "."
+	// DIGIT; or with an HTTP/0.9 request line ("GET /x" and a line end);
+	// or with more empty lines, or a longer method or target, than
+	// MaxPeek bytes let it see the end of. Whatever could be an HTTP
+	// request to a lenient server is HTTP1, so that it never passes as an
+	// opaque stream past per-request handling.
 	HTTP1
 	// HTTP2 is HTTP/2 with prior knowledge (h2c, plain-text gRPC): the
 	// stream starts with the 24-byte client connection preface.
@@ -53,17 +59,16 @@ func (p Protocol) String() string {
 // preface is the HTTP/2 client connection preface (RFC 9113, section 3.4).
 const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-// MaxPeek is the most bytes Classify ever needs: given this many, it always
-// decides. It is the length of the HTTP/2 preface, the longest signature.
-const MaxPeek = len(preface)
+// MaxPeek is the most bytes Classify ever looks at: given this many, it
+// always decides. A request line that is not over within MaxPeek bytes is
+// HTTP1.
+const MaxPeek = 64
 
-// methods are the HTTP/1.x request methods recognised, each with the space
-// that ends the token. PRI is absent: the HTTP/2 preface rule owns it.
-// Other methods (WebDAV's PROPFIND, for example) are classified as opaque
-// and still work, as a TCP stream.
-var methods = [...]string{
-	"GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "CONNECT ", "OPTIONS ", "TRACE ", "PATCH ",
-}
+// maxLeadingEmpty bounds the CR and LF bytes that may come before a request
+// line (RFC 9112, section 2.2, lets servers skip empty lines there); a
+// stream that starts with more is HTTP1 all the same: nothing else starts
+// so, and some servers skip any number of them.
+const maxLeadingEmpty = 8
 
 // TLS record header: content type handshake, then the protocol version,
 // whose major byte is 3 and whose minor byte is 0 (SSL 3.0) to 4.
@@ -92,17 +97,106 @@ func Classify(b []byte) (p Protocol, complete bool) {
 		}
 		return Opaque, false
 	}
-	more := false
-	for _, m := range methods {
-		if len(b) >= len(m) {
-			if string(b[:len(m)]) == m {
-				return HTTP1, true
-			}
-		} else if string(b) == m[:len(b)] {
-			more = true
+	return classifyHTTP1(b)
+}
+
+// classifyHTTP1 decides whether b starts like an HTTP/1 request line,
+// leniently: tabs as well as spaces separate its parts, and the version is
+// matched in any case. It looks at no more than MaxPeek bytes, so that a
+// decision never changes when bytes are appended.
+func classifyHTTP1(b []byte) (Protocol, bool) {
+	if len(b) > MaxPeek {
+		b = b[:MaxPeek]
+	}
+	// more is the answer when b ends before a decision: wait for more
+	// bytes, unless b is as long as Classify looks.
+	more := func() (Protocol, bool) {
+		if len(b) == MaxPeek {
+			return HTTP1, true
+		}
+		return Opaque, false
+	}
+	i := 0
+	for i < len(b) && (b[i] == '\r' || b[i] == '\n') {
+		i++
+		if i > maxLeadingEmpty {
+			return HTTP1, true
 		}
 	}
-	return Opaque, !more
+	// The method: a token, in any case.
+	start := i
+	for i < len(b) && isTchar(b[i]) {
+		i++
+	}
+	switch {
+	case i == len(b):
+		return more()
+	case i == start || !isSpace(b[i]):
+		return Opaque, true
+	}
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	// The request target: anything visible.
+	start = i
+	for i < len(b) && b[i] > ' ' && b[i] != 0x7f {
+		i++
+	}
+	switch {
+	case i == len(b):
+		return more()
+	case i == start:
+		return Opaque, true
+	case b[i] == '\r' || b[i] == '\n':
+		// An HTTP/0.9 request line: a path and the end of the line.
+		if b[start] == '/' {
+			return HTTP1, true
+		}
+		return Opaque, true
+	case !isSpace(b[i]):
+		return Opaque, true
+	}
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	// The version: "HTTP/" DIGIT "." DIGIT.
+	const version = "HTTP/0.0"
+	for j := 0; j < len(version); j, i = j+1, i+1 {
+		if i == len(b) {
+			return more()
+		}
+		c := b[i]
+		switch v := version[j]; {
+		case v == '0':
+			if c < '0' || c > '9' {
+				return Opaque, true
+			}
+		case v >= 'A' && v <= 'Z':
+			if c&^0x20 != v {
+				return Opaque, true
+			}
+		case c != v:
+			return Opaque, true
+		}
+	}
+	return HTTP1, true
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' }
+
+// isTchar reports whether c may be part of a token (RFC 9110, section 5.6.2).
+func isTchar(c byte) bool { return c < 0x80 && tchar[c] }
+
+var tchar = [128]bool{
+	'!': true, '#': true, '$': true, '%': true, '&': true, '\'': true, '*': true, '+': true,
+	'-': true, '.': true, '^': true, '_': true, '`': true, '|': true, '~': true,
+	'0': true, '1': true, '2': true, '3': true, '4': true, '5': true, '6': true, '7': true, '8': true, '9': true,
+	'A': true, 'B': true, 'C': true, 'D': true, 'E': true, 'F': true, 'G': true, 'H': true, 'I': true,
+	'J': true, 'K': true, 'L': true, 'M': true, 'N': true, 'O': true, 'P': true, 'Q': true, 'R': true,
+	'S': true, 'T': true, 'U': true, 'V': true, 'W': true, 'X': true, 'Y': true, 'Z': true,
+	'a': true, 'b': true, 'c': true, 'd': true, 'e': true, 'f': true, 'g': true, 'h': true, 'i': true,
+	'j': true, 'k': true, 'l': true, 'm': true, 'n': true, 'o': true, 'p': true, 'q': true, 'r': true,
+	's': true, 't': true, 'u': true, 'v': true, 'w': true, 'x': true, 'y': true, 'z': true,
 }
 
 func classifyTLS(b []byte) (Protocol, bool) {
