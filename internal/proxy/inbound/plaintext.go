@@ -147,10 +147,10 @@ type plainConnKey struct{}
 // ServePlaintext.
 type plainServer struct {
 	h           *Handler
-	h1          *h1.Server    // HTTP/1.x
-	h2          *http.Server  // h2c, from the connections pushed to h2l
-	h2l         *chanListener //
-	h2done      chan struct{} // h2 stopped serving
+	h1          *h1.Server           // HTTP/1.x
+	h2          *http.Server         // h2c, from the connections pushed to h2l
+	h2l         *accept.ChanListener //
+	h2done      chan struct{}        // h2 stopped serving
 	tcpCtx      context.Context
 	cancelTCP   context.CancelFunc
 	dispatching sync.WaitGroup // connections being classified
@@ -159,7 +159,7 @@ type plainServer struct {
 }
 
 func (h *Handler) newPlainServer(addr net.Addr) *plainServer {
-	ps := &plainServer{h: h, h2l: newChanListener(addr), h2done: make(chan struct{})}
+	ps := &plainServer{h: h, h2l: accept.NewChanListener(addr), h2done: make(chan struct{})}
 	handler := plainHandler{h}
 	ps.h1 = &h1.Server{
 		Handler:           handler,
@@ -243,7 +243,7 @@ func (ps *plainServer) dispatch(pc *plainConn) {
 		ps.h1.ServeConn(context.WithValue(context.Background(), plainConnKey{}, pc), pc, nil)
 	case sniff.HTTP2:
 		pc.h2c = true
-		ps.h2l.push(pc)
+		ps.h2l.Push(pc)
 		ps.dispatching.Done()
 	default:
 		ps.tcp.Add(1)
@@ -362,39 +362,3 @@ func (h *Handler) servePlainTCP(ctx context.Context, conn *plainConn, st *state,
 	h.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Inbound, "", app.service, "sent").Add(float64(sent))
 	h.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Inbound, "", app.service, "received").Add(float64(received))
 }
-
-// chanListener hands connections accepted elsewhere to an http.Server.
-type chanListener struct {
-	addr      net.Addr
-	ch        chan net.Conn
-	done      chan struct{}
-	closeOnce sync.Once
-}
-
-func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *chanListener) push(c net.Conn) {
-	select {
-	case l.ch <- c:
-	case <-l.done:
-		c.Close()
-	}
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return l.addr }

@@ -740,7 +740,7 @@ func (t addrTarget) name() string  { return t.dst.String() }
 // accepting, lets requests and connections in flight finish until the
 // drain deadline, then cuts what is left.
 func (o *Outbound) Run(ctx context.Context) error {
-	httpConns := newChanListener(addrOf(o))
+	httpConns := accept.NewChanListener(addrOf(o))
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
@@ -760,7 +760,7 @@ func (o *Outbound) Run(ctx context.Context) error {
 		IdleTimeout:       5 * time.Minute,
 		Logger:            o.log,
 		H2C: func(ctx context.Context, nc net.Conn, br *bufio.Reader) {
-			httpConns.push(&targetConn{Conn: &bufferedConn{Conn: nc, r: br}, target: ctx.Value(targetKey{}).(target)})
+			httpConns.Push(&targetConn{Conn: &bufferedConn{Conn: nc, r: br}, target: ctx.Value(targetKey{}).(target)})
 		},
 	}
 	// Opaque connections get a context of their own that outlives ctx by
@@ -830,7 +830,7 @@ func addrOf(o *Outbound) net.Addr {
 // conns tracks the connections of one Run.
 type conns struct {
 	o           *Outbound
-	http        *chanListener // to net/http's server (h2c)
+	http        *accept.ChanListener // to net/http's server (h2c)
 	h1          *h1.Server
 	ctx         context.Context // of opaque connections
 	dispatching sync.WaitGroup  // connections being classified
@@ -895,7 +895,7 @@ func (c *conns) dispatch(conn net.Conn, t target) {
 		defer c.tcp.Done()
 		o.serveTCP(c.ctx, conn, t)
 	case h2c:
-		c.http.push(&targetConn{Conn: conn, target: t})
+		c.http.Push(&targetConn{Conn: conn, target: t})
 		c.dispatching.Done()
 	default:
 		// HTTP/1, or h2c with prior knowledge, which the server hands to
@@ -1460,42 +1460,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
-
-// chanListener hands connections accepted elsewhere to an http.Server.
-type chanListener struct {
-	addr      net.Addr
-	ch        chan net.Conn
-	done      chan struct{}
-	closeOnce sync.Once
-}
-
-func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *chanListener) push(c net.Conn) {
-	select {
-	case l.ch <- c:
-	case <-l.done:
-		c.Close()
-	}
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // localError answers a request the proxy could not send. A gRPC caller gets
 // a gRPC status in a trailers-only response, which its client library
