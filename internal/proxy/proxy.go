@@ -490,6 +490,10 @@ func (p *Proxy) apply(pc *meshv1.ProxyConfig) error {
 		p.metrics.ConfigRejected.WithLabelValues(rejectReason(err)).Inc()
 		return err
 	}
+	if err := p.checkBundle(v.roots); err != nil {
+		p.metrics.ConfigRejected.WithLabelValues(rejectReason(err)).Inc()
+		return err
+	}
 	pol := inbound.Policy{Spec: v.policy, Engine: v.engine}
 	if pol.Limiter, err = buildLimiter(v.policy, p.inbound.Policy().Limiter); err != nil {
 		p.metrics.ConfigRejected.WithLabelValues(rejectReason(err)).Inc()
@@ -506,6 +510,41 @@ func (p *Proxy) apply(pc *meshv1.ProxyConfig) error {
 	p.dialer.Retain(peersOf(pc))
 	p.config.Store(pc)
 	p.metrics.ConfigUpdates.Inc()
+	return nil
+}
+
+// checkBundle refuses a trust bundle the controller pushes that would
+// re-root the proxy in one step: it must share a root with the bundle in
+// force (roots are added and retired in stages, never swapped), and the
+// proxy's own certificate must still chain to one of its roots (else its
+// peers, trusting the same bundle, would refuse it). An empty bundle
+// leaves the one in force alone.
+func (p *Proxy) checkBundle(roots []*x509.Certificate) error {
+	if len(roots) == 0 {
+		return nil
+	}
+	if cur := p.bundle.Roots(p.id.TrustDomain()); len(cur) > 0 && !sharesRoot(roots, cur) {
+		return reject("trust_bundle", "trust bundle shares no root with the one in force: refusing to re-root in one step (rotate in stages: rampart identity rotate-root)")
+	}
+	svid := p.svid.Get()
+	if svid == nil {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range svid.Certificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := svid.Certificates[0].Verify(x509.VerifyOptions{
+		Roots: pool, Intermediates: inter, CurrentTime: p.cfg.Now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		return reject("trust_bundle", "trust bundle does not hold the root of this proxy's own certificate (%v): peers would refuse it", err)
+	}
 	return nil
 }
 
