@@ -430,6 +430,8 @@ func ReservedHeader(name string) string {
 		return "is not supported: the Host is not a header field in HTTP/2"
 	case n == "content-length":
 		return "belongs to the message: the proxy sets it"
+	case n == "forwarded" || strings.HasPrefix(n, "x-forwarded-") || n == "proxy-authorization" || n == "proxy-authenticate":
+		return "is removed by the proxies on every hop: setting it would have no effect"
 	}
 	switch n {
 	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade":

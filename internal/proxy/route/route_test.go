@@ -382,6 +382,9 @@ func TestCompileRefuses(t *testing.T) {
 		{"modifies a hop-by-hop header", func(r *meshv1.Route) {
 			r.Rules[0].Backends[0].RequestHeaders = &meshv1.HeaderModifier{Remove: []string{"Transfer-Encoding"}}
 		}, "hop-by-hop"},
+		{"sets a header every hop removes", func(r *meshv1.Route) {
+			r.Rules[0].RequestHeaders = &meshv1.HeaderModifier{Set: []*meshv1.Header{{Name: "X-Forwarded-For", Value: "10.0.0.1"}}}
+		}, "removed by the proxies"},
 		{"modifies a header twice", func(r *meshv1.Route) {
 			r.Rules[0].RequestHeaders = &meshv1.HeaderModifier{Set: []*meshv1.Header{{Name: "x-a", Value: "1"}}, Remove: []string{"X-A"}}
 		}, "changed twice"},
