@@ -138,7 +138,8 @@ Between stages, wait until every workload has renewed its certificate
 					return fmt.Errorf("identity: %w", err)
 				}
 				fmt.Fprintf(out, "Issuing from %s under the new root; the old root stays trusted.\n", ca.SerialOf(inter))
-				fmt.Fprintln(out, "Next: once every certificate chains to the new root (rampart identity status), run --stage retire.")
+				fmt.Fprintln(out, "Next: once every workload certificate chains to the new root (rampart identity status), run --stage retire.")
+				fmt.Fprintln(out, "The controller's own (serving) certificate stays under the old root until then, so that proxies that missed prepare still reach it.")
 			case stageRetire:
 				root, err := authority.RetireRoot(force)
 				if err != nil {
@@ -240,7 +241,12 @@ func printStatus(w io.Writer, st controller.IdentityStatus) {
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "IDENTITY\tSERIAL\tCODE DIGEST\tEXPIRES\tROOT")
 	for _, l := range st.Workloads {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.SPIFFEID, l.Serial, cmp.Or(l.CodeDigest, "-"), date(l.NotAfter), cmp.Or(l.Root, "?"))
+		id := l.SPIFFEID
+		if l.Kind == ca.KindServing {
+			// Under the previous root until retire, on purpose.
+			id += " (serving)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", id, l.Serial, cmp.Or(l.CodeDigest, "-"), date(l.NotAfter), cmp.Or(l.Root, "?"))
 	}
 	tw.Flush()
 	if len(st.Warnings) > 0 {

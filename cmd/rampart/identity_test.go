@@ -76,12 +76,18 @@ func TestIdentityCommands(t *testing.T) {
 	if _, _, err := execute(t, "identity", "rotate-root", "--stage", "activate", "--state-dir", stateDir); err != nil {
 		t.Fatalf("activate: %v", err)
 	}
-	// The controller re-issues its own certificate from the new issuer, and
-	// records it: then the old root can go.
+	// The controller issues from the new issuer; its own certificate stays
+	// under the old root, marked, and does not hold retire up.
 	waitFor("the new issuer", func() bool {
 		st := c.IdentityStatus()
-		return st.TrustAnchors[0].Role == "active" && st.Issuer.Root == st.TrustAnchors[0].Serial
+		return st.TrustAnchors[0].Role == "active" && st.Issuer.Root == st.TrustAnchors[0].Serial &&
+			len(st.TrustAnchors) == 2 && st.TrustAnchors[1].Role == "previous"
 	})
+	prevRoot := c.IdentityStatus().TrustAnchors[1].Serial
+	out = status()
+	if i := strings.Index(out, "rampart-controller (serving)"); i < 0 || !strings.Contains(strings.SplitN(out[i:], "\n", 2)[0], prevRoot) {
+		t.Errorf("status does not show the serving certificate under the previous root %s:\n%s", prevRoot, out)
+	}
 	var err2 error
 	waitFor("retire accepted", func() bool {
 		_, _, err2 = execute(t, "identity", "rotate-root", "--stage", "retire", "--state-dir", stateDir)

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -42,7 +43,13 @@ const (
 	rootKeyFile          = "root.key"
 	intermediateCertFile = "intermediate.crt"
 	intermediateKeyFile  = "intermediate.key"
-	trustDomainFile      = "trust-domain"
+	// servingCertFile and servingKeyFile hold, between a root's activation
+	// and its retirement, an intermediate under the previous root that
+	// signs the controller's serving certificate only (see
+	// ServingIntermediate).
+	servingCertFile = "serving-intermediate.crt"
+	servingKeyFile  = "serving-intermediate.key"
+	trustDomainFile = "trust-domain"
 	// stateFile names the roots and their roles once a rotation has
 	// happened, or the files of an external CA; without it the directory
 	// holds one root, rootName.
@@ -142,6 +149,11 @@ type state struct {
 	roots    []rootCA
 	inter    *x509.Certificate
 	interKey crypto.Signer
+	// servingInter signs the controller's serving certificate while a
+	// previous root is trusted: it chains to that root, which every proxy
+	// has held the longest. Nil: inter signs it.
+	servingInter *x509.Certificate
+	servingKey   crypto.Signer
 }
 
 // rootCA is a root certificate with, unless external, its key and the name
@@ -261,7 +273,14 @@ func (c *CA) openLocked(now time.Time, useConfig bool) (*state, error) {
 		return st, nil
 	}
 	if found && doc.External != nil {
-		return c.loadExternalLocked(*doc.External, now, false)
+		st, err := c.loadExternalLocked(*doc.External, now, false)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.checkExternalRootsKept(st, now); err != nil {
+			return nil, err
+		}
+		return st, nil
 	}
 	if !found {
 		rootFiles := []string{trustDomainFile, rootCertFile, rootKeyFile}
@@ -320,6 +339,19 @@ func (c *CA) Anchors() []Anchor {
 // Intermediate returns the certificate that currently signs leaves.
 func (c *CA) Intermediate() *x509.Certificate { return c.state().inter }
 
+// ServingIntermediate returns the certificate that signs the controller's
+// serving certificate (IssueServing). Between ActivateRoot and RetireRoot
+// it is an intermediate under the previous root, so that a proxy that
+// missed the new root (offline during PrepareRoot) still verifies the
+// controller and can fetch the new bundle; otherwise it is Intermediate.
+func (c *CA) ServingIntermediate() *x509.Certificate {
+	st := c.state()
+	if st.servingInter != nil {
+		return st.servingInter
+	}
+	return st.inter
+}
+
 // External reports whether the CA is an external one, whose root keys
 // Rampart does not hold.
 func (c *CA) External() bool { return c.state().ext != nil }
@@ -334,6 +366,9 @@ func (c *CA) Version() string {
 		h.Write(a.Cert.Raw)
 	}
 	h.Write(st.inter.Raw)
+	if st.servingInter != nil {
+		h.Write(st.servingInter.Raw)
+	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
@@ -491,7 +526,61 @@ func (c *CA) loadInternalLocked(doc stateDoc, now time.Time) (*state, error) {
 	if err := c.syncIntermediateLocked(st, now); err != nil {
 		return nil, err
 	}
+	if err := c.syncServingIssuerLocked(st, now); err != nil {
+		return nil, err
+	}
 	return st, nil
+}
+
+// syncServingIssuerLocked loads into st the intermediate under the previous
+// root that signs the serving certificate, issuing a new one if it is
+// missing, invalid or due for renewal and the previous root can still sign.
+// Without a previous root its files are removed. If no such intermediate
+// can be had (the previous root has expired), the active issuer signs the
+// serving certificate. The directory lock must be held.
+func (c *CA) syncServingIssuerLocked(st *state, now time.Time) error {
+	st.servingInter, st.servingKey = nil, nil
+	prev := st.withRole(RolePrevious)
+	if prev == nil {
+		return c.removeServingIssuerFiles()
+	}
+	if inter, key, err := readCertAndKey(c.path(servingCertFile), c.path(servingKeyFile)); err == nil &&
+		inter.BasicConstraintsValid && inter.IsCA && bytes.Equal(inter.RawIssuer, prev.cert.RawSubject) &&
+		inter.CheckSignatureFrom(prev.cert) == nil && publicKeysEqual(inter.PublicKey, key.Public()) &&
+		!now.Before(inter.NotBefore) && !dueForRenewal(inter, now) {
+		st.servingInter, st.servingKey = inter, key
+		return nil
+	}
+	if prev.key == nil || !now.Before(prev.cert.NotAfter) {
+		return nil
+	}
+	inter, key, err := c.issueIntermediateUnder(prev, now, servingCertFile, servingKeyFile)
+	if err != nil {
+		return err
+	}
+	st.servingInter, st.servingKey = inter, key
+	return nil
+}
+
+func (c *CA) removeServingIssuerFiles() error {
+	for _, name := range []string{servingKeyFile, servingCertFile} {
+		if err := os.Remove(c.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("ca: %w", err)
+		}
+	}
+	return nil
+}
+
+func readCertAndKey(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error) {
+	cert, err := readCert(certPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := readKey(keyPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
 }
 
 // loadRoot reads and checks a root certificate and its key. Only the
@@ -600,25 +689,35 @@ func dueForRenewal(cert *x509.Certificate, now time.Time) bool {
 // certificate: a crash in between leaves a pair that Open reports as
 // mismatched.
 func (c *CA) issueIntermediateLocked(st *state, now time.Time) error {
-	root := st.active()
+	inter, key, err := c.issueIntermediateUnder(st.active(), now, intermediateCertFile, intermediateKeyFile)
+	if err != nil {
+		return err
+	}
+	st.inter, st.interKey = inter, key
+	return nil
+}
+
+// issueIntermediateUnder signs a new intermediate with root and writes it,
+// key first, to the files named.
+func (c *CA) issueIntermediateUnder(root *rootCA, now time.Time, certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) {
 	notAfter := now.Add(c.interTTL)
 	if notAfter.After(root.cert.NotAfter) {
 		notAfter = root.cert.NotAfter
 	}
 	if !notAfter.After(now) {
-		return fmt.Errorf("ca: root certificate %s expired at %s; create a new CA", c.path(root.name+".crt"), root.cert.NotAfter.UTC().Format(time.RFC3339))
+		return nil, nil, fmt.Errorf("ca: root certificate %s expired at %s; create a new CA", c.path(root.name+".crt"), root.cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return fmt.Errorf("ca: generate intermediate key: %w", err)
+		return nil, nil, fmt.Errorf("ca: generate intermediate key: %w", err)
 	}
 	serial, err := newSerial()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	skid, err := subjectKeyID(key.Public())
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -635,20 +734,19 @@ func (c *CA) issueIntermediateLocked(st *state, now time.Time) error {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, root.cert, key.Public(), root.key)
 	if err != nil {
-		return fmt.Errorf("ca: create intermediate certificate: %w", err)
+		return nil, nil, fmt.Errorf("ca: create intermediate certificate: %w", err)
 	}
 	inter, err := x509.ParseCertificate(der)
 	if err != nil {
-		return fmt.Errorf("ca: parse new intermediate certificate: %w", err)
+		return nil, nil, fmt.Errorf("ca: parse new intermediate certificate: %w", err)
 	}
-	if err := writeKey(c.path(intermediateKeyFile), key); err != nil {
-		return err
+	if err := writeKey(c.path(keyFile), key); err != nil {
+		return nil, nil, err
 	}
-	if err := writeCert(c.path(intermediateCertFile), inter); err != nil {
-		return err
+	if err := writeCert(c.path(certFile), inter); err != nil {
+		return nil, nil, err
 	}
-	st.inter, st.interKey = inter, key
-	return nil
+	return inter, key, nil
 }
 
 // issuer returns the intermediate and key to sign with at now, renewing the

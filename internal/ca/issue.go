@@ -102,7 +102,7 @@ func (c *CA) SignCSRWith(csrDER []byte, id spiffeid.ID, ttl time.Duration, attes
 	case requested != id:
 		return nil, fmt.Errorf("%w: CSR asks for %s, attested identity is %s", ErrIdentityMismatch, requested, id)
 	}
-	return c.issueLeaf(csr.PublicKey, id, nil, nil, extra, ttl)
+	return c.issueLeaf(csr.PublicKey, id, nil, nil, extra, ttl, false)
 }
 
 // IssueServing issues a certificate for a public key held by the caller:
@@ -132,7 +132,7 @@ func (c *CA) IssueServing(pub crypto.PublicKey, id spiffeid.ID, dnsNames []strin
 			return nil, fmt.Errorf("ca: IP address %v is neither IPv4 nor IPv6", ip)
 		}
 	}
-	return c.issueLeaf(pub, id, dnsNames, ips, nil, ttl)
+	return c.issueLeaf(pub, id, dnsNames, ips, nil, ttl, true)
 }
 
 // checkLeafArgs checks what the caller, not the CSR, supplies.
@@ -223,12 +223,16 @@ func checkPublicKey(pub crypto.PublicKey) error {
 }
 
 // issueLeaf signs a leaf for pub with the current intermediate, with the
-// extra extensions given.
-func (c *CA) issueLeaf(pub crypto.PublicKey, id spiffeid.ID, dnsNames []string, ips []net.IP, extra []pkix.Extension, ttl time.Duration) ([]*x509.Certificate, error) {
+// extra extensions given; with serving, with the serving intermediate
+// (ServingIntermediate) if there is one valid at now.
+func (c *CA) issueLeaf(pub crypto.PublicKey, id spiffeid.ID, dnsNames []string, ips []net.IP, extra []pkix.Extension, ttl time.Duration, serving bool) ([]*x509.Certificate, error) {
 	now := c.now()
 	inter, key, err := c.issuer(now)
 	if err != nil {
 		return nil, err
+	}
+	if st := c.state(); serving && st.servingInter != nil && now.Before(st.servingInter.NotAfter) {
+		inter, key = st.servingInter, st.servingKey
 	}
 	serial, err := newSerial()
 	if err != nil {

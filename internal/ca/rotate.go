@@ -127,6 +127,10 @@ func (c *CA) loadExternalLocked(ext External, now time.Time, first bool) (*state
 	switch {
 	case !inter.BasicConstraintsValid || !inter.IsCA:
 		return nil, fmt.Errorf("ca: %s is not a CA certificate; give the intermediate that signs workload certificates", ext.CertFile)
+	case inter.KeyUsage&x509.KeyUsageCertSign == 0:
+		return nil, fmt.Errorf("ca: %s does not allow certificate signing (key usage cert sign); give the intermediate that signs workload certificates", ext.CertFile)
+	case !spiffeURIsOf(inter, c.td):
+		return nil, fmt.Errorf("ca: %s names a SPIFFE ID outside trust domain %q; give an intermediate of this trust domain", ext.CertFile, c.td.Name())
 	case !publicKeysEqual(inter.PublicKey, key.Public()):
 		return nil, fmt.Errorf("ca: %s does not hold the key of %s", ext.KeyFile, ext.CertFile)
 	case now.Before(inter.NotBefore):
@@ -149,7 +153,56 @@ func (c *CA) loadExternalLocked(ext External, now time.Time, first bool) (*state
 	if signer < 0 {
 		return nil, fmt.Errorf("ca: %s is not signed by any root in %s; give the intermediate issued directly by one of the bundle's roots", ext.CertFile, ext.BundleFile)
 	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	if _, err := inter.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return nil, fmt.Errorf("ca: %s does not verify against the roots of %s: %w", ext.CertFile, ext.BundleFile, err)
+	}
 	return st, nil
+}
+
+// spiffeURIsOf reports whether every SPIFFE URI SAN of cert is the ID of
+// trust domain td (a CA certificate names no workload).
+func spiffeURIsOf(cert *x509.Certificate, td spiffeid.TrustDomain) bool {
+	for _, u := range cert.URIs {
+		if strings.EqualFold(u.Scheme, "spiffe") && u.String() != td.ID().String() {
+			return false
+		}
+	}
+	return true
+}
+
+// checkExternalRootsKept refuses an external CA state whose bundle no longer
+// holds a root that a live certificate in the record of leaves in use
+// chains to: adopting it would cut those certificates' holders off at once.
+// The root must stay in the bundle file until they have renewed under
+// another (rampart identity status shows them).
+func (c *CA) checkExternalRootsKept(st *state, now time.Time) error {
+	rec, ok, err := c.readLeaves()
+	if err != nil || !ok {
+		return err
+	}
+	kept := map[string]bool{}
+	for _, r := range st.roots {
+		kept[SerialOf(r.cert)] = true
+	}
+	var dropped []*x509.Certificate
+	if c.st != nil {
+		for _, r := range c.st.roots {
+			if !kept[SerialOf(r.cert)] {
+				dropped = append(dropped, r.cert)
+			}
+		}
+	}
+	for _, r := range dropped {
+		if live := liveUnder(rec.Leaves, SerialOf(r), now); len(live) > 0 {
+			return fmt.Errorf("%w: %s no longer holds root %s, but %d certificate(s) in use chain to it (%s serial %s, expires %s, ...); keeping the last good CA state: put the root back in the bundle until `rampart identity status` shows no certificate under it",
+				ErrLeavesInUse, st.ext.BundleFile, SerialOf(r), len(live), live[0].SPIFFEID, live[0].Serial, live[0].NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
 }
 
 // readCerts reads one or more PEM certificates.
@@ -322,6 +375,16 @@ func (c *CA) ActivateRoot() (*x509.Certificate, error) {
 		if next == nil {
 			return fmt.Errorf("%w: no next root to activate; prepare one first (rotate-root --stage prepare) and let every workload receive it", ErrStage)
 		}
+		// The issuer of the old root goes on signing the controller's
+		// serving certificate until retire: a proxy that missed the new
+		// root still verifies the controller, and receives the new
+		// bundle from it.
+		if err := writeKey(c.path(servingKeyFile), st.interKey); err != nil {
+			return err
+		}
+		if err := writeCert(c.path(servingCertFile), st.inter); err != nil {
+			return err
+		}
 		st.active().role = RolePrevious
 		next.role = RoleActive
 		// The state first: a crash before the intermediate is written
@@ -331,6 +394,9 @@ func (c *CA) ActivateRoot() (*x509.Certificate, error) {
 			return err
 		}
 		if err := c.issueIntermediateLocked(st, now); err != nil {
+			return err
+		}
+		if err := c.syncServingIssuerLocked(st, now); err != nil {
 			return err
 		}
 		inter = st.inter
@@ -378,6 +444,9 @@ func (c *CA) RetireRoot(force bool) (*x509.Certificate, error) {
 			return fmt.Errorf("%w: no previous root to retire; a root rotation goes prepare, activate, retire", ErrStage)
 		}
 		if !force {
+			// The controller's own serving certificate is under the
+			// previous root on purpose (ServingIntermediate): it moves to
+			// the new root as soon as the controller reads this change.
 			rec, ok, err := c.readLeaves()
 			switch {
 			case err != nil:
@@ -387,13 +456,7 @@ func (c *CA) RetireRoot(force bool) (*x509.Certificate, error) {
 			case rec.Issuer != SerialOf(st.inter):
 				return fmt.Errorf("%w: the controller has not taken the new issuer into use yet (it reads the state directory every few seconds); retry shortly, or retire with --force if it is not running", ErrLeavesInUse)
 			}
-			var live []Leaf
-			for _, l := range rec.Leaves {
-				if l.Root == SerialOf(prev.cert) && now.Before(l.NotAfter) {
-					live = append(live, l)
-				}
-			}
-			if len(live) > 0 {
+			if live := liveUnder(rec.Leaves, SerialOf(prev.cert), now); len(live) > 0 {
 				return &LeavesInUseError{Root: prev.cert, Leaves: live}
 			}
 		}
@@ -402,6 +465,9 @@ func (c *CA) RetireRoot(force bool) (*x509.Certificate, error) {
 			return err
 		}
 		retired = prev.cert
+		if err := c.syncServingIssuerLocked(st, now); err != nil {
+			return fmt.Errorf("ca: root retired, but removing the serving intermediate failed: %w", err)
+		}
 		for _, ext := range []string{".key", ".crt"} {
 			if err := os.Remove(c.path(prev.name + ext)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("ca: root retired, but removing its files failed: %w", err)
@@ -410,6 +476,19 @@ func (c *CA) RetireRoot(force bool) (*x509.Certificate, error) {
 		return nil
 	})
 	return retired, err
+}
+
+// liveUnder returns the leaves that chain to the root with serial root and
+// have not expired at now, except serving certificates, which the
+// controller moves to another root by itself.
+func liveUnder(leaves []Leaf, root string, now time.Time) []Leaf {
+	var live []Leaf
+	for _, l := range leaves {
+		if l.Kind != KindServing && l.Root == root && now.Before(l.NotAfter) {
+			live = append(live, l)
+		}
+	}
+	return live
 }
 
 func slicesDeleteRole(roots []rootCA, role string) []rootCA {
@@ -446,7 +525,13 @@ type Leaf struct {
 	// CA did.
 	Issuer string `json:"issuer"`
 	Root   string `json:"root"`
+	// Kind is KindServing for the controller's serving certificate,
+	// empty for a workload's.
+	Kind string `json:"kind,omitempty"`
 }
+
+// KindServing marks the controller's serving certificate in a Leaf.
+const KindServing = "serving"
 
 // LeafOf describes a chain the CA issued (leaf first, then its
 // intermediate), with the code digest it records.
@@ -495,6 +580,18 @@ func (c *CA) PublishLeaves(leaves []Leaf) error {
 		return fmt.Errorf("ca: encode leaves: %w", err)
 	}
 	return writeFileAtomic(c.path(leavesFile), append(data, '\n'), 0o644)
+}
+
+// RecordedLeaves returns the leaves of the record PublishLeaves last wrote
+// (by this process or an earlier one), or none if there is no record. A
+// restarted controller starts from it, so that RetireRoot still knows the
+// certificates issued before the restart.
+func (c *CA) RecordedLeaves() ([]Leaf, error) {
+	rec, _, err := c.readLeaves()
+	if err != nil {
+		return nil, fmt.Errorf("%w; it is rewritten by the controller: remove it only if no root rotation is under way", err)
+	}
+	return rec.Leaves, nil
 }
 
 func (c *CA) readLeaves() (leavesRecord, bool, error) {

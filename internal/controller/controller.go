@@ -247,6 +247,8 @@ type Controller struct {
 	reloads   *prometheus.CounterVec
 	// issuedTotal counts certificates issued, by kind.
 	issuedTotal *prometheus.CounterVec
+	// caReloads counts reads of the CA state by result.
+	caReloads *prometheus.CounterVec
 	// leaves are the leaf certificates in use.
 	leaves leafBook
 	// servingMu serialises replacements of the serving certificate.
@@ -294,6 +296,9 @@ func New(cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	c.ca = authority
+	if err := c.loadLeaves(); err != nil {
+		return nil, err
+	}
 	c.bundle.SetRoots(td, authority.Roots())
 	if err := writeBundle(filepath.Join(cfg.StateDir, BundleFile), authority.Roots()); err != nil {
 		return nil, err
@@ -334,7 +339,13 @@ func New(cfg Config) (*Controller, error) {
 	}, []string{"kind"})
 	c.issuedTotal.WithLabelValues(KindWorkload)
 	c.issuedTotal.WithLabelValues(KindServing)
-	c.reg.MustRegister(c.reloads, c.issuedTotal, newExpiryCollector(authority))
+	c.caReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rampart_controller_ca_reloads_total",
+		Help: "Reads of the CA state (every --ca-poll-interval) by result (ok, error); an error, such as an external bundle that drops a root still in use, keeps the last good CA state.",
+	}, []string{"result"})
+	c.caReloads.WithLabelValues("ok")
+	c.caReloads.WithLabelValues("error")
+	c.reg.MustRegister(c.reloads, c.issuedTotal, c.caReloads, newExpiryCollector(authority))
 
 	if cfg.ConfigDir != "" {
 		w, err := localconfig.NewWatcher(localconfig.WatcherConfig{

@@ -275,6 +275,9 @@ func TestBadConfigDirRefusesToStart(t *testing.T) {
 // proxy is a test client standing in for rampart-proxy.
 type proxy struct {
 	cc *grpc.ClientConn
+	// tlsCfg presents the proxy's SVID and trusts the bundle it was
+	// started with.
+	tlsCfg *tls.Config
 }
 
 func newProxy(t *testing.T, c *Controller, id spiffeid.ID) *proxy {
@@ -322,7 +325,7 @@ func newProxy(t *testing.T, c *Controller, id spiffeid.ID) *proxy {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return &proxy{cc: cc}
+	return &proxy{cc: cc, tlsCfg: tlsCfg}
 }
 
 func TestConfigDirReloadAndWatch(t *testing.T) {

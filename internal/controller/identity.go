@@ -92,6 +92,27 @@ func (b *leafBook) setDirty() {
 	b.mu.Unlock()
 }
 
+// loadLeaves starts the record of leaves in use from the one an earlier run
+// published, keeping its unexpired workload certificates: without them a
+// restart would forget every certificate issued before it, and RetireRoot
+// would let a root go while proxies still hold certificates under it. The
+// earlier run's serving certificate is left out: it is no longer in use.
+func (c *Controller) loadLeaves() error {
+	recorded, err := c.ca.RecordedLeaves()
+	if err != nil {
+		return fmt.Errorf("controller: record of certificates in use: %w", err)
+	}
+	now := c.cfg.Now()
+	self := ControllerID(c.td).String()
+	for _, l := range recorded {
+		if l.Kind == ca.KindServing || l.SPIFFEID == self || !now.Before(l.NotAfter) {
+			continue
+		}
+		c.leaves.add(l, "")
+	}
+	return nil
+}
+
 // workloadIssued is controlplane's Issued hook.
 func (c *Controller) workloadIssued(chain []*x509.Certificate, digest string, renewed *x509.Certificate) {
 	c.issuedTotal.WithLabelValues(KindWorkload).Inc()
@@ -112,7 +133,9 @@ func (c *Controller) setServingSVID(svid *x509svid.SVID) error {
 	if prev != nil {
 		replaces = ca.SerialOf(prev.Certificates[0])
 	}
-	c.leaves.add(c.ca.LeafOf(svid.Certificates, ""), replaces)
+	l := c.ca.LeafOf(svid.Certificates, "")
+	l.Kind = ca.KindServing
+	c.leaves.add(l, replaces)
 	return nil
 }
 
@@ -131,33 +154,32 @@ func (c *Controller) watchCA(ctx context.Context, listenHost string) error {
 		case <-t.C:
 		}
 		if err := c.ca.Reload(); err != nil {
+			c.caReloads.WithLabelValues("error").Inc()
 			if err.Error() != lastErr {
 				c.logger.Error("cannot read the CA state; issuing with the last good one", "error", err.Error())
 				lastErr = err.Error()
 			}
 			continue
 		}
+		c.caReloads.WithLabelValues("ok").Inc()
 		lastErr = ""
 		c.syncCA(listenHost)
 	}
 }
 
-// syncCA applies a changed trust bundle or issuer: every proxy receives the
-// bundle, the published bundle file is rewritten, and the serving
-// certificate is re-issued by the new issuer. Then the leaves in use are
-// published if they changed. Only watchCA calls it.
+// syncCA applies a changed trust bundle or issuer: the serving certificate
+// is re-issued if its issuer changed (ca.ServingIntermediate: it stays
+// under the previous root until that is retired), then every proxy
+// receives the bundle and the published bundle file is rewritten. Then the
+// leaves in use are published if they changed. Only watchCA calls it.
 func (c *Controller) syncCA(listenHost string) {
 	v := c.ca.Version()
 	changed := v != c.caVersion
 	if changed {
-		roots := c.ca.Roots()
-		c.bundle.SetRoots(c.td, roots)
-		c.model.SetTrustBundle(roots)
-		if err := writeBundle(c.BundlePath(), roots); err != nil {
-			c.logger.Error("cannot publish the trust bundle file", "error", err.Error())
-		}
-		inter := c.ca.Intermediate()
-		if cur := c.svid.Get(); cur != nil && len(cur.Certificates) > 1 && !cur.Certificates[1].Equal(inter) {
+		// The serving certificate first: after a retire, proxies given
+		// the new bundle must find it under a root they still trust.
+		servingInter := c.ca.ServingIntermediate()
+		if cur := c.svid.Get(); cur != nil && len(cur.Certificates) > 1 && !cur.Certificates[1].Equal(servingInter) {
 			svid, err := c.issueServingSVID(listenHost)
 			if err == nil {
 				err = c.setServingSVID(svid)
@@ -166,6 +188,13 @@ func (c *Controller) syncCA(listenHost string) {
 				c.logger.Error("cannot re-issue the serving certificate from the new issuer", "error", err.Error())
 			}
 		}
+		roots := c.ca.Roots()
+		c.bundle.SetRoots(c.td, roots)
+		c.model.SetTrustBundle(roots)
+		if err := writeBundle(c.BundlePath(), roots); err != nil {
+			c.logger.Error("cannot publish the trust bundle file", "error", err.Error())
+		}
+		inter := c.ca.Intermediate()
 		attrs := []any{"issuer", ca.SerialOf(inter), "issuer_not_after", inter.NotAfter}
 		for _, a := range c.ca.Anchors() {
 			attrs = append(attrs, "anchor_"+a.Role, ca.SerialOf(a.Cert))
