@@ -42,22 +42,7 @@ func startAuthzApps(t *testing.T) *authzApps {
 	t.Cleanup(func() { hs.Close() })
 	a.httpPort = port(hl)
 
-	tl := listen(t)
-	go func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintln(c, "hello")
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { tl.Close() })
-	a.tcpPort = port(tl)
+	a.tcpPort = startLineEcho(t)
 	return a
 }
 

@@ -284,7 +284,14 @@ func startApps(t *testing.T) apps {
 	t.Cleanup(gs.Stop)
 	a.grpcPort = port(gl)
 
-	// TCP: a line echo that speaks first, as server-first protocols do.
+	a.tcpPort = startLineEcho(t)
+	return a
+}
+
+// startLineEcho starts a TCP line echo that speaks first ("hello"), as
+// server-first protocols do, and returns its port.
+func startLineEcho(t *testing.T) int {
+	t.Helper()
 	tl := listen(t)
 	go func() {
 		for {
@@ -300,8 +307,7 @@ func startApps(t *testing.T) apps {
 		}
 	}()
 	t.Cleanup(func() { tl.Close() })
-	a.tcpPort = port(tl)
-	return a
+	return port(tl)
 }
 
 func listen(t *testing.T) net.Listener {

@@ -4,9 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"io"
 	"net"
 	"net/http"
@@ -20,42 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/rampart-mesh/rampart/internal/authz"
+	"github.com/rampart-mesh/rampart/internal/authz/bypasstable"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 )
-
-// bypassTargets returns the request targets of the advisory table in
-// internal/authz/bypass_test.go (TestPathBypasses), so that the replay
-// through the proxies keeps up with it.
-func bypassTargets(t *testing.T) []string {
-	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "../authz/bypass_test.go", nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var targets []string
-	ast.Inspect(f, func(n ast.Node) bool {
-		as, ok := n.(*ast.AssignStmt)
-		if !ok || len(as.Lhs) != 1 || len(as.Rhs) != 1 {
-			return true
-		}
-		if id, ok := as.Lhs[0].(*ast.Ident); !ok || id.Name != "attempts" {
-			return true
-		}
-		for _, e := range as.Rhs[0].(*ast.CompositeLit).Elts {
-			s, err := strconv.Unquote(e.(*ast.CompositeLit).Elts[0].(*ast.BasicLit).Value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			targets = append(targets, s)
-		}
-		return false
-	})
-	if len(targets) < 40 {
-		t.Fatalf("found %d targets in the bypass table", len(targets))
-	}
-	return targets
-}
 
 // rawExchange writes raw to addr and returns the answer's status, or 0 if
 // the connection closed without one.
@@ -125,7 +90,7 @@ func TestTunnelReplaysBypasses(t *testing.T) {
 			t.Errorf("%s: 200, want a refusal", what)
 		}
 	}
-	for _, target := range bypassTargets(t) {
+	for _, target := range bypasstable.Targets() {
 		for _, port := range []uint32{p.h1Port, p.autoPort} {
 			refused("tunnel "+target, overTunnel("GET", target, "orders", port, nil))
 		}

@@ -3,9 +3,6 @@ package inbound
 import (
 	"bufio"
 	"bytes"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"io"
 	"net"
 	"net/http"
@@ -18,43 +15,9 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/rampart-mesh/rampart/internal/authz"
+	"github.com/rampart-mesh/rampart/internal/authz/bypasstable"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 )
-
-// bypassTargets returns the request targets of the advisory table in
-// internal/authz/bypass_test.go (TestPathBypasses), so that this replay
-// keeps up with it: each is an attempt at a path under /admin* or
-// /api/admin/**.
-func bypassTargets(t *testing.T) []string {
-	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "../../authz/bypass_test.go", nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var targets []string
-	ast.Inspect(f, func(n ast.Node) bool {
-		as, ok := n.(*ast.AssignStmt)
-		if !ok || len(as.Lhs) != 1 || len(as.Rhs) != 1 {
-			return true
-		}
-		if id, ok := as.Lhs[0].(*ast.Ident); !ok || id.Name != "attempts" {
-			return true
-		}
-		for _, e := range as.Rhs[0].(*ast.CompositeLit).Elts {
-			lit := e.(*ast.CompositeLit).Elts[0].(*ast.BasicLit)
-			s, err := strconv.Unquote(lit.Value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			targets = append(targets, s)
-		}
-		return false
-	})
-	if len(targets) < 40 {
-		t.Fatalf("found %d targets in the bypass table", len(targets))
-	}
-	return targets
-}
 
 // denyAdmin is the policy the bypass table is written against, for
 // plaintext callers from loopback: everything is allowed but /admin*,
@@ -95,7 +58,7 @@ func TestPlaintextReplaysBypasses(t *testing.T) {
 					t.Errorf("%s: 200, want a refusal", what)
 				}
 			}
-			for _, target := range bypassTargets(t) {
+			for _, target := range bypasstable.Targets() {
 				start := time.Now()
 				refused(target, send("GET", target, "orders"))
 				if d := time.Since(start); d > time.Second {
