@@ -16,6 +16,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -97,6 +98,8 @@ const (
 	EgressMode_EGRESS_ALLOW_ANY EgressMode = 0
 	// Refuse it: only mesh services can be reached.
 	EgressMode_EGRESS_MESH_ONLY EgressMode = 1
+	// Pass it through only when ProxyConfig.egress admits it.
+	EgressMode_EGRESS_ALLOW_LISTED EgressMode = 2
 )
 
 // Enum value maps for EgressMode.
@@ -104,10 +107,12 @@ var (
 	EgressMode_name = map[int32]string{
 		0: "EGRESS_ALLOW_ANY",
 		1: "EGRESS_MESH_ONLY",
+		2: "EGRESS_ALLOW_LISTED",
 	}
 	EgressMode_value = map[string]int32{
-		"EGRESS_ALLOW_ANY": 0,
-		"EGRESS_MESH_ONLY": 1,
+		"EGRESS_ALLOW_ANY":    0,
+		"EGRESS_MESH_ONLY":    1,
+		"EGRESS_ALLOW_LISTED": 2,
 	}
 )
 
@@ -136,6 +141,56 @@ func (x EgressMode) Number() protoreflect.EnumNumber {
 // Deprecated: Use EgressMode.Descriptor instead.
 func (EgressMode) EnumDescriptor() ([]byte, []int) {
 	return file_mesh_proto_rawDescGZIP(), []int{1}
+}
+
+type LoadBalancer int32
+
+const (
+	// Peak-EWMA power of two choices (the default).
+	LoadBalancer_LOAD_BALANCER_UNSPECIFIED LoadBalancer = 0
+	LoadBalancer_LOAD_BALANCER_PEAK_EWMA   LoadBalancer = 1
+	LoadBalancer_LOAD_BALANCER_ROUND_ROBIN LoadBalancer = 2
+)
+
+// Enum value maps for LoadBalancer.
+var (
+	LoadBalancer_name = map[int32]string{
+		0: "LOAD_BALANCER_UNSPECIFIED",
+		1: "LOAD_BALANCER_PEAK_EWMA",
+		2: "LOAD_BALANCER_ROUND_ROBIN",
+	}
+	LoadBalancer_value = map[string]int32{
+		"LOAD_BALANCER_UNSPECIFIED": 0,
+		"LOAD_BALANCER_PEAK_EWMA":   1,
+		"LOAD_BALANCER_ROUND_ROBIN": 2,
+	}
+)
+
+func (x LoadBalancer) Enum() *LoadBalancer {
+	p := new(LoadBalancer)
+	*p = x
+	return p
+}
+
+func (x LoadBalancer) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LoadBalancer) Descriptor() protoreflect.EnumDescriptor {
+	return file_mesh_proto_enumTypes[2].Descriptor()
+}
+
+func (LoadBalancer) Type() protoreflect.EnumType {
+	return &file_mesh_proto_enumTypes[2]
+}
+
+func (x LoadBalancer) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LoadBalancer.Descriptor instead.
+func (LoadBalancer) EnumDescriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{2}
 }
 
 type PathMatchType int32
@@ -176,11 +231,11 @@ func (x PathMatchType) String() string {
 }
 
 func (PathMatchType) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[2].Descriptor()
+	return file_mesh_proto_enumTypes[3].Descriptor()
 }
 
 func (PathMatchType) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[2]
+	return &file_mesh_proto_enumTypes[3]
 }
 
 func (x PathMatchType) Number() protoreflect.EnumNumber {
@@ -189,7 +244,7 @@ func (x PathMatchType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PathMatchType.Descriptor instead.
 func (PathMatchType) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{2}
+	return file_mesh_proto_rawDescGZIP(), []int{3}
 }
 
 type HeaderMatchType int32
@@ -224,11 +279,11 @@ func (x HeaderMatchType) String() string {
 }
 
 func (HeaderMatchType) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[3].Descriptor()
+	return file_mesh_proto_enumTypes[4].Descriptor()
 }
 
 func (HeaderMatchType) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[3]
+	return &file_mesh_proto_enumTypes[4]
 }
 
 func (x HeaderMatchType) Number() protoreflect.EnumNumber {
@@ -237,7 +292,7 @@ func (x HeaderMatchType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use HeaderMatchType.Descriptor instead.
 func (HeaderMatchType) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{3}
+	return file_mesh_proto_rawDescGZIP(), []int{4}
 }
 
 type DefaultAuthorization int32
@@ -276,11 +331,11 @@ func (x DefaultAuthorization) String() string {
 }
 
 func (DefaultAuthorization) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[4].Descriptor()
+	return file_mesh_proto_enumTypes[5].Descriptor()
 }
 
 func (DefaultAuthorization) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[4]
+	return &file_mesh_proto_enumTypes[5]
 }
 
 func (x DefaultAuthorization) Number() protoreflect.EnumNumber {
@@ -289,7 +344,7 @@ func (x DefaultAuthorization) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DefaultAuthorization.Descriptor instead.
 func (DefaultAuthorization) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{4}
+	return file_mesh_proto_rawDescGZIP(), []int{5}
 }
 
 type TLSMode int32
@@ -327,11 +382,11 @@ func (x TLSMode) String() string {
 }
 
 func (TLSMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[5].Descriptor()
+	return file_mesh_proto_enumTypes[6].Descriptor()
 }
 
 func (TLSMode) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[5]
+	return &file_mesh_proto_enumTypes[6]
 }
 
 func (x TLSMode) Number() protoreflect.EnumNumber {
@@ -340,7 +395,7 @@ func (x TLSMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TLSMode.Descriptor instead.
 func (TLSMode) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{5}
+	return file_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 type PolicyAction int32
@@ -379,11 +434,11 @@ func (x PolicyAction) String() string {
 }
 
 func (PolicyAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[6].Descriptor()
+	return file_mesh_proto_enumTypes[7].Descriptor()
 }
 
 func (PolicyAction) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[6]
+	return &file_mesh_proto_enumTypes[7]
 }
 
 func (x PolicyAction) Number() protoreflect.EnumNumber {
@@ -392,7 +447,7 @@ func (x PolicyAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PolicyAction.Descriptor instead.
 func (PolicyAction) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{6}
+	return file_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 type RateLimitKey int32
@@ -431,11 +486,11 @@ func (x RateLimitKey) String() string {
 }
 
 func (RateLimitKey) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[7].Descriptor()
+	return file_mesh_proto_enumTypes[8].Descriptor()
 }
 
 func (RateLimitKey) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[7]
+	return &file_mesh_proto_enumTypes[8]
 }
 
 func (x RateLimitKey) Number() protoreflect.EnumNumber {
@@ -444,7 +499,58 @@ func (x RateLimitKey) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RateLimitKey.Descriptor instead.
 func (RateLimitKey) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{7}
+	return file_mesh_proto_rawDescGZIP(), []int{8}
+}
+
+type Direction int32
+
+const (
+	Direction_DIRECTION_UNSPECIFIED Direction = 0
+	// Requests this workload received.
+	Direction_DIRECTION_INBOUND Direction = 1
+	// Requests this workload sent.
+	Direction_DIRECTION_OUTBOUND Direction = 2
+)
+
+// Enum value maps for Direction.
+var (
+	Direction_name = map[int32]string{
+		0: "DIRECTION_UNSPECIFIED",
+		1: "DIRECTION_INBOUND",
+		2: "DIRECTION_OUTBOUND",
+	}
+	Direction_value = map[string]int32{
+		"DIRECTION_UNSPECIFIED": 0,
+		"DIRECTION_INBOUND":     1,
+		"DIRECTION_OUTBOUND":    2,
+	}
+)
+
+func (x Direction) Enum() *Direction {
+	p := new(Direction)
+	*p = x
+	return p
+}
+
+func (x Direction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Direction) Descriptor() protoreflect.EnumDescriptor {
+	return file_mesh_proto_enumTypes[9].Descriptor()
+}
+
+func (Direction) Type() protoreflect.EnumType {
+	return &file_mesh_proto_enumTypes[9]
+}
+
+func (x Direction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Direction.Descriptor instead.
+func (Direction) EnumDescriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 type CertifyRequest struct {
@@ -453,7 +559,13 @@ type CertifyRequest struct {
 	// one URI SAN: the SPIFFE ID the caller attested, and nothing else.
 	Csr []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
 	// Join token, required unless the caller presents a valid SVID.
-	JoinToken     string `protobuf:"bytes,2,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	JoinToken string `protobuf:"bytes,2,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	// PID of the app the calling proxy runs as its child (rampart-proxy --
+	// <command>), as the proxy sees it. Only meaningful over the controller's
+	// Unix attestation socket, where the controller checks that the process
+	// is a child of the caller and measures its executable as the workload's
+	// code. 0: the proxy runs no app; its own executable is measured.
+	AppPid        uint32 `protobuf:"varint,3,opt,name=app_pid,json=appPid,proto3" json:"app_pid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -500,6 +612,13 @@ func (x *CertifyRequest) GetJoinToken() string {
 		return x.JoinToken
 	}
 	return ""
+}
+
+func (x *CertifyRequest) GetAppPid() uint32 {
+	if x != nil {
+		return x.AppPid
+	}
+	return 0
 }
 
 type CertifyResponse struct {
@@ -810,6 +929,12 @@ type ProxyConfig struct {
 	// controller from the policy resources that select it. A configuration
 	// without one makes the proxy deny every inbound request (fail closed).
 	Authorization *WorkloadPolicy `protobuf:"bytes,7,opt,name=authorization,proto3" json:"authorization,omitempty"`
+	// Certificates and identities the mesh no longer trusts (rampart identity
+	// revoke), whatever their expiry. Every proxy gets the whole list.
+	Revocations *Revocations `protobuf:"bytes,8,opt,name=revocations,proto3" json:"revocations,omitempty"`
+	// Destinations outside the mesh the workload may reach when
+	// settings.egress is EGRESS_ALLOW_LISTED.
+	Egress        *EgressPolicy `protobuf:"bytes,9,opt,name=egress,proto3" json:"egress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -893,6 +1018,320 @@ func (x *ProxyConfig) GetAuthorization() *WorkloadPolicy {
 	return nil
 }
 
+func (x *ProxyConfig) GetRevocations() *Revocations {
+	if x != nil {
+		return x.Revocations
+	}
+	return nil
+}
+
+func (x *ProxyConfig) GetEgress() *EgressPolicy {
+	if x != nil {
+		return x.Egress
+	}
+	return nil
+}
+
+// Revocations lists what peers must refuse: a TLS handshake with a revoked
+// certificate fails, and connections already open with one are closed.
+type Revocations struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificates  []*RevokedCertificate  `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	Identities    []*RevokedIdentity     `protobuf:"bytes,2,rep,name=identities,proto3" json:"identities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Revocations) Reset() {
+	*x = Revocations{}
+	mi := &file_mesh_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revocations) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revocations) ProtoMessage() {}
+
+func (x *Revocations) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revocations.ProtoReflect.Descriptor instead.
+func (*Revocations) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Revocations) GetCertificates() []*RevokedCertificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+func (x *Revocations) GetIdentities() []*RevokedIdentity {
+	if x != nil {
+		return x.Identities
+	}
+	return nil
+}
+
+// RevokedCertificate is one certificate, by its serial number.
+type RevokedCertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The serial number in lower-case hexadecimal without leading zeros or
+	// separators, as rampart identity status prints it.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// When the certificate expires; the controller drops the entry after it.
+	NotAfter *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	// Why, for logs.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedCertificate) Reset() {
+	*x = RevokedCertificate{}
+	mi := &file_mesh_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedCertificate) ProtoMessage() {}
+
+func (x *RevokedCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedCertificate.ProtoReflect.Descriptor instead.
+func (*RevokedCertificate) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RevokedCertificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *RevokedCertificate) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RevokedIdentity is every certificate of one SPIFFE ID.
+type RevokedIdentity struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// Certificates issued before this time are revoked.
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedIdentity) Reset() {
+	*x = RevokedIdentity{}
+	mi := &file_mesh_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedIdentity) ProtoMessage() {}
+
+func (x *RevokedIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedIdentity.ProtoReflect.Descriptor instead.
+func (*RevokedIdentity) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RevokedIdentity) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *RevokedIdentity) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *RevokedIdentity) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// EgressPolicy lists the external destinations a workload may reach.
+type EgressPolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         []*EgressRule          `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EgressPolicy) Reset() {
+	*x = EgressPolicy{}
+	mi := &file_mesh_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EgressPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EgressPolicy) ProtoMessage() {}
+
+func (x *EgressPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EgressPolicy.ProtoReflect.Descriptor instead.
+func (*EgressPolicy) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *EgressPolicy) GetRules() []*EgressRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+// EgressRule admits connections to some external destinations.
+type EgressRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "namespace/name" of the resource the rule comes from, for metrics.
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// DNS names ("api.example.com", or "*.example.com" for any subdomain),
+	// matched against the TLS server name or the HTTP Host the app sends.
+	Hosts []string `protobuf:"bytes,2,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	// IP networks ("203.0.113.0/24") the destination address must be in.
+	Cidrs []string `protobuf:"bytes,3,rep,name=cidrs,proto3" json:"cidrs,omitempty"`
+	// Destination ports; empty for any.
+	Ports         []uint32 `protobuf:"varint,4,rep,packed,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EgressRule) Reset() {
+	*x = EgressRule{}
+	mi := &file_mesh_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EgressRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EgressRule) ProtoMessage() {}
+
+func (x *EgressRule) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EgressRule.ProtoReflect.Descriptor instead.
+func (*EgressRule) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EgressRule) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *EgressRule) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *EgressRule) GetCidrs() []string {
+	if x != nil {
+		return x.Cidrs
+	}
+	return nil
+}
+
+func (x *EgressRule) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
 type Service struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -918,14 +1357,17 @@ type Service struct {
 	// rule within it. Only the routes of a service the proxy asked for are
 	// listed: a Service listed because it is a backend carries none, since
 	// routing is one hop (a backend's own routes never apply).
-	Routes        []*Route `protobuf:"bytes,6,rep,name=routes,proto3" json:"routes,omitempty"`
+	Routes []*Route `protobuf:"bytes,6,rep,name=routes,proto3" json:"routes,omitempty"`
+	// How callers balance, retry and time out requests to this service.
+	// Absent: the proxy's defaults.
+	Traffic       *TrafficPolicy `protobuf:"bytes,7,opt,name=traffic,proto3" json:"traffic,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_mesh_proto_msgTypes[7]
+	mi := &file_mesh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1379,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[7]
+	mi := &file_mesh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1392,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{7}
+	return file_mesh_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Service) GetName() string {
@@ -995,6 +1437,68 @@ func (x *Service) GetRoutes() []*Route {
 	return nil
 }
 
+func (x *Service) GetTraffic() *TrafficPolicy {
+	if x != nil {
+		return x.Traffic
+	}
+	return nil
+}
+
+// TrafficPolicy is the client-side behaviour for one service.
+type TrafficPolicy struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	LoadBalancer LoadBalancer           `protobuf:"varint,1,opt,name=load_balancer,json=loadBalancer,proto3,enum=rampart.mesh.v1.LoadBalancer" json:"load_balancer,omitempty"`
+	// A connection (or an HTTP/2 stream's connection) with no bytes either way
+	// for this long is closed. Absent or zero: the proxy's default.
+	IdleTimeout   *durationpb.Duration `protobuf:"bytes,2,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrafficPolicy) Reset() {
+	*x = TrafficPolicy{}
+	mi := &file_mesh_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrafficPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrafficPolicy) ProtoMessage() {}
+
+func (x *TrafficPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrafficPolicy.ProtoReflect.Descriptor instead.
+func (*TrafficPolicy) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TrafficPolicy) GetLoadBalancer() LoadBalancer {
+	if x != nil {
+		return x.LoadBalancer
+	}
+	return LoadBalancer_LOAD_BALANCER_UNSPECIFIED
+}
+
+func (x *TrafficPolicy) GetIdleTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.IdleTimeout
+	}
+	return nil
+}
+
 // Route is one Gateway API HTTPRoute as it applies to one service.
 type Route struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1012,7 +1516,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_mesh_proto_msgTypes[8]
+	mi := &file_mesh_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1528,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[8]
+	mi := &file_mesh_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1541,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{8}
+	return file_mesh_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Route) GetNamespace() string {
@@ -1103,7 +1607,7 @@ type RouteRule struct {
 
 func (x *RouteRule) Reset() {
 	*x = RouteRule{}
-	mi := &file_mesh_proto_msgTypes[9]
+	mi := &file_mesh_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1619,7 @@ func (x *RouteRule) String() string {
 func (*RouteRule) ProtoMessage() {}
 
 func (x *RouteRule) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[9]
+	mi := &file_mesh_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1632,7 @@ func (x *RouteRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRule.ProtoReflect.Descriptor instead.
 func (*RouteRule) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{9}
+	return file_mesh_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RouteRule) GetName() string {
@@ -1195,7 +1699,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_mesh_proto_msgTypes[10]
+	mi := &file_mesh_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1711,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[10]
+	mi := &file_mesh_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1724,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{10}
+	return file_mesh_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RouteMatch) GetPath() *PathMatch {
@@ -1259,7 +1763,7 @@ type PathMatch struct {
 
 func (x *PathMatch) Reset() {
 	*x = PathMatch{}
-	mi := &file_mesh_proto_msgTypes[11]
+	mi := &file_mesh_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1775,7 @@ func (x *PathMatch) String() string {
 func (*PathMatch) ProtoMessage() {}
 
 func (x *PathMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[11]
+	mi := &file_mesh_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1788,7 @@ func (x *PathMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
 func (*PathMatch) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{11}
+	return file_mesh_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PathMatch) GetType() PathMatchType {
@@ -1317,7 +1821,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_mesh_proto_msgTypes[12]
+	mi := &file_mesh_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1833,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[12]
+	mi := &file_mesh_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1846,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{12}
+	return file_mesh_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HeaderMatch) GetType() HeaderMatchType {
@@ -1390,7 +1894,7 @@ type RouteBackend struct {
 
 func (x *RouteBackend) Reset() {
 	*x = RouteBackend{}
-	mi := &file_mesh_proto_msgTypes[13]
+	mi := &file_mesh_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1906,7 @@ func (x *RouteBackend) String() string {
 func (*RouteBackend) ProtoMessage() {}
 
 func (x *RouteBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[13]
+	mi := &file_mesh_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1919,7 @@ func (x *RouteBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteBackend.ProtoReflect.Descriptor instead.
 func (*RouteBackend) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{13}
+	return file_mesh_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RouteBackend) GetService() string {
@@ -1473,7 +1977,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_mesh_proto_msgTypes[14]
+	mi := &file_mesh_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1989,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[14]
+	mi := &file_mesh_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +2002,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{14}
+	return file_mesh_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HeaderModifier) GetSet() []*Header {
@@ -1535,7 +2039,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_mesh_proto_msgTypes[15]
+	mi := &file_mesh_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +2051,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[15]
+	mi := &file_mesh_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +2064,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{15}
+	return file_mesh_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Header) GetName() string {
@@ -1590,7 +2094,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_mesh_proto_msgTypes[16]
+	mi := &file_mesh_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +2106,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[16]
+	mi := &file_mesh_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +2119,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{16}
+	return file_mesh_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ServicePort) GetName() string {
@@ -1665,7 +2169,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_mesh_proto_msgTypes[17]
+	mi := &file_mesh_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +2181,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[17]
+	mi := &file_mesh_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +2194,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{17}
+	return file_mesh_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1731,7 +2235,7 @@ type InboundPort struct {
 
 func (x *InboundPort) Reset() {
 	*x = InboundPort{}
-	mi := &file_mesh_proto_msgTypes[18]
+	mi := &file_mesh_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +2247,7 @@ func (x *InboundPort) String() string {
 func (*InboundPort) ProtoMessage() {}
 
 func (x *InboundPort) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[18]
+	mi := &file_mesh_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +2260,7 @@ func (x *InboundPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundPort.ProtoReflect.Descriptor instead.
 func (*InboundPort) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{18}
+	return file_mesh_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *InboundPort) GetPort() uint32 {
@@ -1785,7 +2289,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_mesh_proto_msgTypes[19]
+	mi := &file_mesh_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +2301,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[19]
+	mi := &file_mesh_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +2314,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{19}
+	return file_mesh_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Settings) GetConnectTimeout() *durationpb.Duration {
@@ -1849,7 +2353,7 @@ type WorkloadPolicy struct {
 
 func (x *WorkloadPolicy) Reset() {
 	*x = WorkloadPolicy{}
-	mi := &file_mesh_proto_msgTypes[20]
+	mi := &file_mesh_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +2365,7 @@ func (x *WorkloadPolicy) String() string {
 func (*WorkloadPolicy) ProtoMessage() {}
 
 func (x *WorkloadPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[20]
+	mi := &file_mesh_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +2378,7 @@ func (x *WorkloadPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadPolicy.ProtoReflect.Descriptor instead.
 func (*WorkloadPolicy) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{20}
+	return file_mesh_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WorkloadPolicy) GetNamespace() string {
@@ -1932,7 +2436,7 @@ type TLSPolicy struct {
 
 func (x *TLSPolicy) Reset() {
 	*x = TLSPolicy{}
-	mi := &file_mesh_proto_msgTypes[21]
+	mi := &file_mesh_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +2448,7 @@ func (x *TLSPolicy) String() string {
 func (*TLSPolicy) ProtoMessage() {}
 
 func (x *TLSPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[21]
+	mi := &file_mesh_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +2461,7 @@ func (x *TLSPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLSPolicy.ProtoReflect.Descriptor instead.
 func (*TLSPolicy) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{21}
+	return file_mesh_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TLSPolicy) GetMode() TLSMode {
@@ -1991,7 +2495,7 @@ type PortTLS struct {
 
 func (x *PortTLS) Reset() {
 	*x = PortTLS{}
-	mi := &file_mesh_proto_msgTypes[22]
+	mi := &file_mesh_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2507,7 @@ func (x *PortTLS) String() string {
 func (*PortTLS) ProtoMessage() {}
 
 func (x *PortTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[22]
+	mi := &file_mesh_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2520,7 @@ func (x *PortTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortTLS.ProtoReflect.Descriptor instead.
 func (*PortTLS) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{22}
+	return file_mesh_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PortTLS) GetPort() uint32 {
@@ -2045,7 +2549,7 @@ type AuthorizationPolicy struct {
 
 func (x *AuthorizationPolicy) Reset() {
 	*x = AuthorizationPolicy{}
-	mi := &file_mesh_proto_msgTypes[23]
+	mi := &file_mesh_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2057,7 +2561,7 @@ func (x *AuthorizationPolicy) String() string {
 func (*AuthorizationPolicy) ProtoMessage() {}
 
 func (x *AuthorizationPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[23]
+	mi := &file_mesh_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2070,7 +2574,7 @@ func (x *AuthorizationPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizationPolicy.ProtoReflect.Descriptor instead.
 func (*AuthorizationPolicy) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{23}
+	return file_mesh_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AuthorizationPolicy) GetNamespace() string {
@@ -2113,7 +2617,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_mesh_proto_msgTypes[24]
+	mi := &file_mesh_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2629,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[24]
+	mi := &file_mesh_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2642,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{24}
+	return file_mesh_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Rule) GetFrom() []*Source {
@@ -2176,7 +2680,7 @@ type Source struct {
 
 func (x *Source) Reset() {
 	*x = Source{}
-	mi := &file_mesh_proto_msgTypes[25]
+	mi := &file_mesh_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2692,7 @@ func (x *Source) String() string {
 func (*Source) ProtoMessage() {}
 
 func (x *Source) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[25]
+	mi := &file_mesh_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2705,7 @@ func (x *Source) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Source.ProtoReflect.Descriptor instead.
 func (*Source) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{25}
+	return file_mesh_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Source) GetPrincipals() []string {
@@ -2262,7 +2766,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_mesh_proto_msgTypes[26]
+	mi := &file_mesh_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2778,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[26]
+	mi := &file_mesh_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2791,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{26}
+	return file_mesh_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Operation) GetPorts() []uint32 {
@@ -2365,7 +2869,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_mesh_proto_msgTypes[27]
+	mi := &file_mesh_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2377,7 +2881,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[27]
+	mi := &file_mesh_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2390,7 +2894,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{27}
+	return file_mesh_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RateLimit) GetPolicy() string {
@@ -2456,16 +2960,322 @@ func (x *RateLimit) GetCoolDownAfter() uint32 {
 	return 0
 }
 
+type TelemetryReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The workload instance, as the proxy registered it with Watch.
+	Workload string `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	// The interval the counts cover: [start, start+interval).
+	Start    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	Interval *durationpb.Duration   `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
+	// One entry per edge with traffic in the interval.
+	Edges         []*EdgeSummary `protobuf:"bytes,4,rep,name=edges,proto3" json:"edges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TelemetryReport) Reset() {
+	*x = TelemetryReport{}
+	mi := &file_mesh_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TelemetryReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TelemetryReport) ProtoMessage() {}
+
+func (x *TelemetryReport) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TelemetryReport.ProtoReflect.Descriptor instead.
+func (*TelemetryReport) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *TelemetryReport) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *TelemetryReport) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *TelemetryReport) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *TelemetryReport) GetEdges() []*EdgeSummary {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+type TelemetryAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TelemetryAck) Reset() {
+	*x = TelemetryAck{}
+	mi := &file_mesh_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TelemetryAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TelemetryAck) ProtoMessage() {}
+
+func (x *TelemetryAck) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TelemetryAck.ProtoReflect.Descriptor instead.
+func (*TelemetryAck) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{35}
+}
+
+// EdgeSummary is what one proxy saw of one edge during one interval.
+type EdgeSummary struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Direction Direction              `protobuf:"varint,1,opt,name=direction,proto3,enum=rampart.mesh.v1.Direction" json:"direction,omitempty"`
+	// The other side's SPIFFE ID; empty when it had none (plaintext).
+	PeerSpiffeId string `protobuf:"bytes,2,opt,name=peer_spiffe_id,json=peerSpiffeId,proto3" json:"peer_spiffe_id,omitempty"`
+	// The other side's workload name, when known.
+	PeerWorkload string `protobuf:"bytes,3,opt,name=peer_workload,json=peerWorkload,proto3" json:"peer_workload,omitempty"`
+	// The service the requests were for, "namespace/name", when known.
+	Service string `protobuf:"bytes,4,opt,name=service,proto3" json:"service,omitempty"`
+	// Whether the edge was mutual TLS.
+	Mtls     bool   `protobuf:"varint,5,opt,name=mtls,proto3" json:"mtls,omitempty"`
+	Requests uint64 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Requests that failed: 5xx answers and connections that failed.
+	Failures uint64 `protobuf:"varint,7,opt,name=failures,proto3" json:"failures,omitempty"`
+	// Requests refused by authorization (inbound: by this proxy; outbound: by
+	// the peer).
+	Denied        uint64 `protobuf:"varint,8,opt,name=denied,proto3" json:"denied,omitempty"`
+	RateLimited   uint64 `protobuf:"varint,9,opt,name=rate_limited,json=rateLimited,proto3" json:"rate_limited,omitempty"`
+	BytesSent     uint64 `protobuf:"varint,10,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	BytesReceived uint64 `protobuf:"varint,11,opt,name=bytes_received,json=bytesReceived,proto3" json:"bytes_received,omitempty"`
+	// Latency of the requests, in a mergeable sketch.
+	Latency       *LatencySketch `protobuf:"bytes,12,opt,name=latency,proto3" json:"latency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeSummary) Reset() {
+	*x = EdgeSummary{}
+	mi := &file_mesh_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeSummary) ProtoMessage() {}
+
+func (x *EdgeSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeSummary.ProtoReflect.Descriptor instead.
+func (*EdgeSummary) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *EdgeSummary) GetDirection() Direction {
+	if x != nil {
+		return x.Direction
+	}
+	return Direction_DIRECTION_UNSPECIFIED
+}
+
+func (x *EdgeSummary) GetPeerSpiffeId() string {
+	if x != nil {
+		return x.PeerSpiffeId
+	}
+	return ""
+}
+
+func (x *EdgeSummary) GetPeerWorkload() string {
+	if x != nil {
+		return x.PeerWorkload
+	}
+	return ""
+}
+
+func (x *EdgeSummary) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *EdgeSummary) GetMtls() bool {
+	if x != nil {
+		return x.Mtls
+	}
+	return false
+}
+
+func (x *EdgeSummary) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *EdgeSummary) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *EdgeSummary) GetDenied() uint64 {
+	if x != nil {
+		return x.Denied
+	}
+	return 0
+}
+
+func (x *EdgeSummary) GetRateLimited() uint64 {
+	if x != nil {
+		return x.RateLimited
+	}
+	return 0
+}
+
+func (x *EdgeSummary) GetBytesSent() uint64 {
+	if x != nil {
+		return x.BytesSent
+	}
+	return 0
+}
+
+func (x *EdgeSummary) GetBytesReceived() uint64 {
+	if x != nil {
+		return x.BytesReceived
+	}
+	return 0
+}
+
+func (x *EdgeSummary) GetLatency() *LatencySketch {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+// LatencySketch is a histogram with log-spaced buckets that summaries merge
+// by adding counts.
+type LatencySketch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Count of requests per bucket; bucket i holds latencies in
+	// (bounds[i-1], bounds[i]] seconds, with the bounds of the proxy's fixed
+	// scheme (docs/observability.md).
+	Counts        []uint64 `protobuf:"varint,1,rep,packed,name=counts,proto3" json:"counts,omitempty"`
+	SumSeconds    float64  `protobuf:"fixed64,2,opt,name=sum_seconds,json=sumSeconds,proto3" json:"sum_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LatencySketch) Reset() {
+	*x = LatencySketch{}
+	mi := &file_mesh_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LatencySketch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LatencySketch) ProtoMessage() {}
+
+func (x *LatencySketch) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LatencySketch.ProtoReflect.Descriptor instead.
+func (*LatencySketch) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *LatencySketch) GetCounts() []uint64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *LatencySketch) GetSumSeconds() float64 {
+	if x != nil {
+		return x.SumSeconds
+	}
+	return 0
+}
+
 var File_mesh_proto protoreflect.FileDescriptor
 
 const file_mesh_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"mesh.proto\x12\x0frampart.mesh.v1\x1a\x1egoogle/protobuf/duration.proto\"A\n" +
+	"mesh.proto\x12\x0frampart.mesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Z\n" +
 	"\x0eCertifyRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x1d\n" +
 	"\n" +
-	"join_token\x18\x02 \x01(\tR\tjoinToken\"p\n" +
+	"join_token\x18\x02 \x01(\tR\tjoinToken\x12\x17\n" +
+	"\aapp_pid\x18\x03 \x01(\rR\x06appPid\"p\n" +
 	"\x0fCertifyResponse\x12\x1d\n" +
 	"\n" +
 	"cert_chain\x18\x01 \x03(\fR\tcertChain\x12!\n" +
@@ -2485,7 +3295,7 @@ const file_mesh_proto_rawDesc = "" +
 	"\aaddress\x18\x04 \x01(\tR\aaddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xca\x03\n" +
 	"\vProxyConfig\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x124\n" +
@@ -2493,14 +3303,42 @@ const file_mesh_proto_rawDesc = "" +
 	"\ainbound\x18\x04 \x03(\v2\x1c.rampart.mesh.v1.InboundPortR\ainbound\x12!\n" +
 	"\ftrust_bundle\x18\x05 \x03(\fR\vtrustBundle\x125\n" +
 	"\bsettings\x18\x06 \x01(\v2\x19.rampart.mesh.v1.SettingsR\bsettings\x12E\n" +
-	"\rauthorization\x18\a \x01(\v2\x1f.rampart.mesh.v1.WorkloadPolicyR\rauthorization\"\xf6\x01\n" +
+	"\rauthorization\x18\a \x01(\v2\x1f.rampart.mesh.v1.WorkloadPolicyR\rauthorization\x12>\n" +
+	"\vrevocations\x18\b \x01(\v2\x1c.rampart.mesh.v1.RevocationsR\vrevocations\x125\n" +
+	"\x06egress\x18\t \x01(\v2\x1d.rampart.mesh.v1.EgressPolicyR\x06egress\"\x98\x01\n" +
+	"\vRevocations\x12G\n" +
+	"\fcertificates\x18\x01 \x03(\v2#.rampart.mesh.v1.RevokedCertificateR\fcertificates\x12@\n" +
+	"\n" +
+	"identities\x18\x02 \x03(\v2 .rampart.mesh.v1.RevokedIdentityR\n" +
+	"identities\"}\n" +
+	"\x12RevokedCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x127\n" +
+	"\tnot_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x81\x01\n" +
+	"\x0fRevokedIdentity\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x129\n" +
+	"\n" +
+	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"A\n" +
+	"\fEgressPolicy\x121\n" +
+	"\x05rules\x18\x01 \x03(\v2\x1b.rampart.mesh.v1.EgressRuleR\x05rules\"f\n" +
+	"\n" +
+	"EgressRule\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x14\n" +
+	"\x05hosts\x18\x02 \x03(\tR\x05hosts\x12\x14\n" +
+	"\x05cidrs\x18\x03 \x03(\tR\x05cidrs\x12\x14\n" +
+	"\x05ports\x18\x04 \x03(\rR\x05ports\"\xb0\x02\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x122\n" +
 	"\x05ports\x18\x03 \x03(\v2\x1c.rampart.mesh.v1.ServicePortR\x05ports\x127\n" +
 	"\tendpoints\x18\x04 \x03(\v2\x19.rampart.mesh.v1.EndpointR\tendpoints\x12\x1c\n" +
 	"\taddresses\x18\x05 \x03(\tR\taddresses\x12.\n" +
-	"\x06routes\x18\x06 \x03(\v2\x16.rampart.mesh.v1.RouteR\x06routes\"\x81\x01\n" +
+	"\x06routes\x18\x06 \x03(\v2\x16.rampart.mesh.v1.RouteR\x06routes\x128\n" +
+	"\atraffic\x18\a \x01(\v2\x1e.rampart.mesh.v1.TrafficPolicyR\atraffic\"\x91\x01\n" +
+	"\rTrafficPolicy\x12B\n" +
+	"\rload_balancer\x18\x01 \x01(\x0e2\x1d.rampart.mesh.v1.LoadBalancerR\floadBalancer\x12<\n" +
+	"\fidle_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\"\x81\x01\n" +
 	"\x05Route\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -2609,17 +3447,47 @@ const file_mesh_proto_rawDesc = "" +
 	"\x13requests_per_second\x18\x06 \x01(\rR\x11requestsPerSecond\x12\x14\n" +
 	"\x05burst\x18\a \x01(\rR\x05burst\x126\n" +
 	"\tcool_down\x18\b \x01(\v2\x19.google.protobuf.DurationR\bcoolDown\x12&\n" +
-	"\x0fcool_down_after\x18\t \x01(\rR\rcoolDownAfter*p\n" +
+	"\x0fcool_down_after\x18\t \x01(\rR\rcoolDownAfter\"\xca\x01\n" +
+	"\x0fTelemetryReport\x12\x1a\n" +
+	"\bworkload\x18\x01 \x01(\tR\bworkload\x120\n" +
+	"\x05start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x125\n" +
+	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x122\n" +
+	"\x05edges\x18\x04 \x03(\v2\x1c.rampart.mesh.v1.EdgeSummaryR\x05edges\"\x0e\n" +
+	"\fTelemetryAck\"\xb3\x03\n" +
+	"\vEdgeSummary\x128\n" +
+	"\tdirection\x18\x01 \x01(\x0e2\x1a.rampart.mesh.v1.DirectionR\tdirection\x12$\n" +
+	"\x0epeer_spiffe_id\x18\x02 \x01(\tR\fpeerSpiffeId\x12#\n" +
+	"\rpeer_workload\x18\x03 \x01(\tR\fpeerWorkload\x12\x18\n" +
+	"\aservice\x18\x04 \x01(\tR\aservice\x12\x12\n" +
+	"\x04mtls\x18\x05 \x01(\bR\x04mtls\x12\x1a\n" +
+	"\brequests\x18\x06 \x01(\x04R\brequests\x12\x1a\n" +
+	"\bfailures\x18\a \x01(\x04R\bfailures\x12\x16\n" +
+	"\x06denied\x18\b \x01(\x04R\x06denied\x12!\n" +
+	"\frate_limited\x18\t \x01(\x04R\vrateLimited\x12\x1d\n" +
+	"\n" +
+	"bytes_sent\x18\n" +
+	" \x01(\x04R\tbytesSent\x12%\n" +
+	"\x0ebytes_received\x18\v \x01(\x04R\rbytesReceived\x128\n" +
+	"\alatency\x18\f \x01(\v2\x1e.rampart.mesh.v1.LatencySketchR\alatency\"H\n" +
+	"\rLatencySketch\x12\x16\n" +
+	"\x06counts\x18\x01 \x03(\x04R\x06counts\x12\x1f\n" +
+	"\vsum_seconds\x18\x02 \x01(\x01R\n" +
+	"sumSeconds*p\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x11\n" +
 	"\rPROTOCOL_HTTP\x10\x02\x12\x12\n" +
 	"\x0ePROTOCOL_HTTP2\x10\x03\x12\x11\n" +
-	"\rPROTOCOL_AUTO\x10\x04*8\n" +
+	"\rPROTOCOL_AUTO\x10\x04*Q\n" +
 	"\n" +
 	"EgressMode\x12\x14\n" +
 	"\x10EGRESS_ALLOW_ANY\x10\x00\x12\x14\n" +
-	"\x10EGRESS_MESH_ONLY\x10\x01*g\n" +
+	"\x10EGRESS_MESH_ONLY\x10\x01\x12\x17\n" +
+	"\x13EGRESS_ALLOW_LISTED\x10\x02*i\n" +
+	"\fLoadBalancer\x12\x1d\n" +
+	"\x19LOAD_BALANCER_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17LOAD_BALANCER_PEAK_EWMA\x10\x01\x12\x1d\n" +
+	"\x19LOAD_BALANCER_ROUND_ROBIN\x10\x02*g\n" +
 	"\rPathMatchType\x12\x1f\n" +
 	"\x1bPATH_MATCH_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PATH_MATCH_TYPE_EXACT\x10\x01\x12\x1a\n" +
@@ -2645,12 +3513,18 @@ const file_mesh_proto_rawDesc = "" +
 	"\x1aRATE_LIMIT_KEY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RATE_LIMIT_KEY_SOURCE\x10\x01\x12\x18\n" +
 	"\x14RATE_LIMIT_KEY_ROUTE\x10\x02\x12\x1a\n" +
-	"\x16RATE_LIMIT_KEY_OVERALL\x10\x032X\n" +
+	"\x16RATE_LIMIT_KEY_OVERALL\x10\x03*U\n" +
+	"\tDirection\x12\x19\n" +
+	"\x15DIRECTION_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11DIRECTION_INBOUND\x10\x01\x12\x16\n" +
+	"\x12DIRECTION_OUTBOUND\x10\x022X\n" +
 	"\bIdentity\x12L\n" +
 	"\aCertify\x12\x1f.rampart.mesh.v1.CertifyRequest\x1a .rampart.mesh.v1.CertifyResponse2\x9b\x01\n" +
 	"\tDiscovery\x12F\n" +
 	"\x05Watch\x12\x1d.rampart.mesh.v1.WatchRequest\x1a\x1c.rampart.mesh.v1.ProxyConfig0\x01\x12F\n" +
-	"\x05Leave\x12\x1d.rampart.mesh.v1.LeaveRequest\x1a\x1e.rampart.mesh.v1.LeaveResponseB<Z:github.com/rampart-mesh/rampart/internal/meshapi/v1;meshv1b\x06proto3"
+	"\x05Leave\x12\x1d.rampart.mesh.v1.LeaveRequest\x1a\x1e.rampart.mesh.v1.LeaveResponse2X\n" +
+	"\tTelemetry\x12K\n" +
+	"\x06Report\x12 .rampart.mesh.v1.TelemetryReport\x1a\x1d.rampart.mesh.v1.TelemetryAck(\x01B<Z:github.com/rampart-mesh/rampart/internal/meshapi/v1;meshv1b\x06proto3"
 
 var (
 	file_mesh_proto_rawDescOnce sync.Once
@@ -2664,102 +3538,132 @@ func file_mesh_proto_rawDescGZIP() []byte {
 	return file_mesh_proto_rawDescData
 }
 
-var file_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_mesh_proto_goTypes = []any{
-	(Protocol)(0),               // 0: rampart.mesh.v1.Protocol
-	(EgressMode)(0),             // 1: rampart.mesh.v1.EgressMode
-	(PathMatchType)(0),          // 2: rampart.mesh.v1.PathMatchType
-	(HeaderMatchType)(0),        // 3: rampart.mesh.v1.HeaderMatchType
-	(DefaultAuthorization)(0),   // 4: rampart.mesh.v1.DefaultAuthorization
-	(TLSMode)(0),                // 5: rampart.mesh.v1.TLSMode
-	(PolicyAction)(0),           // 6: rampart.mesh.v1.PolicyAction
-	(RateLimitKey)(0),           // 7: rampart.mesh.v1.RateLimitKey
-	(*CertifyRequest)(nil),      // 8: rampart.mesh.v1.CertifyRequest
-	(*CertifyResponse)(nil),     // 9: rampart.mesh.v1.CertifyResponse
-	(*WatchRequest)(nil),        // 10: rampart.mesh.v1.WatchRequest
-	(*LeaveRequest)(nil),        // 11: rampart.mesh.v1.LeaveRequest
-	(*LeaveResponse)(nil),       // 12: rampart.mesh.v1.LeaveResponse
-	(*Workload)(nil),            // 13: rampart.mesh.v1.Workload
-	(*ProxyConfig)(nil),         // 14: rampart.mesh.v1.ProxyConfig
-	(*Service)(nil),             // 15: rampart.mesh.v1.Service
-	(*Route)(nil),               // 16: rampart.mesh.v1.Route
-	(*RouteRule)(nil),           // 17: rampart.mesh.v1.RouteRule
-	(*RouteMatch)(nil),          // 18: rampart.mesh.v1.RouteMatch
-	(*PathMatch)(nil),           // 19: rampart.mesh.v1.PathMatch
-	(*HeaderMatch)(nil),         // 20: rampart.mesh.v1.HeaderMatch
-	(*RouteBackend)(nil),        // 21: rampart.mesh.v1.RouteBackend
-	(*HeaderModifier)(nil),      // 22: rampart.mesh.v1.HeaderModifier
-	(*Header)(nil),              // 23: rampart.mesh.v1.Header
-	(*ServicePort)(nil),         // 24: rampart.mesh.v1.ServicePort
-	(*Endpoint)(nil),            // 25: rampart.mesh.v1.Endpoint
-	(*InboundPort)(nil),         // 26: rampart.mesh.v1.InboundPort
-	(*Settings)(nil),            // 27: rampart.mesh.v1.Settings
-	(*WorkloadPolicy)(nil),      // 28: rampart.mesh.v1.WorkloadPolicy
-	(*TLSPolicy)(nil),           // 29: rampart.mesh.v1.TLSPolicy
-	(*PortTLS)(nil),             // 30: rampart.mesh.v1.PortTLS
-	(*AuthorizationPolicy)(nil), // 31: rampart.mesh.v1.AuthorizationPolicy
-	(*Rule)(nil),                // 32: rampart.mesh.v1.Rule
-	(*Source)(nil),              // 33: rampart.mesh.v1.Source
-	(*Operation)(nil),           // 34: rampart.mesh.v1.Operation
-	(*RateLimit)(nil),           // 35: rampart.mesh.v1.RateLimit
-	nil,                         // 36: rampart.mesh.v1.Workload.LabelsEntry
-	(*durationpb.Duration)(nil), // 37: google.protobuf.Duration
+	(Protocol)(0),                 // 0: rampart.mesh.v1.Protocol
+	(EgressMode)(0),               // 1: rampart.mesh.v1.EgressMode
+	(LoadBalancer)(0),             // 2: rampart.mesh.v1.LoadBalancer
+	(PathMatchType)(0),            // 3: rampart.mesh.v1.PathMatchType
+	(HeaderMatchType)(0),          // 4: rampart.mesh.v1.HeaderMatchType
+	(DefaultAuthorization)(0),     // 5: rampart.mesh.v1.DefaultAuthorization
+	(TLSMode)(0),                  // 6: rampart.mesh.v1.TLSMode
+	(PolicyAction)(0),             // 7: rampart.mesh.v1.PolicyAction
+	(RateLimitKey)(0),             // 8: rampart.mesh.v1.RateLimitKey
+	(Direction)(0),                // 9: rampart.mesh.v1.Direction
+	(*CertifyRequest)(nil),        // 10: rampart.mesh.v1.CertifyRequest
+	(*CertifyResponse)(nil),       // 11: rampart.mesh.v1.CertifyResponse
+	(*WatchRequest)(nil),          // 12: rampart.mesh.v1.WatchRequest
+	(*LeaveRequest)(nil),          // 13: rampart.mesh.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 14: rampart.mesh.v1.LeaveResponse
+	(*Workload)(nil),              // 15: rampart.mesh.v1.Workload
+	(*ProxyConfig)(nil),           // 16: rampart.mesh.v1.ProxyConfig
+	(*Revocations)(nil),           // 17: rampart.mesh.v1.Revocations
+	(*RevokedCertificate)(nil),    // 18: rampart.mesh.v1.RevokedCertificate
+	(*RevokedIdentity)(nil),       // 19: rampart.mesh.v1.RevokedIdentity
+	(*EgressPolicy)(nil),          // 20: rampart.mesh.v1.EgressPolicy
+	(*EgressRule)(nil),            // 21: rampart.mesh.v1.EgressRule
+	(*Service)(nil),               // 22: rampart.mesh.v1.Service
+	(*TrafficPolicy)(nil),         // 23: rampart.mesh.v1.TrafficPolicy
+	(*Route)(nil),                 // 24: rampart.mesh.v1.Route
+	(*RouteRule)(nil),             // 25: rampart.mesh.v1.RouteRule
+	(*RouteMatch)(nil),            // 26: rampart.mesh.v1.RouteMatch
+	(*PathMatch)(nil),             // 27: rampart.mesh.v1.PathMatch
+	(*HeaderMatch)(nil),           // 28: rampart.mesh.v1.HeaderMatch
+	(*RouteBackend)(nil),          // 29: rampart.mesh.v1.RouteBackend
+	(*HeaderModifier)(nil),        // 30: rampart.mesh.v1.HeaderModifier
+	(*Header)(nil),                // 31: rampart.mesh.v1.Header
+	(*ServicePort)(nil),           // 32: rampart.mesh.v1.ServicePort
+	(*Endpoint)(nil),              // 33: rampart.mesh.v1.Endpoint
+	(*InboundPort)(nil),           // 34: rampart.mesh.v1.InboundPort
+	(*Settings)(nil),              // 35: rampart.mesh.v1.Settings
+	(*WorkloadPolicy)(nil),        // 36: rampart.mesh.v1.WorkloadPolicy
+	(*TLSPolicy)(nil),             // 37: rampart.mesh.v1.TLSPolicy
+	(*PortTLS)(nil),               // 38: rampart.mesh.v1.PortTLS
+	(*AuthorizationPolicy)(nil),   // 39: rampart.mesh.v1.AuthorizationPolicy
+	(*Rule)(nil),                  // 40: rampart.mesh.v1.Rule
+	(*Source)(nil),                // 41: rampart.mesh.v1.Source
+	(*Operation)(nil),             // 42: rampart.mesh.v1.Operation
+	(*RateLimit)(nil),             // 43: rampart.mesh.v1.RateLimit
+	(*TelemetryReport)(nil),       // 44: rampart.mesh.v1.TelemetryReport
+	(*TelemetryAck)(nil),          // 45: rampart.mesh.v1.TelemetryAck
+	(*EdgeSummary)(nil),           // 46: rampart.mesh.v1.EdgeSummary
+	(*LatencySketch)(nil),         // 47: rampart.mesh.v1.LatencySketch
+	nil,                           // 48: rampart.mesh.v1.Workload.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 49: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 50: google.protobuf.Duration
 }
 var file_mesh_proto_depIdxs = []int32{
-	13, // 0: rampart.mesh.v1.WatchRequest.workload:type_name -> rampart.mesh.v1.Workload
-	13, // 1: rampart.mesh.v1.LeaveRequest.workload:type_name -> rampart.mesh.v1.Workload
-	36, // 2: rampart.mesh.v1.Workload.labels:type_name -> rampart.mesh.v1.Workload.LabelsEntry
-	15, // 3: rampart.mesh.v1.ProxyConfig.services:type_name -> rampart.mesh.v1.Service
-	26, // 4: rampart.mesh.v1.ProxyConfig.inbound:type_name -> rampart.mesh.v1.InboundPort
-	27, // 5: rampart.mesh.v1.ProxyConfig.settings:type_name -> rampart.mesh.v1.Settings
-	28, // 6: rampart.mesh.v1.ProxyConfig.authorization:type_name -> rampart.mesh.v1.WorkloadPolicy
-	24, // 7: rampart.mesh.v1.Service.ports:type_name -> rampart.mesh.v1.ServicePort
-	25, // 8: rampart.mesh.v1.Service.endpoints:type_name -> rampart.mesh.v1.Endpoint
-	16, // 9: rampart.mesh.v1.Service.routes:type_name -> rampart.mesh.v1.Route
-	17, // 10: rampart.mesh.v1.Route.rules:type_name -> rampart.mesh.v1.RouteRule
-	18, // 11: rampart.mesh.v1.RouteRule.matches:type_name -> rampart.mesh.v1.RouteMatch
-	21, // 12: rampart.mesh.v1.RouteRule.backends:type_name -> rampart.mesh.v1.RouteBackend
-	22, // 13: rampart.mesh.v1.RouteRule.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
-	37, // 14: rampart.mesh.v1.RouteRule.request_timeout:type_name -> google.protobuf.Duration
-	37, // 15: rampart.mesh.v1.RouteRule.backend_request_timeout:type_name -> google.protobuf.Duration
-	19, // 16: rampart.mesh.v1.RouteMatch.path:type_name -> rampart.mesh.v1.PathMatch
-	20, // 17: rampart.mesh.v1.RouteMatch.headers:type_name -> rampart.mesh.v1.HeaderMatch
-	2,  // 18: rampart.mesh.v1.PathMatch.type:type_name -> rampart.mesh.v1.PathMatchType
-	3,  // 19: rampart.mesh.v1.HeaderMatch.type:type_name -> rampart.mesh.v1.HeaderMatchType
-	22, // 20: rampart.mesh.v1.RouteBackend.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
-	23, // 21: rampart.mesh.v1.HeaderModifier.set:type_name -> rampart.mesh.v1.Header
-	23, // 22: rampart.mesh.v1.HeaderModifier.add:type_name -> rampart.mesh.v1.Header
-	0,  // 23: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
-	0,  // 24: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
-	37, // 25: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
-	1,  // 26: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
-	4,  // 27: rampart.mesh.v1.WorkloadPolicy.default_authorization:type_name -> rampart.mesh.v1.DefaultAuthorization
-	29, // 28: rampart.mesh.v1.WorkloadPolicy.tls:type_name -> rampart.mesh.v1.TLSPolicy
-	31, // 29: rampart.mesh.v1.WorkloadPolicy.policies:type_name -> rampart.mesh.v1.AuthorizationPolicy
-	35, // 30: rampart.mesh.v1.WorkloadPolicy.rate_limits:type_name -> rampart.mesh.v1.RateLimit
-	5,  // 31: rampart.mesh.v1.TLSPolicy.mode:type_name -> rampart.mesh.v1.TLSMode
-	30, // 32: rampart.mesh.v1.TLSPolicy.ports:type_name -> rampart.mesh.v1.PortTLS
-	5,  // 33: rampart.mesh.v1.PortTLS.mode:type_name -> rampart.mesh.v1.TLSMode
-	6,  // 34: rampart.mesh.v1.AuthorizationPolicy.action:type_name -> rampart.mesh.v1.PolicyAction
-	32, // 35: rampart.mesh.v1.AuthorizationPolicy.rules:type_name -> rampart.mesh.v1.Rule
-	33, // 36: rampart.mesh.v1.Rule.from:type_name -> rampart.mesh.v1.Source
-	34, // 37: rampart.mesh.v1.Rule.to:type_name -> rampart.mesh.v1.Operation
-	33, // 38: rampart.mesh.v1.RateLimit.from:type_name -> rampart.mesh.v1.Source
-	34, // 39: rampart.mesh.v1.RateLimit.to:type_name -> rampart.mesh.v1.Operation
-	7,  // 40: rampart.mesh.v1.RateLimit.per:type_name -> rampart.mesh.v1.RateLimitKey
-	37, // 41: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
-	8,  // 42: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
-	10, // 43: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
-	11, // 44: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
-	9,  // 45: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
-	14, // 46: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
-	12, // 47: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
-	45, // [45:48] is the sub-list for method output_type
-	42, // [42:45] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	15, // 0: rampart.mesh.v1.WatchRequest.workload:type_name -> rampart.mesh.v1.Workload
+	15, // 1: rampart.mesh.v1.LeaveRequest.workload:type_name -> rampart.mesh.v1.Workload
+	48, // 2: rampart.mesh.v1.Workload.labels:type_name -> rampart.mesh.v1.Workload.LabelsEntry
+	22, // 3: rampart.mesh.v1.ProxyConfig.services:type_name -> rampart.mesh.v1.Service
+	34, // 4: rampart.mesh.v1.ProxyConfig.inbound:type_name -> rampart.mesh.v1.InboundPort
+	35, // 5: rampart.mesh.v1.ProxyConfig.settings:type_name -> rampart.mesh.v1.Settings
+	36, // 6: rampart.mesh.v1.ProxyConfig.authorization:type_name -> rampart.mesh.v1.WorkloadPolicy
+	17, // 7: rampart.mesh.v1.ProxyConfig.revocations:type_name -> rampart.mesh.v1.Revocations
+	20, // 8: rampart.mesh.v1.ProxyConfig.egress:type_name -> rampart.mesh.v1.EgressPolicy
+	18, // 9: rampart.mesh.v1.Revocations.certificates:type_name -> rampart.mesh.v1.RevokedCertificate
+	19, // 10: rampart.mesh.v1.Revocations.identities:type_name -> rampart.mesh.v1.RevokedIdentity
+	49, // 11: rampart.mesh.v1.RevokedCertificate.not_after:type_name -> google.protobuf.Timestamp
+	49, // 12: rampart.mesh.v1.RevokedIdentity.revoked_at:type_name -> google.protobuf.Timestamp
+	21, // 13: rampart.mesh.v1.EgressPolicy.rules:type_name -> rampart.mesh.v1.EgressRule
+	32, // 14: rampart.mesh.v1.Service.ports:type_name -> rampart.mesh.v1.ServicePort
+	33, // 15: rampart.mesh.v1.Service.endpoints:type_name -> rampart.mesh.v1.Endpoint
+	24, // 16: rampart.mesh.v1.Service.routes:type_name -> rampart.mesh.v1.Route
+	23, // 17: rampart.mesh.v1.Service.traffic:type_name -> rampart.mesh.v1.TrafficPolicy
+	2,  // 18: rampart.mesh.v1.TrafficPolicy.load_balancer:type_name -> rampart.mesh.v1.LoadBalancer
+	50, // 19: rampart.mesh.v1.TrafficPolicy.idle_timeout:type_name -> google.protobuf.Duration
+	25, // 20: rampart.mesh.v1.Route.rules:type_name -> rampart.mesh.v1.RouteRule
+	26, // 21: rampart.mesh.v1.RouteRule.matches:type_name -> rampart.mesh.v1.RouteMatch
+	29, // 22: rampart.mesh.v1.RouteRule.backends:type_name -> rampart.mesh.v1.RouteBackend
+	30, // 23: rampart.mesh.v1.RouteRule.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
+	50, // 24: rampart.mesh.v1.RouteRule.request_timeout:type_name -> google.protobuf.Duration
+	50, // 25: rampart.mesh.v1.RouteRule.backend_request_timeout:type_name -> google.protobuf.Duration
+	27, // 26: rampart.mesh.v1.RouteMatch.path:type_name -> rampart.mesh.v1.PathMatch
+	28, // 27: rampart.mesh.v1.RouteMatch.headers:type_name -> rampart.mesh.v1.HeaderMatch
+	3,  // 28: rampart.mesh.v1.PathMatch.type:type_name -> rampart.mesh.v1.PathMatchType
+	4,  // 29: rampart.mesh.v1.HeaderMatch.type:type_name -> rampart.mesh.v1.HeaderMatchType
+	30, // 30: rampart.mesh.v1.RouteBackend.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
+	31, // 31: rampart.mesh.v1.HeaderModifier.set:type_name -> rampart.mesh.v1.Header
+	31, // 32: rampart.mesh.v1.HeaderModifier.add:type_name -> rampart.mesh.v1.Header
+	0,  // 33: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
+	0,  // 34: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
+	50, // 35: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
+	1,  // 36: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
+	5,  // 37: rampart.mesh.v1.WorkloadPolicy.default_authorization:type_name -> rampart.mesh.v1.DefaultAuthorization
+	37, // 38: rampart.mesh.v1.WorkloadPolicy.tls:type_name -> rampart.mesh.v1.TLSPolicy
+	39, // 39: rampart.mesh.v1.WorkloadPolicy.policies:type_name -> rampart.mesh.v1.AuthorizationPolicy
+	43, // 40: rampart.mesh.v1.WorkloadPolicy.rate_limits:type_name -> rampart.mesh.v1.RateLimit
+	6,  // 41: rampart.mesh.v1.TLSPolicy.mode:type_name -> rampart.mesh.v1.TLSMode
+	38, // 42: rampart.mesh.v1.TLSPolicy.ports:type_name -> rampart.mesh.v1.PortTLS
+	6,  // 43: rampart.mesh.v1.PortTLS.mode:type_name -> rampart.mesh.v1.TLSMode
+	7,  // 44: rampart.mesh.v1.AuthorizationPolicy.action:type_name -> rampart.mesh.v1.PolicyAction
+	40, // 45: rampart.mesh.v1.AuthorizationPolicy.rules:type_name -> rampart.mesh.v1.Rule
+	41, // 46: rampart.mesh.v1.Rule.from:type_name -> rampart.mesh.v1.Source
+	42, // 47: rampart.mesh.v1.Rule.to:type_name -> rampart.mesh.v1.Operation
+	41, // 48: rampart.mesh.v1.RateLimit.from:type_name -> rampart.mesh.v1.Source
+	42, // 49: rampart.mesh.v1.RateLimit.to:type_name -> rampart.mesh.v1.Operation
+	8,  // 50: rampart.mesh.v1.RateLimit.per:type_name -> rampart.mesh.v1.RateLimitKey
+	50, // 51: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
+	49, // 52: rampart.mesh.v1.TelemetryReport.start:type_name -> google.protobuf.Timestamp
+	50, // 53: rampart.mesh.v1.TelemetryReport.interval:type_name -> google.protobuf.Duration
+	46, // 54: rampart.mesh.v1.TelemetryReport.edges:type_name -> rampart.mesh.v1.EdgeSummary
+	9,  // 55: rampart.mesh.v1.EdgeSummary.direction:type_name -> rampart.mesh.v1.Direction
+	47, // 56: rampart.mesh.v1.EdgeSummary.latency:type_name -> rampart.mesh.v1.LatencySketch
+	10, // 57: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
+	12, // 58: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
+	13, // 59: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
+	44, // 60: rampart.mesh.v1.Telemetry.Report:input_type -> rampart.mesh.v1.TelemetryReport
+	11, // 61: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
+	16, // 62: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
+	14, // 63: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
+	45, // 64: rampart.mesh.v1.Telemetry.Report:output_type -> rampart.mesh.v1.TelemetryAck
+	61, // [61:65] is the sub-list for method output_type
+	57, // [57:61] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_mesh_proto_init() }
@@ -2772,10 +3676,10 @@ func file_mesh_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mesh_proto_rawDesc), len(file_mesh_proto_rawDesc)),
-			NumEnums:      8,
-			NumMessages:   29,
+			NumEnums:      10,
+			NumMessages:   39,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_mesh_proto_goTypes,
 		DependencyIndexes: file_mesh_proto_depIdxs,

@@ -301,3 +301,108 @@ var Discovery_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "mesh.proto",
 }
+
+const (
+	Telemetry_Report_FullMethodName = "/rampart.mesh.v1.Telemetry/Report"
+)
+
+// TelemetryClient is the client API for Telemetry service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Telemetry receives what proxies saw, so that the controller knows the live
+// traffic graph without a metrics server.
+type TelemetryClient interface {
+	// Report streams the calling workload's (identified by its SVID) traffic
+	// summaries, one message every few seconds, for as long as the proxy runs.
+	Report(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[TelemetryReport, TelemetryAck], error)
+}
+
+type telemetryClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewTelemetryClient(cc grpc.ClientConnInterface) TelemetryClient {
+	return &telemetryClient{cc}
+}
+
+func (c *telemetryClient) Report(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[TelemetryReport, TelemetryAck], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Telemetry_ServiceDesc.Streams[0], Telemetry_Report_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TelemetryReport, TelemetryAck]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Telemetry_ReportClient = grpc.ClientStreamingClient[TelemetryReport, TelemetryAck]
+
+// TelemetryServer is the server API for Telemetry service.
+// All implementations must embed UnimplementedTelemetryServer
+// for forward compatibility.
+//
+// Telemetry receives what proxies saw, so that the controller knows the live
+// traffic graph without a metrics server.
+type TelemetryServer interface {
+	// Report streams the calling workload's (identified by its SVID) traffic
+	// summaries, one message every few seconds, for as long as the proxy runs.
+	Report(grpc.ClientStreamingServer[TelemetryReport, TelemetryAck]) error
+	mustEmbedUnimplementedTelemetryServer()
+}
+
+// UnimplementedTelemetryServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedTelemetryServer struct{}
+
+func (UnimplementedTelemetryServer) Report(grpc.ClientStreamingServer[TelemetryReport, TelemetryAck]) error {
+	return status.Error(codes.Unimplemented, "method Report not implemented")
+}
+func (UnimplementedTelemetryServer) mustEmbedUnimplementedTelemetryServer() {}
+func (UnimplementedTelemetryServer) testEmbeddedByValue()                   {}
+
+// UnsafeTelemetryServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to TelemetryServer will
+// result in compilation errors.
+type UnsafeTelemetryServer interface {
+	mustEmbedUnimplementedTelemetryServer()
+}
+
+func RegisterTelemetryServer(s grpc.ServiceRegistrar, srv TelemetryServer) {
+	// If the following call panics, it indicates UnimplementedTelemetryServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Telemetry_ServiceDesc, srv)
+}
+
+func _Telemetry_Report_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(TelemetryServer).Report(&grpc.GenericServerStream[TelemetryReport, TelemetryAck]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Telemetry_ReportServer = grpc.ClientStreamingServer[TelemetryReport, TelemetryAck]
+
+// Telemetry_ServiceDesc is the grpc.ServiceDesc for Telemetry service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Telemetry_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "rampart.mesh.v1.Telemetry",
+	HandlerType: (*TelemetryServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Report",
+			Handler:       _Telemetry_Report_Handler,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "mesh.proto",
+}
