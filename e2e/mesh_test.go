@@ -36,6 +36,7 @@ import (
 	"github.com/rampart-mesh/rampart/internal/controller"
 	"github.com/rampart-mesh/rampart/internal/identity"
 	"github.com/rampart-mesh/rampart/internal/proxy"
+	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/outbound"
 )
 
@@ -477,19 +478,21 @@ func TestMeshCarriesHTTPGRPCAndTCPWithIdentities(t *testing.T) {
 		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no endpoints") {
 			t.Fatalf("call to a service without endpoints: %v, want UNAVAILABLE naming the cause", err)
 		}
-		failed := empty.Metrics().Requests.WithLabelValues("outbound", "", "empty."+ns, "503")
-		if got := testutil.ToFloat64(failed); got != 1 {
+		failed := metrics.Value(empty.Metrics().Requests, "direction", "outbound", "dst_identity", "", "dst_service", "empty."+ns, "code", "503")
+		if got := failed; got != 1 {
 			t.Fatalf("refused request counted %v times, want 1", got)
 		}
 	})
 
 	t.Run("metrics name the peer", func(t *testing.T) {
-		reqs := client.Metrics().Requests.WithLabelValues("outbound", server.ID().String(), "web."+ns, "200")
-		if got := testutil.ToFloat64(reqs); got < 1 {
+		reqs := metrics.Value(client.Metrics().Requests, "direction", "outbound", "src_workload", "client", "src_identity", clientID,
+			"dst_workload", "server", "dst_identity", server.ID().String(), "dst_service", "web."+ns, "route", "", "tls", "mtls", "code", "200")
+		if got := reqs; got < 1 {
 			t.Fatalf("outbound requests counted %v, want >= 1", got)
 		}
-		in := server.Metrics().Requests.WithLabelValues("inbound", clientID, fmt.Sprintf(":%d", a.httpPort), "200")
-		if got := testutil.ToFloat64(in); got < 1 {
+		in := metrics.Value(server.Metrics().Requests, "direction", "inbound", "src_identity", clientID,
+			"dst_workload", "server", "dst_identity", server.ID().String(), "dst_service", fmt.Sprintf(":%d", a.httpPort), "tls", "mtls", "code", "200")
+		if got := in; got < 1 {
 			t.Fatalf("inbound requests counted %v, want >= 1", got)
 		}
 	})

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/rampart-mesh/rampart/internal/proxy"
+	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 )
 
 // relay forwards TCP connections to a proxy's tunnel listener, delaying
@@ -223,8 +224,8 @@ spec:
 
 // served is how many requests server i passed to the app.
 func (tm *trafficMesh) served(i int) float64 {
-	return testutil.ToFloat64(tm.servers[i].Metrics().Requests.WithLabelValues(
-		"inbound", tm.client.ID().String(), fmt.Sprintf(":%d", tm.appPort), "200"))
+	return metrics.Value(tm.servers[i].Metrics().Requests,
+		"direction", "inbound", "src_identity", tm.client.ID().String(), "dst_service", fmt.Sprintf(":%d", tm.appPort), "code", "200")
 }
 
 func (tm *trafficMesh) servedAll() (out [3]float64) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need on a fresh Debian machine with Go:
 # Debian packages (a C toolchain for the race detector, iproute2 and
-# iptables for the network-namespace harness, Redis as an opaque-TCP peer)
+# iptables for the network-namespace harness, Redis as an opaque-TCP peer,
+# Prometheus's server and promtool)
 # and Go tools built into .cache/bin (h2spec, the gRPC interop client and
 # server). Idempotent: what is present is not reinstalled.
 set -euo pipefail
@@ -19,6 +20,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
+# Prometheus: promtool checks every /metrics output, and the server scrapes
+# a running mesh in an end-to-end test.
+{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "installing Debian packages: ${need[*]}"
 	$sudo apt-get update -qq
@@ -28,6 +32,13 @@ fi
 # their own inside network namespaces and need none on the host.
 if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
 	$sudo systemctl stop redis-server || true
+fi
+# So does the Prometheus package (on 9090); the test starts its own on
+# loopback with its own configuration and storage.
+if command -v systemctl >/dev/null && systemctl is-enabled --quiet prometheus 2>/dev/null; then
+	$sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+elif command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+	$sudo systemctl stop prometheus || true
 fi
 
 # Versions are pinned: the gRPC interop binaries match the grpc module in

@@ -41,7 +41,7 @@ type WorkloadAttestationPolicy struct {
 }
 
 // WorkloadAttestationPolicySpec describes a WorkloadAttestationPolicy. It
-// sets code, unix or both.
+// sets code, proxyCode, unix, or several of them.
 type WorkloadAttestationPolicySpec struct {
 	// ServiceAccount names the identity the policy applies to within its
 	// namespace. Empty: every service account.
@@ -49,8 +49,17 @@ type WorkloadAttestationPolicySpec struct {
 	// Code, when set, is the code that may receive the identity, however it
 	// is attested: a workload whose attested code digest it does not
 	// admit, or whose attestation measures no code (a join token over
-	// TCP), gets no certificate.
+	// TCP), gets no certificate. The workload's code is the app that
+	// rampart-proxy runs as its child (rampart-proxy -- <command>), or,
+	// when the proxy runs no app, the process connected to the socket.
 	Code *CodePolicy `json:"code,omitempty"`
+	// ProxyCode, when set, is the code that may ask for the identity on
+	// the workload's behalf: the executable of the process connected to
+	// the controller's Unix attestation socket (rampart-proxy). Without
+	// it, which proxy build runs the app is not checked. It has the shape
+	// of Code and is checked the same way; an attestation that measures
+	// no connecting process (over TCP) is refused.
+	ProxyCode *CodePolicy `json:"proxyCode,omitempty"`
 	// Unix, when set, lets a process on the controller's Unix attestation
 	// socket claim the identity without a join token, if it runs as one of
 	// these users and groups (and its executable is admitted by Code). Not
@@ -125,11 +134,14 @@ func (p *WorkloadAttestationPolicy) Validate() error {
 			errs.add("spec.serviceAccount", "%s/%s is the controller's own identity, which no workload may receive", ns, sa)
 		}
 	}
-	if spec.Code == nil && spec.Unix == nil {
-		errs.add("spec", "set code (which code may receive the identity), unix (which local processes may claim it), or both")
+	if spec.Code == nil && spec.ProxyCode == nil && spec.Unix == nil {
+		errs.add("spec", "set code (which code may receive the identity), proxyCode (which proxy build may ask for it), unix (which local processes may claim it), or several")
 	}
 	if c := spec.Code; c != nil {
-		validateCodePolicy(&errs, c)
+		validateCodePolicy(&errs, "spec.code", c)
+	}
+	if c := spec.ProxyCode; c != nil {
+		validateCodePolicy(&errs, "spec.proxyCode", c)
 	}
 	if u := spec.Unix; u != nil {
 		if ns == RootNamespace {
@@ -144,32 +156,32 @@ func (p *WorkloadAttestationPolicy) Validate() error {
 	return errs.errOrNil()
 }
 
-func validateCodePolicy(errs *FieldErrors, c *CodePolicy) {
+func validateCodePolicy(errs *FieldErrors, field string, c *CodePolicy) {
 	if len(c.Digests) == 0 && len(c.Signers) == 0 {
-		errs.add("spec.code", "admits nothing: list digests, signers or both")
+		errs.add(field, "admits nothing: list digests, signers or both")
 	}
 	if len(c.Digests) > maxAttestationListLen {
-		errs.add("spec.code.digests", "has %d entries, more than the %d allowed", len(c.Digests), maxAttestationListLen)
+		errs.add(field+".digests", "has %d entries, more than the %d allowed", len(c.Digests), maxAttestationListLen)
 	}
 	seen := make(map[string]int, len(c.Digests))
 	for i, d := range c.Digests {
-		path := fmt.Sprintf("spec.code.digests[%d]", i)
+		path := fmt.Sprintf("%s.digests[%d]", field, i)
 		if err := codedigest.Check(d); err != nil {
 			errs.add(path, "%s", strings.TrimPrefix(err.Error(), "codedigest: "))
 			continue
 		}
 		if j, dup := seen[d]; dup {
-			errs.add(path, "duplicate digest (also spec.code.digests[%d])", j)
+			errs.add(path, "duplicate digest (also %s.digests[%d])", field, j)
 			continue
 		}
 		seen[d] = i
 	}
 	if len(c.Signers) > maxAttestationListLen {
-		errs.add("spec.code.signers", "has %d entries, more than the %d allowed", len(c.Signers), maxAttestationListLen)
+		errs.add(field+".signers", "has %d entries, more than the %d allowed", len(c.Signers), maxAttestationListLen)
 	}
 	names := make(map[string]int, len(c.Signers))
 	for i, s := range c.Signers {
-		path := fmt.Sprintf("spec.code.signers[%d]", i)
+		path := fmt.Sprintf("%s.signers[%d]", field, i)
 		switch {
 		case s.Name == "":
 			errs.add(path+".name", "is required: it names the key in logs")
@@ -177,7 +189,7 @@ func validateCodePolicy(errs *FieldErrors, c *CodePolicy) {
 			errs.add(path+".name", "%s", dns1123Label(s.Name))
 		default:
 			if j, dup := names[s.Name]; dup {
-				errs.add(path+".name", "duplicate signer %q (also spec.code.signers[%d])", s.Name, j)
+				errs.add(path+".name", "duplicate signer %q (also %s.signers[%d])", s.Name, field, j)
 			} else {
 				names[s.Name] = i
 			}

@@ -87,6 +87,15 @@ func TestWorkloadAttestationPolicyValidate(t *testing.T) {
 		}, want: FieldErrors{{Path: "spec.serviceAccount", Msg: "rampart-system/rampart-controller is the controller's own identity"}}},
 		{name: "empty code", mutate: func(p *WorkloadAttestationPolicy) { p.Spec.Code = &CodePolicy{} },
 			want: FieldErrors{{Path: "spec.code", Msg: "admits nothing"}}},
+		{name: "proxy code only", mutate: func(p *WorkloadAttestationPolicy) {
+			p.Spec.Code, p.Spec.Unix, p.Spec.ProxyCode = nil, nil, &CodePolicy{Digests: []string{digestB}}
+		}},
+		{name: "bad proxy code", mutate: func(p *WorkloadAttestationPolicy) {
+			p.Spec.ProxyCode = &CodePolicy{Digests: []string{digestA, digestA}, Signers: []CodeSigner{{Name: "release"}}}
+		}, want: FieldErrors{
+			{Path: "spec.proxyCode.digests[1]", Msg: "duplicate digest (also spec.proxyCode.digests[0])"},
+			{Path: "spec.proxyCode.signers[0].publicKey", Msg: "is required"},
+		}},
 		{name: "bad digests", mutate: func(p *WorkloadAttestationPolicy) {
 			p.Spec.Code.Digests = []string{digestA, "sha256:" + strings.ToUpper(digestB[7:]), digestA, "9f86d081", digestB}
 		}, want: FieldErrors{

@@ -60,7 +60,7 @@ func (b *bench) run(ctx context.Context) (*results, error) {
 	res.Machine = machineInfo(ctx, b.root, b.tools)
 	step("working directory %s", b.dir)
 
-	if o.wantsRampart() || o.discovery {
+	if o.wantsRampart() || o.discovery || o.traffic {
 		b.bin = o.binDir
 		if b.bin == "" {
 			b.bin = filepath.Join(b.root, ".cache", "bench", "bin")
@@ -77,8 +77,10 @@ func (b *bench) run(ctx context.Context) (*results, error) {
 	if b.certs, err = writeCerts(b.dir); err != nil {
 		return nil, err
 	}
-	if err := b.startBackends(ctx); err != nil {
-		return nil, err
+	if len(o.targets) > 0 {
+		if err := b.startBackends(ctx); err != nil {
+			return nil, err
+		}
 	}
 	for _, name := range o.targets {
 		step("starting target %s", name)
@@ -144,6 +146,16 @@ func (b *bench) run(ctx context.Context) (*results, error) {
 			return nil, fmt.Errorf("discovery: %w", err)
 		}
 		res.DiscoveryRSS = d
+	}
+	if o.traffic {
+		// Last: it kills a proxy, which the checks of the other
+		// measurements would report.
+		step("traffic: an endpoint killed and a route flipped at %d req/s", o.trafficRPS)
+		tr, err := b.measureTraffic(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("traffic: %w", err)
+		}
+		res.Traffic = tr
 	}
 	res.finish()
 	res.Machine.LoadAvgEnd = loadAvg()

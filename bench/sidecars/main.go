@@ -95,6 +95,8 @@ type options struct {
 	services    int
 	endpoints   int
 	keep        bool
+	traffic     bool
+	trafficRPS  int
 }
 
 func parseFlags(args []string) (options, error) {
@@ -119,6 +121,10 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.services, "services", 1000, "services of the discovery measurement")
 	fs.IntVar(&o.endpoints, "endpoints", 10000, "endpoints (static workloads) of the discovery measurement, spread evenly over the services")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (configurations, logs) even when the run succeeds")
+	fs.BoolVar(&o.traffic, "traffic", true, "also run the traffic scenario: an endpoint killed and a route flipped under a fixed request rate")
+	fs.IntVar(&o.trafficRPS, "traffic-rps", 500, "request rate of the traffic scenario, all its clients together")
+	var onlyTraffic bool
+	fs.BoolVar(&onlyTraffic, "only-traffic", false, "run the traffic scenario alone (no targets, gRPC or discovery; needs none of the external tools)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -128,7 +134,13 @@ func parseFlags(args []string) (options, error) {
 	if quick {
 		o.duration, o.warmup, o.rounds = 3*time.Second, time.Second, 1
 	}
+	if onlyTraffic {
+		targets, o.grpc, o.discovery, o.traffic = "", false, false, true
+	}
 	for _, t := range strings.Split(targets, ",") {
+		if t = strings.TrimSpace(t); t == "" && onlyTraffic {
+			continue
+		}
 		t = strings.TrimSpace(t)
 		if !slices.Contains(allTargets, t) {
 			return o, fmt.Errorf("-targets: unknown target %q; known: %s", t, strings.Join(allTargets, ", "))
@@ -142,6 +154,8 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-duration must be at least 1s")
 	case o.rounds < 1 || o.qps < 1 || o.connections < 1 || o.workers < 1:
 		return o, errors.New("-rounds, -qps, -connections and -peer-workers must be positive")
+	case o.traffic && (o.trafficRPS < trafficClients || o.trafficRPS > 5000):
+		return o, fmt.Errorf("-traffic-rps must be between %d and 5000", trafficClients)
 	case o.backend != "nginx" && o.backend != "go":
 		return o, fmt.Errorf("-backend %q: want nginx or go", o.backend)
 	case o.services < 1 || o.endpoints < o.services:
@@ -246,10 +260,11 @@ func findTools(root string, o options) (toolPaths, error) {
 		}
 		missing = append(missing, name)
 	}
-	need("wrk", &t.wrk, true)
-	need("fortio", &t.fortio, true)
+	targets := len(o.targets) > 0
+	need("wrk", &t.wrk, targets)
+	need("fortio", &t.fortio, targets)
 	need("ghz", &t.ghz, o.grpc && o.wantsRampart())
-	need("nginx", &t.nginx, o.backend == "nginx" || o.wants(targetNginx))
+	need("nginx", &t.nginx, targets && (o.backend == "nginx" || o.wants(targetNginx)))
 	need("haproxy", &t.haproxy, o.wants(targetHAProxy))
 	if len(missing) > 0 {
 		return t, fmt.Errorf("%s not found in PATH, .cache/bin or /usr/sbin: run `bash bench/setup.sh` first; it installs wrk, nginx and haproxy with apt-get and fortio and ghz into .cache/bin",

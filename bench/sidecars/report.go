@@ -19,6 +19,7 @@ type results struct {
 	RatiosToNginx map[string]ratios       `json:"ratios_to_nginx,omitempty"`
 	GRPC          *grpcResults            `json:"grpc,omitempty"`
 	DiscoveryRSS  *discoveryResult        `json:"discovery_rss,omitempty"`
+	Traffic       *trafficResult          `json:"traffic,omitempty"`
 	Notes         []string                `json:"notes"`
 	opts          options                 // for the table's header
 	byName        map[string]targetResult // filled by finish
@@ -304,6 +305,10 @@ func (r *results) finish() {
 	if d := r.DiscoveryRSS; d != nil {
 		r.Notes = append(r.Notes, fmt.Sprintf("discovery_rss: a second controller holds %d Services and %d static Workloads (namespace bench); VmRSS of a proxy %v after its configuration holds what it asked for, next to a proxy of the same controller that asks for nothing (baseline). transparent: a proxy in transparent mode (--outbound-listen), which receives every service; upstreams: a proxy naming as many services with --upstream as one Watch request may (%d), each with its own listener.", d.Services, d.Endpoints, time.Duration(d.SettleSeconds*float64(time.Second)), maxUpstreams))
 	}
+	if t := r.Traffic; t != nil {
+		r.Notes = append(r.Notes, fmt.Sprintf("traffic: a third controller; service web routed by an HTTPRoute to web-blue (%d endpoints) and web-green (%d), each endpoint a rampart-proxy in front of its version's app (a Go net/http server in the benchmark process); %d client proxies, each with an --upstream listener for web, get GETs at %d req/s together, open loop (a request is sent on time whatever the earlier ones did; %v timeout). After %v, blue-1's proxy is killed (SIGKILL); %v later the route file is rewritten (renamed into place) to send everything to green. warmup, kill and flip count the requests sent in each phase and the failed ones (an error or a non-200 answer). propagation_ms: from the rename to the arrival at green of the first request of each client proxy (per client, and the largest). stale_after_green: blue answers to requests sent after their client's first green arrival. retries and budget_exhausted: rampart_proxy_retries_total of the client proxies.",
+			t.Blue, t.Green, t.Clients, t.RPS, trafficTimeout, trafficWarmup, trafficKillPhase))
+	}
 	for _, t := range r.Targets {
 		if t.Errors > 0 {
 			r.Notes = append(r.Notes, fmt.Sprintf("%s: %d requests failed (non-2xx answers, socket errors); see rounds[].", t.Name, t.Errors))
@@ -333,11 +338,13 @@ func (r *results) write(path string) error {
 func (r *results) markdown() string {
 	var b strings.Builder
 	m := r.Machine
-	fmt.Fprintf(&b, "Side-by-side data plane, %s: %d CPUs (%s), %s, Linux %s; %s each run, median of %d round(s), %d connections.\n\n",
-		r.Date[:10], m.CPUs, m.CPUModel, m.GoVersion, m.Kernel, r.Settings.Duration, r.Settings.Rounds, r.Settings.Connections)
-	fmt.Fprintf(&b, "| HTTP/1.1 | req/s (wrk) | p50 ms @%d/s | p99 ms @%d/s | proxy CPU s / 1k req | proxy RSS MB | req/s vs nginx | p99 vs nginx | CPU vs nginx | RSS vs nginx |\n",
-		r.Settings.QPS, r.Settings.QPS)
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	if len(r.Targets) > 0 {
+		fmt.Fprintf(&b, "Side-by-side data plane, %s: %d CPUs (%s), %s, Linux %s; %s each run, median of %d round(s), %d connections.\n\n",
+			r.Date[:10], m.CPUs, m.CPUModel, m.GoVersion, m.Kernel, r.Settings.Duration, r.Settings.Rounds, r.Settings.Connections)
+		fmt.Fprintf(&b, "| HTTP/1.1 | req/s (wrk) | p50 ms @%d/s | p99 ms @%d/s | proxy CPU s / 1k req | proxy RSS MB | req/s vs nginx | p99 vs nginx | CPU vs nginx | RSS vs nginx |\n",
+			r.Settings.QPS, r.Settings.QPS)
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	}
 	for _, t := range r.Targets {
 		rt, ok := r.RatiosToNginx[t.Name]
 		vs := func(v float64) string {
@@ -387,6 +394,26 @@ func (r *results) markdown() string {
 			}
 		}
 	}
+	if t := r.Traffic; t != nil {
+		b.WriteString(t.markdown())
+	}
+	return b.String()
+}
+
+// trafficMarkdown renders the traffic scenario.
+func (t *trafficResult) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nTraffic: %d req/s asked (%.1f sent per second) from %d client proxies; web-blue has %d endpoints, web-green %d.\n\n",
+		t.RPS, t.AchievedRPS, t.Clients, t.Blue, t.Green)
+	b.WriteString("| phase | requests | failed |\n|---|---:|---:|\n")
+	for _, p := range []struct {
+		name string
+		ph   trafficPhase
+	}{{"steady", t.Warmup}, {"blue-1's proxy killed", t.Kill}, {"route flipped to green", t.Flip}} {
+		fmt.Fprintf(&b, "| %s | %d | %d |\n", p.name, p.ph.Requests, p.ph.Failed)
+	}
+	fmt.Fprintf(&b, "\nRoute change at every client proxy: %.0f ms after the file was written (per client: %v ms); %d blue answers after a client's first green one; retries %.0f, refused by the budget %.0f.\n",
+		t.PropagationMs, t.PropagationMsByClient, t.StaleAfterGreen, t.Retries, t.BudgetExhausted)
 	return b.String()
 }
 

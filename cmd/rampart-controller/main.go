@@ -51,7 +51,7 @@ func run(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.AttestSocket, "attest-socket", "", "also serve the gRPC API on this Unix socket (mode 0660), where local processes obtain identities by WorkloadAttestationPolicy, without a join token (none: off)")
 	fs.StringVar(&cfg.AdminListen, "admin-listen", controller.DefaultAdminListen, `admin HTTP listen address for /metrics, /ready, /live and /identity ("off" disables it)`)
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", controller.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
-	fs.StringVar(&cfg.Egress, "egress", controller.EgressAllowAny, "what transparent proxies do with connections outside the mesh: allow-any or mesh-only")
+	fs.StringVar(&cfg.Egress, "egress", controller.EgressAllowAny, "what transparent proxies do with connections outside the mesh: allow-any, mesh-only, or allow-listed (only what EgressPolicies admit)")
 	fs.DurationVar(&cfg.SVIDTTL, "svid-ttl", controller.DefaultSVIDTTL, "lifetime of issued workload certificates")
 	var ext ca.External
 	fs.StringVar(&ext.BundleFile, "ca-bundle", "", "external CA: PEM file of the root certificate(s) to trust (with --ca-cert and --ca-key; Rampart then never holds a root key)")

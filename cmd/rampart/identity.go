@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -14,22 +15,27 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/rampart-mesh/rampart/internal/ca"
 	"github.com/rampart-mesh/rampart/internal/controller"
+	"github.com/rampart-mesh/rampart/internal/identity"
+	"github.com/rampart-mesh/rampart/internal/revocation"
 )
 
 func newIdentityCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "identity",
-		Short: "Rotate the mesh's CA and show the identities in use",
-		Long: `Rotate the controller's issuer and root without downtime, and show the trust
-anchors, the issuer and the workload certificates in use. Rotations change the
-CA in the controller's state directory; the running controller picks them up
-within its --ca-poll-interval and pushes the new trust bundle to every proxy.
-See docs/identity.md.`,
+		Short: "Rotate the mesh's CA, show the identities in use, revoke them",
+		Long: `Rotate the controller's issuer and root without downtime, show the trust
+anchors, the issuer and the workload certificates in use, and revoke a
+compromised certificate or identity. Rotations and revocations change the
+state directory; the running controller picks them up within its
+--ca-poll-interval and pushes the new trust bundle or revocation list to every
+proxy. See docs/identity.md.`,
 	}
-	cmd.AddCommand(newRotateIssuerCommand(), newRotateRootCommand(), newIdentityStatusCommand())
+	cmd.AddCommand(newRotateIssuerCommand(), newRotateRootCommand(), newIdentityStatusCommand(),
+		newRevokeCommand(), newRevocationsCommand())
 	return cmd
 }
 
@@ -255,4 +261,230 @@ func printStatus(w io.Writer, st controller.IdentityStatus) {
 			fmt.Fprintln(w, m)
 		}
 	}
+}
+
+func newRevokeCommand() *cobra.Command {
+	var (
+		stateDir, reason string
+		release          bool
+	)
+	cmd := &cobra.Command{
+		Use:   "revoke <spiffe-id|serial>",
+		Short: "Revoke a certificate or an identity at once, without waiting for expiry",
+		Long: `Revoke a compromised workload's certificate (by serial, as rampart identity
+status prints it) or identity (a SPIFFE ID of the mesh's trust domain). The
+running controller reads the change at once (and within --ca-poll-interval in
+any case) and pushes the revocation list to every proxy: their tunnel
+connections with the revoked certificate are closed and new handshakes with it
+refused, in both directions.
+
+A revoked serial stays revoked until the certificate expires; the workload
+obtains a new certificate only by attesting again (a new join token). A
+revoked identity refuses every certificate of it issued before the
+revocation, and the controller issues none for it until --release; its
+certificates issued before the revocation stay refused after the release,
+until they expire. The controller's own identity cannot be revoked.
+See docs/identity.md.`,
+		Example: `  rampart identity revoke 5f3a9c0d2e8b41f6a7c3d9e0b1f2a4c6 --reason "key leaked"
+  rampart identity revoke spiffe://rampart.local/ns/shop/sa/payments --reason "compromised host"
+  rampart identity revoke --release spiffe://rampart.local/ns/shop/sa/payments`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			td, err := ca.StoredTrustDomain(filepath.Join(stateDir, controller.CADir))
+			if err != nil {
+				return fmt.Errorf("identity: %w; is --state-dir the controller's?", err)
+			}
+			path := filepath.Join(stateDir, controller.RevocationsFile)
+			now := time.Now().UTC().Truncate(time.Second)
+			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			arg := strings.TrimSpace(args[0])
+			if release {
+				id, err := revokedIdentityArg(arg, td)
+				if err != nil {
+					return err
+				}
+				if _, err := revocation.Update(path, now, 0, func(l *revocation.List) error {
+					return l.Release(id.String(), now)
+				}); err != nil {
+					return fmt.Errorf("identity: %w", err)
+				}
+				fmt.Fprintf(out, "Released %s: the controller issues it again (attest with a new join token); its certificates issued before the revocation stay refused until they expire.\n", id)
+				return nil
+			}
+			if strings.HasPrefix(arg, "spiffe://") {
+				id, err := revokedIdentityArg(arg, td)
+				if err != nil {
+					return err
+				}
+				if _, err := revocation.Update(path, now, 0, func(l *revocation.List) error {
+					return l.RevokeIdentity(revocation.Identity{SPIFFEID: id.String(), RevokedAt: now, Reason: reason})
+				}); err != nil {
+					return fmt.Errorf("identity: %w", err)
+				}
+				fmt.Fprintf(out, "Revoked %s at %s: every certificate of it issued before is refused, and none is issued until --release.\n", id, now.Format(time.RFC3339))
+				fmt.Fprintln(errOut, "The running controller pushes the list to every proxy within seconds (at most its --ca-poll-interval).")
+				return nil
+			}
+			serial, err := serialArg(arg)
+			if err != nil {
+				return err
+			}
+			entry := revocation.Certificate{Serial: serial, RevokedAt: now, Reason: reason}
+			leaf, found, err := recordedLeaf(stateDir, serial)
+			switch {
+			case err != nil:
+				fmt.Fprintf(errOut, "warning: cannot read the record of certificates in use (%v); revoking %s anyway, until one certificate lifetime from now\n", err, serial)
+			case !found:
+				fmt.Fprintf(errOut, "warning: %s is not among the certificates in use (rampart identity status); revoking it anyway, until one certificate lifetime from now\n", serial)
+			case leaf.Kind == ca.KindServing || leaf.SPIFFEID == identity.ControllerID(td).String():
+				return fmt.Errorf("identity: %s is the controller's own certificate: revoking it would cut every proxy off the control plane", serial)
+			default:
+				entry.NotAfter, entry.SPIFFEID = leaf.NotAfter.UTC(), leaf.SPIFFEID
+			}
+			if _, err := revocation.Update(path, now, 0, func(l *revocation.List) error {
+				return l.RevokeCertificate(entry)
+			}); err != nil {
+				return fmt.Errorf("identity: %w", err)
+			}
+			msg := fmt.Sprintf("Revoked certificate %s", serial)
+			if entry.SPIFFEID != "" {
+				msg += fmt.Sprintf(" of %s (expires %s)", entry.SPIFFEID, entry.NotAfter.Format(time.RFC3339))
+			}
+			fmt.Fprintln(out, msg+".")
+			fmt.Fprintln(errOut, "The running controller pushes the list to every proxy within seconds (at most its --ca-poll-interval); the workload must attest again (a new join token) to get a new certificate.")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&stateDir, "state-dir", defaultStateDir(), "the controller's state directory (its --state-dir)")
+	f.StringVar(&reason, "reason", "", "why, recorded with the entry and in proxies' logs")
+	f.BoolVar(&release, "release", false, "let the controller issue a revoked identity again")
+	return cmd
+}
+
+// revokedIdentityArg parses a SPIFFE ID to revoke or release: one of the
+// mesh's trust domain, not the controller's.
+func revokedIdentityArg(arg string, td spiffeid.TrustDomain) (spiffeid.ID, error) {
+	id, err := spiffeid.FromString(arg)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("identity: %q is not a SPIFFE ID: %w", arg, err)
+	}
+	if id.TrustDomain() != td {
+		return spiffeid.ID{}, fmt.Errorf("identity: %s is not in the mesh's trust domain %s", id, td.Name())
+	}
+	if id == identity.ControllerID(td) {
+		return spiffeid.ID{}, fmt.Errorf("identity: %s is the controller's own identity: revoking it would cut every proxy off the control plane", id)
+	}
+	if _, _, err := identity.ParseWorkloadID(id); err != nil {
+		return spiffeid.ID{}, fmt.Errorf("identity: %s is not a workload identity (spiffe://%s/ns/<namespace>/sa/<service-account>): %w", id, td.Name(), err)
+	}
+	return id, nil
+}
+
+// serialArg reads a certificate serial number in hexadecimal, with or
+// without colons, in either case, and returns it as Rampart prints it.
+func serialArg(arg string) (string, error) {
+	s := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(arg, "0x"), ":", ""))
+	n, ok := new(big.Int).SetString(s, 16)
+	if !ok || n.Sign() <= 0 || strings.ContainsAny(s, "+-_") {
+		return "", fmt.Errorf("identity: %q is neither a SPIFFE ID (spiffe://...) nor a hexadecimal certificate serial (rampart identity status lists them)", arg)
+	}
+	serial := n.Text(16)
+	if err := revocation.CheckSerial(serial); err != nil {
+		return "", fmt.Errorf("identity: %w", err)
+	}
+	return serial, nil
+}
+
+// recordedLeaf finds serial in the controller's record of certificates in
+// use.
+func recordedLeaf(stateDir, serial string) (ca.Leaf, bool, error) {
+	authority, err := openCA(stateDir)
+	if err != nil {
+		return ca.Leaf{}, false, err
+	}
+	leaves, err := authority.RecordedLeaves()
+	if err != nil {
+		return ca.Leaf{}, false, err
+	}
+	for _, l := range leaves {
+		if l.Serial == serial {
+			return l, true, nil
+		}
+	}
+	return ca.Leaf{}, false, nil
+}
+
+func newRevocationsCommand() *cobra.Command {
+	var stateDir, output string
+	cmd := &cobra.Command{
+		Use:   "revocations",
+		Short: "List the revoked certificates and identities",
+		Long: `List the revocation list in the controller's state directory: revoked
+certificates (until they expire) and identities (released or not).`,
+		Example: `  rampart identity revocations
+  rampart identity revocations -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := revocation.Load(filepath.Join(stateDir, controller.RevocationsFile))
+			if err != nil {
+				return fmt.Errorf("identity: %w", err)
+			}
+			w := cmd.OutOrStdout()
+			switch output {
+			case "json":
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				if l.Certificates == nil {
+					l.Certificates = []revocation.Certificate{}
+				}
+				if l.Identities == nil {
+					l.Identities = []revocation.Identity{}
+				}
+				return enc.Encode(l)
+			case "", "table":
+				printRevocations(w, l, time.Now())
+				return nil
+			}
+			return fmt.Errorf("identity: -o %q: want table or json", output)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&stateDir, "state-dir", defaultStateDir(), "the controller's state directory (its --state-dir)")
+	f.StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+func printRevocations(w io.Writer, l *revocation.List, now time.Time) {
+	if l.Len() == 0 {
+		fmt.Fprintln(w, "Nothing is revoked.")
+		return
+	}
+	date := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tREVOKED\tSTATE\tREVOKED AT\tREASON")
+	for _, c := range l.Certificates {
+		what := c.Serial
+		if c.SPIFFEID != "" {
+			what += " (" + c.SPIFFEID + ")"
+		}
+		var state string
+		switch {
+		case c.NotAfter.IsZero():
+			state = "revoked, expiry unknown"
+		case !now.Before(c.NotAfter):
+			state = "expired " + date(c.NotAfter)
+		default:
+			state = "revoked until " + date(c.NotAfter)
+		}
+		fmt.Fprintf(tw, "certificate\t%s\t%s\t%s\t%s\n", what, state, date(c.RevokedAt), cmp.Or(c.Reason, "-"))
+	}
+	for _, id := range l.Identities {
+		state := "revoked, not issued"
+		if id.Released() {
+			state = "released " + date(id.ReleasedAt) + "; older certificates refused"
+		}
+		fmt.Fprintf(tw, "identity\t%s\t%s\t%s\t%s\n", id.SPIFFEID, state, date(id.RevokedAt), cmp.Or(id.Reason, "-"))
+	}
+	tw.Flush()
 }

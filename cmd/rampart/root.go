@@ -25,7 +25,10 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newTokenCommand(),
 		newIdentityCommand(),
 		newPolicyCommand(),
+		newCodeCommand(),
 		newVersionCommand(),
+		newStatCommand(),
+		newEdgesCommand(),
 	)
 	return root
 }

@@ -202,7 +202,7 @@ func TestPodsTalkThroughTheMesh(t *testing.T) {
 		if err != nil || strings.TrimSpace(string(out)) != "opaque" {
 			t.Fatalf("GET through the pod IP: %v: %q", err, out)
 		}
-		if got := client.metric("rampart_proxy_tcp_connections_total", `direction="outbound"`, `service="redis.default"`); got < 2 {
+		if got := client.metric("rampart_proxy_tcp_connections_total", `direction="outbound"`, `dst_service="redis.default"`); got < 2 {
 			t.Errorf("outbound TCP connections to redis = %v, want at least 2", got)
 		}
 	})
@@ -245,7 +245,7 @@ func TestPodsTalkThroughTheMesh(t *testing.T) {
 		if body != "outside " {
 			t.Fatalf("answer %q: the destination outside the mesh must see no mesh identity", body)
 		}
-		if got := client.metric("rampart_proxy_egress_connections_total", `action="passthrough"`); got == 0 {
+		if got := client.metric("rampart_proxy_egress_connections_total", `action="allowed"`); got == 0 {
 			t.Error("passthrough not counted")
 		}
 	})

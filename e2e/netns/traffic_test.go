@@ -367,3 +367,158 @@ func TestTrafficBlueGreenFlip(t *testing.T) {
 		t.Errorf("no blue answer: the load did not span the flip")
 	}
 }
+
+// togglingWebApp is webApp answering 503 while failing is set; it counts
+// the requests it receives, whatever it answers.
+func togglingWebApp(t *testing.T, p *meshPod, failing *atomic.Bool, hits *atomic.Int64) {
+	t.Helper()
+	l, err := p.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", webPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if failing.Load() {
+			http.Error(w, p.Name+" is failing", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "%s %s %s", p.Name, r.Proto, r.Header.Get("Rampart-Client-Id"))
+	})}
+	go srv.Serve(l) //nolint:errcheck // ends at Close
+	t.Cleanup(func() { srv.Close() })
+}
+
+// ejectionPolicy shortens web's ejections so that the test sees one end,
+// and balances round-robin: PeakEWMA's failure penalty alone already
+// steers requests away from an endpoint that fails fast, so that it
+// reaches five failures in a row only slowly; round-robin leaves the
+// ejection to outlier detection.
+const ejectionPolicy = `apiVersion: rampart.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: web}
+spec:
+  targetRefs: [{kind: Service, name: web}]
+  loadBalancer: RoundRobin
+  outlierDetection:
+    consecutiveFailures: 5
+    baseEjectionTime: 5s
+`
+
+// TestTrafficEjectAndReturn runs three endpoints of web under steady
+// load; one starts answering 503: the client's proxy ejects it
+// (rampart_proxy_endpoint_ejections_total) and its share of the requests
+// drops to about nothing while it is out, the GETs it failed being
+// retried on the others. Then it heals, and once its ejection is over it
+// takes its share again.
+func TestTrafficEjectAndReturn(t *testing.T) {
+	c := newCluster(t, "allow-any", map[string]string{"services.yaml": services, "traffic.yaml": ejectionPolicy})
+	var (
+		failing atomic.Bool
+		hits    [3]atomic.Int64
+	)
+	names := []string{"web-1", "web-2", "web-3"}
+	for i, name := range names {
+		p := c.addMeshPod(name, "web", "app=web")
+		var never atomic.Bool
+		if i == 0 {
+			togglingWebApp(t, p, &failing, &hits[i])
+		} else {
+			togglingWebApp(t, p, &never, &hits[i])
+		}
+	}
+	client := c.addMeshPod("client", "client", "app=client")
+	url := "http://" + webVIP + "/"
+	hc := client.HTTPClient()
+	seen := map[string]int{}
+	eventually(t, 20*time.Second, func() error {
+		body, err := get(hc, url)
+		if err != nil {
+			return err
+		}
+		from, _, _ := strings.Cut(body, " ")
+		seen[from]++
+		if len(seen) < 3 {
+			return fmt.Errorf("answers so far by pod: %v", seen)
+		}
+		return nil
+	})
+	ejections := func() float64 {
+		return client.metric("rampart_proxy_endpoint_ejections_total", `service="web.default"`)
+	}
+	hitsNow := func() (out [3]int64) {
+		for i := range hits {
+			out[i] = hits[i].Load()
+		}
+		return out
+	}
+	share := func(from, to [3]int64) (float64, int64) {
+		var total int64
+		for i := range from {
+			total += to[i] - from[i]
+		}
+		if total == 0 {
+			return 0, 0
+		}
+		return float64(to[0]-from[0]) / float64(total), total
+	}
+
+	l := startLoad(t, client, url, 4, 20*time.Millisecond)
+	l.waitFor(t, 0, 200)
+	steadyFrom := hitsNow()
+	l.waitFor(t, 200, 300)
+	steadyShare, steadyN := share(steadyFrom, hitsNow())
+	t.Logf("steady: web-1 got %.1f%% of %d requests", 100*steadyShare, steadyN)
+
+	before := ejections()
+	failing.Store(true)
+	failStart := time.Now()
+	eventually(t, 20*time.Second, func() error {
+		if ejections() == before {
+			return fmt.Errorf("web-1 answers 503 and is not ejected yet")
+		}
+		return nil
+	})
+	ejectedAfter := time.Since(failStart)
+	// While it is out (the first ejection lasts 5 s; it fails again when
+	// it comes back, and is ejected for longer), it gets almost nothing.
+	outFrom, outStart := hitsNow(), time.Now()
+	n := len(l.snapshot())
+	l.waitFor(t, n, 150)
+	outShare, outN := share(outFrom, hitsNow())
+	t.Logf("web-1 failing: ejected %v after it started answering 503 (ejections %v); then it got %.1f%% of %d requests over %v",
+		ejectedAfter.Round(time.Millisecond), ejections(), 100*outShare, outN, time.Since(outStart).Round(time.Millisecond))
+	if outShare > 0.05 {
+		t.Errorf("ejected web-1 got %.1f%% of the requests, want about none (< 5%%)", 100*outShare)
+	}
+
+	failing.Store(false)
+	heal := time.Now()
+	// It comes back when its ejection ends (at most the 5 min cap; here
+	// seconds), answers, warms up and takes its share again.
+	var backFrom [3]int64
+	eventually(t, 90*time.Second, func() error {
+		now := hitsNow()
+		if backFrom == ([3]int64{}) {
+			backFrom = now
+		}
+		// Over windows of 150 requests.
+		s, total := share(backFrom, now)
+		switch {
+		case total < 150:
+			return fmt.Errorf("%d requests in this window so far", total)
+		case s < steadyShare/3:
+			backFrom = now
+			return fmt.Errorf("web-1 got %.1f%% of the last %d requests, want at least %.1f%%", 100*s, total, 100*steadyShare/3)
+		}
+		return nil
+	})
+	back := time.Since(heal)
+	l.halt()
+	all := l.snapshot()
+	by, failed := tally(all)
+	t.Logf("healed: web-1 back to a share %v after it healed; in all %d requests, by pod %v, %d failed; ejections %v; retries %v, refused by the budget %v",
+		back.Round(time.Millisecond), len(all), by, len(failed), ejections(),
+		client.metric("rampart_proxy_retries_total", `service="web.default"`, `verdict="retry"`),
+		client.metric("rampart_proxy_retries_total", `service="web.default"`, `verdict="budget_exhausted"`))
+	reportFailures(t, "across the failure, ejection and return", len(all), failed)
+}

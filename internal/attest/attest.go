@@ -31,6 +31,11 @@ type Evidence struct {
 	// Unix is the process at the other end of a connection to the
 	// controller's Unix socket.
 	Unix *UnixPeer
+	// App is the app that the process on Unix runs as its child
+	// (CertifyRequest.app_pid), pinned by UnixPeer.CaptureApp; nil when
+	// it runs none. When set, the app's executable is the workload's
+	// code, and Unix's is the proxy's.
+	App *UnixPeer
 	// Kubernetes is a projected ServiceAccount token and the node it
 	// claims to run on.
 	Kubernetes *KubernetesEvidence
@@ -52,6 +57,10 @@ type Result struct {
 	// Digest is the attested digest of the workload's code,
 	// "sha256:<hex>", or empty when the attestor measured none.
 	Digest string
+	// ProxyDigest is the digest of the process that asked on the
+	// workload's behalf when it is not the workload itself (Evidence.App
+	// was set); empty otherwise.
+	ProxyDigest string
 }
 
 // Reasons an attestation is refused: a closed set, for logs and metric
@@ -77,6 +86,12 @@ const (
 	ReasonPeerChanged    = "peer_changed"     // the process executed another program since it connected
 	ReasonPeerUnreadable = "peer_unreadable"  // the controller cannot read the process's executable
 
+	// The app a proxy runs as its child (CertifyRequest.app_pid).
+	ReasonAppNotChild  = "app_not_child"  // the PID is not a child process of the connected process
+	ReasonAppGone      = "app_gone"       // the app exited before it was attested
+	ReasonAppChanged   = "app_changed"    // the app executed another program while it was attested
+	ReasonAppNeedsUnix = "app_needs_unix" // an app PID was sent other than over the Unix attestation socket
+
 	// Code integrity.
 	ReasonCodeNotAttested = "code_not_attested" // a policy requires a code digest and none was measured
 	ReasonCodeNotAllowed  = "code_not_allowed"  // the digest is neither listed nor signed by a listed key
@@ -99,6 +114,7 @@ var reasons = []string{
 	ReasonNoToken, ReasonBadToken, ReasonUnknownToken, ReasonUsedToken, ReasonExpiredToken,
 	ReasonBadEvidence, ReasonReservedIdentity,
 	ReasonNoPolicy, ReasonUserNotAllowed, ReasonPeerGone, ReasonPeerChanged, ReasonPeerUnreadable,
+	ReasonAppNotChild, ReasonAppGone, ReasonAppChanged, ReasonAppNeedsUnix,
 	ReasonCodeNotAttested, ReasonCodeNotAllowed, ReasonCodeChanged,
 	ReasonTokenRejected, ReasonWrongAudience, ReasonTokenNotBound, ReasonPodNotFound,
 	ReasonPodMismatch, ReasonNodeMismatch, ReasonPodNotRunning, ReasonAPIUnavailable,

@@ -27,7 +27,7 @@ func docsExample(t *testing.T) (example, digest, sig string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sumRE := regexp.MustCompile(`^([0-9a-f]{64})  /usr/local/bin/rampart-proxy$`)
+	sumRE := regexp.MustCompile(`^(?:sha256:)?([0-9a-f]{64})  /usr/local/bin/orders$`)
 	var (
 		inBlock, marked, wantSig bool
 		body                     strings.Builder
@@ -56,7 +56,7 @@ func docsExample(t *testing.T) (example, digest, sig string) {
 		if wantSig {
 			sig, wantSig = line, false
 		}
-		if line == "$ cat /usr/local/bin/rampart-proxy.sig" {
+		if line == "$ cat /usr/local/bin/orders.sig" {
 			wantSig = true
 		}
 	}

@@ -43,6 +43,7 @@ type policy struct {
 	namespace      string // "" applies to every namespace (RootNamespace)
 	serviceAccount string // "" applies to every service account
 	code           *codePolicy
+	proxyCode      *codePolicy
 	unix           *unixPolicy
 }
 
@@ -112,25 +113,36 @@ func compile(in *v1alpha1.WorkloadAttestationPolicy) (*policy, error) {
 	if out.namespace == v1alpha1.RootNamespace {
 		out.namespace = ""
 	}
-	if c := in.Spec.Code; c != nil {
-		cp := &codePolicy{digests: make(map[string]bool, len(c.Digests))}
-		for _, d := range c.Digests {
-			cp.digests[d] = true
-		}
-		for _, s := range c.Signers {
-			key, err := v1alpha1.ParseSignerKey(s.PublicKey)
-			if err != nil {
-				// Validate parsed it already.
-				return nil, fmt.Errorf("attest: WorkloadAttestationPolicy %s: signer %s: %w", out.ref, s.Name, err)
-			}
-			cp.signers = append(cp.signers, signer{name: s.Name, key: key})
-		}
-		out.code = cp
+	var err error
+	if out.code, err = compileCode(out.ref, in.Spec.Code); err != nil {
+		return nil, err
+	}
+	if out.proxyCode, err = compileCode(out.ref, in.Spec.ProxyCode); err != nil {
+		return nil, err
 	}
 	if u := in.Spec.Unix; u != nil {
 		out.unix = &unixPolicy{uids: idSet(u.UIDs), gids: idSet(u.GIDs)}
 	}
 	return out, nil
+}
+
+func compileCode(ref string, c *v1alpha1.CodePolicy) (*codePolicy, error) {
+	if c == nil {
+		return nil, nil
+	}
+	cp := &codePolicy{digests: make(map[string]bool, len(c.Digests))}
+	for _, d := range c.Digests {
+		cp.digests[d] = true
+	}
+	for _, s := range c.Signers {
+		key, err := v1alpha1.ParseSignerKey(s.PublicKey)
+		if err != nil {
+			// Validate parsed it already.
+			return nil, fmt.Errorf("attest: WorkloadAttestationPolicy %s: signer %s: %w", ref, s.Name, err)
+		}
+		cp.signers = append(cp.signers, signer{name: s.Name, key: key})
+	}
+	return cp, nil
 }
 
 func idSet(ids []int64) map[uint32]bool {
@@ -183,6 +195,35 @@ type Code struct {
 // nor signed by a listed key. With no policy on code for id, any code, or
 // none, is admitted.
 func (p *Policies) CheckCode(id spiffeid.ID, code Code) error {
+	return p.checkCode(id, code, sectionCode)
+}
+
+// CheckProxyCode is CheckCode for the proxy that asks for id on the
+// workload's behalf, the process connected to the Unix attestation socket:
+// every policy that applies to id and has a proxyCode section must admit
+// it. With no such policy any proxy, measured or not, is admitted.
+func (p *Policies) CheckProxyCode(id spiffeid.ID, code Code) error {
+	return p.checkCode(id, code, sectionProxyCode)
+}
+
+// RequiresProxyCode reports whether a policy that applies to id has a
+// proxyCode section.
+func (p *Policies) RequiresProxyCode(id spiffeid.ID) bool {
+	for _, pol := range p.applicable(id) {
+		if pol.proxyCode != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// The code sections of a policy.
+const (
+	sectionCode      = "code"
+	sectionProxyCode = "proxyCode"
+)
+
+func (p *Policies) checkCode(id spiffeid.ID, code Code, section string) error {
 	var (
 		sig     []byte
 		sigErr  error
@@ -190,10 +231,18 @@ func (p *Policies) CheckCode(id spiffeid.ID, code Code) error {
 	)
 	for _, pol := range p.applicable(id) {
 		cp := pol.code
+		if section == sectionProxyCode {
+			cp = pol.proxyCode
+		}
 		if cp == nil {
 			continue
 		}
 		if code.Digest == "" {
+			if section == sectionProxyCode {
+				return refuse(ReasonCodeNotAttested,
+					"WorkloadAttestationPolicy "+pol.ref+" admits only an attested proxy build (proxyCode) for "+id.String()+
+						", and this request measured none: obtain and renew the identity over the controller's Unix attestation socket", nil)
+			}
 			return refuse(ReasonCodeNotAttested,
 				"WorkloadAttestationPolicy "+pol.ref+" admits only attested code for "+id.String()+
 					", and this request measured none: obtain the identity over the controller's Unix attestation socket (without a join token)", nil)
@@ -202,35 +251,39 @@ func (p *Policies) CheckCode(id spiffeid.ID, code Code) error {
 			continue
 		}
 		if len(cp.signers) == 0 {
-			return codeRefusal(pol, id, code, "it is not among the policy's digests", nil)
+			return codeRefusal(pol, section, id, code, "it is not among the policy's digests", nil)
 		}
 		if code.Signature == nil {
-			return codeRefusal(pol, id, code, "it is not among the policy's digests, and its signature cannot be checked on this path (renew over the Unix attestation socket)", nil)
+			return codeRefusal(pol, section, id, code, "it is not among the policy's digests, and its signature cannot be checked on this path (renew over the Unix attestation socket)", nil)
 		}
 		if !sigRead {
 			sig, sigErr = code.Signature()
 			sigRead = true
 		}
 		if sigErr != nil {
-			return codeRefusal(pol, id, code, "it is not among the policy's digests, and it has no readable signature", sigErr)
+			return codeRefusal(pol, section, id, code, "it is not among the policy's digests, and it has no readable signature", sigErr)
 		}
 		if !cp.verify(code.Digest, sig) {
-			return codeRefusal(pol, id, code, "it is not among the policy's digests, and its signature does not verify with any of the policy's signers ("+cp.signerNames()+")", nil)
+			return codeRefusal(pol, section, id, code, "it is not among the policy's digests, and its signature does not verify with any of the policy's signers ("+cp.signerNames()+")", nil)
 		}
 	}
 	return nil
 }
 
-func codeRefusal(pol *policy, id spiffeid.ID, code Code, why string, err error) *Error {
+func codeRefusal(pol *policy, section string, id spiffeid.ID, code Code, why string, err error) *Error {
 	src := ""
 	if code.Source != "" {
 		src = " (" + code.Source + ")"
 	}
+	what, may := "code ", " may not receive "
+	if section == sectionProxyCode {
+		what, may = "proxy code ", " may not ask for "
+	}
 	return &Error{
 		Reason: ReasonCodeNotAllowed,
 		Digest: code.Digest,
-		Msg: "code " + code.Digest + src + " may not receive " + id.String() + ": " + why +
-			"; WorkloadAttestationPolicy " + pol.ref + " decides which code may (docs/attestation.md)",
+		Msg: what + code.Digest + src + may + id.String() + ": " + why +
+			"; the " + section + " section of WorkloadAttestationPolicy " + pol.ref + " decides which code may (docs/attestation.md)",
 		Err: err,
 	}
 }

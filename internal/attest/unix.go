@@ -97,14 +97,72 @@ func (u *Unix) Attest(_ context.Context, ev Evidence) (Result, error) {
 	if err := u.policies.admitUnix(id, peer.UID, peer.GID); err != nil {
 		return Result{}, err
 	}
-	code, err := u.Measure(peer)
+	if ev.App != nil {
+		if err := ev.App.Err(); err != nil {
+			return Result{}, err
+		}
+		if ev.App.UID != peer.UID || ev.App.GID != peer.GID {
+			if err := u.policies.admitUnix(id, ev.App.UID, ev.App.GID); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+	w, err := u.MeasureWorkload(peer, ev.App)
 	if err != nil {
 		return Result{}, err
 	}
-	if err := u.policies.CheckCode(id, code); err != nil {
+	if err := u.policies.CheckProxyCode(id, w.Proxy); err != nil {
 		return Result{}, err
 	}
-	return Result{Attestor: AttestorUnix, ID: id, Digest: code.Digest}, nil
+	if err := u.policies.CheckCode(id, w.Code); err != nil {
+		return Result{}, err
+	}
+	res := Result{Attestor: AttestorUnix, ID: id, Digest: w.Code.Digest}
+	if ev.App != nil {
+		res.ProxyDigest = w.Proxy.Digest
+	}
+	return res, nil
+}
+
+// Workload is what the controller measured of a workload on the Unix
+// socket.
+type Workload struct {
+	// Code is the workload's code, for the policies' code sections and
+	// the certificate: the app's when the proxy runs one, the connected
+	// process's otherwise.
+	Code Code
+	// Proxy is the connected process's code, for the policies' proxyCode
+	// sections; the same as Code when the proxy runs no app.
+	Proxy Code
+}
+
+// MeasureWorkload measures a workload on the Unix socket: peer, the
+// connected process, and app, the app it runs as its child, or nil when
+// it runs none. The app must have been captured from peer (CaptureApp).
+// Both are checked to be still the same processes after both were hashed.
+// The controller measures every process on the Unix socket, also when a
+// join token or a certificate attests its identity.
+func (u *Unix) MeasureWorkload(peer, app *UnixPeer) (Workload, error) {
+	proxy, err := u.Measure(peer)
+	if err != nil {
+		return Workload{}, err
+	}
+	if app == nil {
+		return Workload{Code: proxy, Proxy: proxy}, nil
+	}
+	if app.parent != peer {
+		return Workload{}, refuse(ReasonBadEvidence, "the app was not captured from this connection's process", nil)
+	}
+	code, err := u.Measure(app)
+	if err != nil {
+		return Workload{}, err
+	}
+	// The proxy is checked again after the app was hashed: it still runs
+	// what was measured.
+	if _, err := u.Measure(peer); err != nil {
+		return Workload{}, err
+	}
+	return Workload{Code: code, Proxy: proxy}, nil
 }
 
 // Measure returns the code of the process on peer: the digest of the
@@ -126,20 +184,34 @@ func (u *Unix) Measure(peer *UnixPeer) (Code, error) {
 	return Code{
 		Digest:    digest,
 		Signature: peer.signature,
-		Source:    "the executable " + strconv.Quote(peer.exePath) + " of process " + strconv.Itoa(int(peer.PID)),
+		Source:    "the executable " + strconv.Quote(peer.exePath) + " of " + peer.describe(),
 	}, nil
 }
 
+// describe names the process for messages.
+func (p *UnixPeer) describe() string {
+	if p.parent != nil {
+		return "app process " + strconv.Itoa(int(p.PID)) + ", child of process " + strconv.Itoa(int(p.parent.PID))
+	}
+	return "process " + strconv.Itoa(int(p.PID))
+}
+
 // UnixPeer is the process at the other end of a Unix-socket connection, as
-// the kernel reported it when the controller accepted the connection. Its
-// file descriptors pin the process; Close releases them.
+// the kernel reported it when the controller accepted the connection, or
+// the app that process runs as its child (CaptureApp). Its file
+// descriptors pin the process; Close releases them.
 type UnixPeer struct {
 	// PID, UID and GID are what SO_PEERCRED reported: the process that
-	// connected, and its effective user and group when it connected.
+	// connected, and its effective user and group when it connected. For
+	// an app, its PID and its effective user and group when captured.
 	PID      int32
 	UID, GID uint32
 
 	err error // why the peer could not be captured; nil if it was
+
+	// parent is the connected process when this is the app it runs as
+	// its child (CaptureApp); nil for the connected process itself.
+	parent *UnixPeer
 
 	mu      sync.Mutex
 	closed  bool

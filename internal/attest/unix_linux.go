@@ -130,12 +130,22 @@ func (p *UnixPeer) capture(conn *net.UnixConn) error {
 		return refuse(ReasonPeerGone, fmt.Sprintf("process %d is gone", p.PID), err)
 	}
 	p.sys.procfd = procfd
-	if p.sys.startTime, err = readStartTime(procfd); err != nil {
+	st, err := readStat(procfd)
+	if err != nil {
 		return refuse(ReasonPeerGone, fmt.Sprintf("process %d is gone", p.PID), err)
 	}
+	p.sys.startTime = st.startTime
+	return p.pinExecutable()
+}
+
+// pinExecutable opens the executable of the process whose /proc directory
+// is open, records what it is, and checks that the process is still the
+// one captured.
+func (p *UnixPeer) pinExecutable() error {
+	procfd := p.sys.procfd
 	exefd, err := unix.Openat(procfd, "exe", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return exeError(p.PID, err)
+		return p.exeError(err)
 	}
 	p.sys.exe = os.NewFile(uintptr(exefd), "/proc/"+strconv.Itoa(int(p.PID))+"/exe")
 	var st unix.Stat_t
@@ -148,9 +158,106 @@ func (p *UnixPeer) capture(conn *net.UnixConn) error {
 	p.sys.exeDev, p.sys.exeIno = st.Dev, st.Ino
 	p.exePath, err = readlinkat(procfd, "exe")
 	if err != nil {
-		return exeError(p.PID, err)
+		return p.exeError(err)
 	}
 	return p.checkSameLocked()
+}
+
+// CaptureApp pins the app that the process on p says it runs as its child
+// (CertifyRequest.app_pid), by its PID as that process sees it. The app
+// must be a direct child of p (its parent PID is p's while p is alive and
+// the same process, and it started after p); it is pinned like p (a pidfd,
+// /proc/<pid> and its executable opened, its start time) and its effective
+// user and group are read from /proc/<pid>/status. It always returns an
+// app; when capture failed, Err says why (app_not_child, app_gone,
+// peer_unreadable, or p's own error). Close it when done; p stays open.
+//
+// p and the controller must share a PID namespace view: the PID is looked
+// up in the controller's, and a PID that is not p's child there is
+// refused.
+func (p *UnixPeer) CaptureApp(pid uint32) *UnixPeer {
+	app := &UnixPeer{parent: p, sys: peerSys{pidfd: -1, procfd: -1}}
+	if err := app.captureApp(pid); err != nil {
+		app.err = err
+		_ = app.sys.close()
+		app.closed = true
+	}
+	return app
+}
+
+func (app *UnixPeer) captureApp(pid uint32) error {
+	p := app.parent
+	if err := p.Err(); err != nil {
+		return err
+	}
+	if pid == 0 || pid > 1<<22 {
+		return refuse(ReasonBadEvidence, fmt.Sprintf("app PID %d is not a process ID", pid), nil)
+	}
+	app.PID = int32(pid)
+	if app.PID == p.PID {
+		return refuse(ReasonAppNotChild, fmt.Sprintf("app PID %d is the connected process itself; send the PID of the app it runs as its child, or none", pid), nil)
+	}
+	if fd, err := unix.PidfdOpen(int(app.PID), 0); err == nil {
+		app.sys.pidfd = fd
+	} else if !errors.Is(err, unix.ENOSYS) {
+		return refuse(ReasonAppGone, fmt.Sprintf("app process %d is gone", pid), err)
+	}
+	procfd, err := unix.Open("/proc/"+strconv.Itoa(int(app.PID)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return refuse(ReasonAppGone, fmt.Sprintf("app process %d is gone", pid), err)
+	}
+	app.sys.procfd = procfd
+	st, err := readStat(procfd)
+	if err != nil {
+		return refuse(ReasonAppGone, fmt.Sprintf("app process %d is gone", pid), err)
+	}
+	app.sys.startTime = st.startTime
+	if err := app.checkChild(st); err != nil {
+		return err
+	}
+	if app.UID, app.GID, err = readEffectiveIDs(procfd); err != nil {
+		return refuse(ReasonAppGone, fmt.Sprintf("cannot read the user of app process %d", pid), err)
+	}
+	// The pidfd, /proc/<pid> and the parent link were taken before this
+	// check: a live pidfd and an unchanged start time prove they are the
+	// app's.
+	return app.pinExecutable()
+}
+
+// checkChild checks, for an app, that st is the stat of a child of its
+// parent: the parent PID is the parent's, and it did not start before the
+// parent. The parent is checked to be still alive and the same, so that
+// its PID was not reused.
+func (app *UnixPeer) checkChild(st procStat) error {
+	p := app.parent
+	if st.ppid != p.PID {
+		return refuse(ReasonAppNotChild, fmt.Sprintf("process %d is not a child of process %d (its parent is %d): the proxy must start the app itself (rampart-proxy -- <command>)", app.PID, p.PID, st.ppid), nil)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return refuse(ReasonPeerGone, fmt.Sprintf("the connection of process %d is closed", p.PID), nil)
+	}
+	if !startedAtOrAfter(st.startTime, p.sys.startTime) {
+		return refuse(ReasonAppNotChild, fmt.Sprintf("process %d started before process %d, so it is not its child", app.PID, p.PID), nil)
+	}
+	return p.checkSameLocked()
+}
+
+// startedAtOrAfter compares two start times in clock ticks.
+func startedAtOrAfter(a, b string) bool {
+	x, errA := strconv.ParseUint(a, 10, 64)
+	y, errB := strconv.ParseUint(b, 10, 64)
+	return errA == nil && errB == nil && x >= y
+}
+
+// reasons returns the refusal reasons of p going away and of p executing
+// another program: the app's or the connected process's.
+func (p *UnixPeer) reasons() (gone, changed string) {
+	if p.parent != nil {
+		return ReasonAppGone, ReasonAppChanged
+	}
+	return ReasonPeerGone, ReasonPeerChanged
 }
 
 // checkSameLocked checks that the process captured is still alive, still
@@ -159,8 +266,12 @@ func (p *UnixPeer) capture(conn *net.UnixConn) error {
 // reused, hence that everything opened through /proc/<pid> is the
 // connecting process's.
 func (p *UnixPeer) checkSameLocked() error {
+	goneReason, changedReason := p.reasons()
 	gone := func(err error) error {
-		return refuse(ReasonPeerGone, fmt.Sprintf("process %d exited (its PID may belong to another process now); the connecting process must stay while it is attested", p.PID), err)
+		if p.parent != nil {
+			return refuse(goneReason, fmt.Sprintf("app process %d exited (its PID may belong to another process now); the app must stay while it is attested", p.PID), err)
+		}
+		return refuse(goneReason, fmt.Sprintf("process %d exited (its PID may belong to another process now); the connecting process must stay while it is attested", p.PID), err)
 	}
 	if p.sys.pidfd >= 0 {
 		fds := []unix.PollFd{{Fd: int32(p.sys.pidfd), Events: unix.POLLIN}}
@@ -173,22 +284,32 @@ func (p *UnixPeer) checkSameLocked() error {
 			return gone(nil)
 		}
 	}
-	start, err := readStartTime(p.sys.procfd)
+	stat, err := readStat(p.sys.procfd)
 	if err != nil {
 		return gone(err)
 	}
-	if start != p.sys.startTime {
-		return gone(fmt.Errorf("start time %s, was %s", start, p.sys.startTime))
+	if stat.startTime != p.sys.startTime {
+		return gone(fmt.Errorf("start time %s, was %s", stat.startTime, p.sys.startTime))
 	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(p.sys.procfd, "exe", &st, 0); err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
 			return gone(err)
 		}
-		return exeError(p.PID, err)
+		return p.exeError(err)
 	}
 	if st.Dev != p.sys.exeDev || st.Ino != p.sys.exeIno {
-		return refuse(ReasonPeerChanged, fmt.Sprintf("process %d executed another program since it connected", p.PID), nil)
+		if p.parent != nil {
+			return refuse(changedReason, fmt.Sprintf("app process %d executed another program while it was attested", p.PID), nil)
+		}
+		return refuse(changedReason, fmt.Sprintf("process %d executed another program since it connected", p.PID), nil)
+	}
+	if p.parent != nil {
+		// Still the child of a live, unchanged parent: an app whose proxy
+		// exited is reparented, and its proxy's PID may be reused.
+		if err := p.checkChild(stat); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -262,31 +383,110 @@ func (p *UnixPeer) signature() ([]byte, error) {
 	return sig, nil
 }
 
-func exeError(pid int32, err error) error {
+func (p *UnixPeer) exeError(err error) error {
+	gone, _ := p.reasons()
+	what := p.describe()
 	switch {
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ESRCH):
-		return refuse(ReasonPeerGone, fmt.Sprintf("process %d exited", pid), err)
+		return refuse(gone, what+" exited", err)
 	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-		return refuse(ReasonPeerUnreadable, fmt.Sprintf("the controller may not read the executable of process %d: run the controller as root, or as the user of the workloads it attests", pid), err)
+		return refuse(ReasonPeerUnreadable, "the controller may not read the executable of "+what+": run the controller as root, or as the user of the workloads it attests", err)
 	default:
-		return refuse(ReasonPeerUnreadable, fmt.Sprintf("cannot open the executable of process %d", pid), err)
+		return refuse(ReasonPeerUnreadable, "cannot open the executable of "+what, err)
 	}
 }
 
-// readStartTime returns field 22 of the stat file in the /proc/<pid>
-// directory procfd: the process's start time in clock ticks after boot.
-func readStartTime(procfd int) (string, error) {
+// procStat is what the controller reads from /proc/<pid>/stat.
+type procStat struct {
+	ppid      int32  // field 4
+	startTime string // field 22, in clock ticks since boot
+}
+
+// readStat reads the stat file in the /proc/<pid> directory procfd.
+func readStat(procfd int) (procStat, error) {
 	fd, err := unix.Openat(procfd, "stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", err
+		return procStat{}, err
 	}
 	f := os.NewFile(uintptr(fd), "stat")
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, 4096))
 	if err != nil {
-		return "", err
+		return procStat{}, err
 	}
-	return parseStartTime(data)
+	start, err := parseStartTime(data)
+	if err != nil {
+		return procStat{}, err
+	}
+	ppid, err := parsePPID(data)
+	if err != nil {
+		return procStat{}, err
+	}
+	return procStat{ppid: ppid, startTime: start}, nil
+}
+
+// parsePPID takes field 4, the parent's PID, from /proc/<pid>/stat.
+func parsePPID(stat []byte) (int32, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat: no command name")
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	const ppidField = 4 - 3
+	if len(fields) <= ppidField {
+		return 0, errors.New("malformed /proc stat: too few fields")
+	}
+	ppid, err := strconv.ParseInt(fields[ppidField], 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("malformed /proc stat: parent PID %q", fields[ppidField])
+	}
+	return int32(ppid), nil
+}
+
+// readEffectiveIDs reads the effective user and group of the process from
+// the status file in the /proc/<pid> directory procfd.
+func readEffectiveIDs(procfd int) (uid, gid uint32, err error) {
+	fd, err := unix.Openat(procfd, "status", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	f := os.NewFile(uintptr(fd), "status")
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return 0, 0, err
+	}
+	return parseEffectiveIDs(data)
+}
+
+// parseEffectiveIDs takes the effective IDs, the second of the "Uid:" and
+// "Gid:" lines (real, effective, saved, file system), from
+// /proc/<pid>/status.
+func parseEffectiveIDs(status []byte) (uid, gid uint32, err error) {
+	var haveUID, haveGID bool
+	for line := range strings.SplitSeq(string(status), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || (name != "Uid" && name != "Gid") {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) < 2 {
+			return 0, 0, fmt.Errorf("malformed /proc status line %q", line)
+		}
+		v, err := strconv.ParseUint(fields[1], 10, 32)
+		if err != nil {
+			return 0, 0, fmt.Errorf("malformed /proc status line %q", line)
+		}
+		if name == "Uid" {
+			uid, haveUID = uint32(v), true
+		} else {
+			gid, haveGID = uint32(v), true
+		}
+	}
+	if !haveUID || !haveGID {
+		return 0, 0, errors.New("malformed /proc status: no Uid or Gid line")
+	}
+	return uid, gid, nil
 }
 
 // parseStartTime takes field 22 from /proc/<pid>/stat. The second field,

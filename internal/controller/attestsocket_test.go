@@ -13,7 +13,9 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -206,4 +208,129 @@ func TestAttestSocketRefusals(t *testing.T) {
 	if err := (Config{StateDir: t.TempDir(), AttestSocket: "/" + strings.Repeat("d", 100) + "/s"}).Validate(); err == nil {
 		t.Error("Validate accepted a socket directory too long to bind in")
 	}
+}
+
+// TestAttestSocketMeasuresTheApp: a proxy that names the app it runs as its
+// child (app_pid) gets a certificate recording the app's digest; a PID
+// that is not its child, and an app PID over TCP, are refused.
+func TestAttestSocketMeasuresTheApp(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep command")
+	}
+	child := exec.Command(sleep, "60")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = child.Process.Kill()
+		_ = child.Wait()
+	})
+	appDigest := fileDigest(t, "/proc/"+strconv.Itoa(child.Process.Pid)+"/exe")
+
+	sock := filepath.Join(socketDir(t), "attest.sock")
+	c := start(t, Config{StateDir: t.TempDir(), Listen: "127.0.0.1:0", AdminListen: "off", TrustDomain: "example.org", AttestSocket: sock})
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	web := spiffeid.RequireFromSegments(td, "ns", "shop", "sa", "web")
+	err = c.SetAttestationPolicies([]v1alpha1.WorkloadAttestationPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec: v1alpha1.WorkloadAttestationPolicySpec{
+			ServiceAccount: "web",
+			Code:           &v1alpha1.CodePolicy{Digests: []string{appDigest}},
+			ProxyCode:      &v1alpha1.CodePolicy{Digests: []string{selfDigest(t)}},
+			Unix:           &v1alpha1.UnixAttestation{UIDs: []int64{int64(os.Geteuid())}},
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := &meshtls.Bundle{}
+	bundle.SetRoots(td, readBundle(t, c.BundlePath()))
+	tlsCfg := meshtls.Config{SVID: &meshtls.SVID{}, Bundle: bundle}.Client(ControllerID(td))
+	certify := func(target string, req *meshv1.CertifyRequest) (*meshv1.CertifyResponse, error) {
+		cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Csr, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{web.URL()}}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return meshv1.NewIdentityClient(cc).Certify(ctx, req)
+	}
+
+	// Without the app, this process's own code is the workload's: refused.
+	if _, err := certify("unix://"+sock, &meshv1.CertifyRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("Certify without the app = %v, want PermissionDenied", err)
+	}
+	resp, err := certify("unix://"+sock, &meshv1.CertifyRequest{AppPid: uint32(child.Process.Pid)})
+	if err != nil {
+		t.Fatalf("Certify with the app: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(resp.GetCertChain()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := codedigest.FromCertificate(leaf); !ok || got != appDigest {
+		t.Errorf("certificate records digest %q, want the app's %q", got, appDigest)
+	}
+	_, err = certify("unix://"+sock, &meshv1.CertifyRequest{AppPid: 1})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "not a child") {
+		t.Errorf("Certify naming PID 1 = %v, want PermissionDenied: not a child", err)
+	}
+	_, err = certify(c.Addr(), &meshv1.CertifyRequest{JoinToken: "unused", AppPid: uint32(child.Process.Pid)})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "Unix attestation socket") {
+		t.Errorf("Certify with an app PID over TCP = %v, want InvalidArgument naming the socket", err)
+	}
+	for reason, want := range map[string]float64{"app_not_child": 1, "app_needs_unix": 1, "code_not_allowed": 1} {
+		if got := refusedCount(t, c, reason); got != want {
+			t.Errorf("refusals counted with reason %s: %v, want %v", reason, got, want)
+		}
+	}
+}
+
+func fileDigest(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d, err := codedigest.Sum(f, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// refusedCount reads rampart_controller_certify_total{result="refused"}
+// for reason.
+func refusedCount(t *testing.T, c *Controller, reason string) float64 {
+	t.Helper()
+	mfs, err := c.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "rampart_controller_certify_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["result"] == "refused" && labels["reason"] == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

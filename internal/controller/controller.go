@@ -3,7 +3,8 @@
 // directory of resource files, the attestation policies, the gRPC control
 // plane served over TLS with the controller's own SVID (on TCP and,
 // optionally, on a Unix socket where local processes are attested), and the
-// admin HTTP listener (metrics, readiness, liveness). cmd/rampart-controller is a thin wrapper around it,
+// admin HTTP listener (metrics, readiness, liveness, the traffic API of the live
+// traffic graph). cmd/rampart-controller is a thin wrapper around it,
 // and end-to-end tests run it in process.
 //
 // It wires packages together and owns their lifecycles; the logic lives in
@@ -45,6 +46,7 @@ import (
 	"github.com/rampart-mesh/rampart/internal/localconfig"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
+	"github.com/rampart-mesh/rampart/internal/telemetry/graph"
 )
 
 // Defaults of Config.
@@ -114,7 +116,8 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Egress says what transparent proxies do with connections to
 	// destinations outside the mesh: EgressAllowAny (the default, pass
-	// them through) or EgressMeshOnly (refuse them).
+	// them through), EgressMeshOnly (refuse them) or EgressAllowListed
+	// (pass those that the EgressPolicies selecting the workload admit).
 	Egress string
 	// Logger receives the controller's logs; nil discards them.
 	Logger *slog.Logger
@@ -213,8 +216,9 @@ func (c Config) Validate() error {
 
 // Egress modes of Config.Egress.
 const (
-	EgressAllowAny = "allow-any"
-	EgressMeshOnly = "mesh-only"
+	EgressAllowAny    = "allow-any"
+	EgressMeshOnly    = "mesh-only"
+	EgressAllowListed = "allow-listed"
 )
 
 func egressMode(s string) (meshv1.EgressMode, error) {
@@ -223,8 +227,10 @@ func egressMode(s string) (meshv1.EgressMode, error) {
 		return meshv1.EgressMode_EGRESS_ALLOW_ANY, nil
 	case EgressMeshOnly:
 		return meshv1.EgressMode_EGRESS_MESH_ONLY, nil
+	case EgressAllowListed:
+		return meshv1.EgressMode_EGRESS_ALLOW_LISTED, nil
 	}
-	return 0, fmt.Errorf("controller: egress mode %q: want %q or %q", s, EgressAllowAny, EgressMeshOnly)
+	return 0, fmt.Errorf("controller: egress mode %q: want %q, %q or %q", s, EgressAllowAny, EgressMeshOnly, EgressAllowListed)
 }
 
 // Controller is rampart-controller.
@@ -240,6 +246,7 @@ type Controller struct {
 	bundle   *meshtls.Bundle
 	svid     *meshtls.SVID
 	cp       *controlplane.Server
+	graph    *graph.Graph         // the live traffic graph the proxies' telemetry feeds
 	watcher  *localconfig.Watcher // nil without a config dir
 	// resources is what the model was last given from the watcher.
 	resources atomic.Pointer[localconfig.Resources]
@@ -255,6 +262,8 @@ type Controller struct {
 	servingMu sync.Mutex
 	// caVersion is the CA version last applied; owned by watchCA.
 	caVersion string
+	// revoked is the revocation list in force (revoke.go).
+	revoked revocations
 
 	runOnce   sync.Once
 	ready     chan struct{} // closed once both listeners are bound
@@ -346,6 +355,9 @@ func New(cfg Config) (*Controller, error) {
 	c.caReloads.WithLabelValues("ok")
 	c.caReloads.WithLabelValues("error")
 	c.reg.MustRegister(c.reloads, c.issuedTotal, c.caReloads, newExpiryCollector(authority))
+	if err := c.initRevocations(); err != nil {
+		return nil, err
+	}
 
 	if cfg.ConfigDir != "" {
 		w, err := localconfig.NewWatcher(localconfig.WatcherConfig{
@@ -391,6 +403,10 @@ func New(cfg Config) (*Controller, error) {
 			"services", len(res.Services), "workloads", len(res.Workloads))
 	}
 
+	c.graph, err = graph.New(graph.Config{Now: cfg.Now})
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
 	cp, err := controlplane.New(controlplane.Config{
 		CA:         authority,
 		Tokens:     tokens,
@@ -402,6 +418,13 @@ func New(cfg Config) (*Controller, error) {
 		Registerer: c.reg,
 		Now:        cfg.Now,
 		Issued:     c.workloadIssued,
+		Telemetry:  c.graph,
+		Revoked:    c.checkRevoked,
+		Revocations: func() *meshtls.RevocationSet {
+			c.revoked.mu.Lock()
+			defer c.revoked.mu.Unlock()
+			return c.revoked.set
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)

@@ -139,6 +139,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return c.renewServingSVID(gctx, listenHost) })
 	g.Go(func() error { return c.watchCA(gctx, listenHost) })
+	g.Go(func() error { return c.watchRevocations(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		c.shutdown(gs, admin)
@@ -228,6 +229,8 @@ func (c *Controller) adminHandler() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.HandleFunc("GET /identity", c.serveIdentity)
+	mux.HandleFunc("GET /api/v1/stat", c.serveStat)
+	mux.HandleFunc("GET /api/v1/edges", c.serveEdges)
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "live")
 	})

@@ -75,6 +75,7 @@ type attested struct {
 	id       spiffeid.ID
 	attestor string              // attest.Attestor* or attestorSVID
 	digest   string              // attested code digest; "" if none
+	proxy    string              // the proxy's digest when it runs the app measured; "" otherwise
 	chain    []*x509.Certificate // what was issued
 }
 
@@ -112,6 +113,9 @@ func (is identityService) Certify(ctx context.Context, req *meshv1.CertifyReques
 	attrs := append(c.logAttrs(), "spiffe_id", resp.GetSpiffeId(), "renewal", len(c.certs) > 0, "attestor", att.attestor)
 	if att.digest != "" {
 		attrs = append(attrs, "digest", att.digest)
+	}
+	if att.proxy != "" {
+		attrs = append(attrs, "proxy_digest", att.proxy)
 	}
 	s.logger.Info("certify issued", attrs...)
 	if s.issued != nil {
@@ -175,17 +179,34 @@ func (s *Server) certify(ctx context.Context, c caller, req *meshv1.CertifyReque
 		return nil, att, &refusal{code: codes.InvalidArgument, reason: CertifyBadCSR, id: att.id, err: err, msg: err.Error()}
 	}
 
+	// The app the proxy runs as its child (app_pid) is the workload's
+	// code; only a process on the Unix socket can name one.
+	var app *attest.UnixPeer
+	if pid := req.GetAppPid(); pid != 0 {
+		if c.unix == nil {
+			return nil, att, &refusal{
+				code: codes.InvalidArgument, reason: attest.ReasonAppNeedsUnix, id: att.id,
+				msg: "app_pid is only accepted over the controller's Unix attestation socket, where the controller can check the process: connect to --attest-socket, or run the proxy without an app",
+			}
+		}
+		app = c.unix.CaptureApp(pid)
+		defer app.Close()
+		if err := app.Err(); err != nil {
+			return nil, att, attestRefusal(err, att.id)
+		}
+	}
+
 	// On the Unix socket the caller's code is measured, whatever attests
 	// its identity; before a join token is spent on a process that cannot
 	// be measured. A process that attests by the socket alone is measured
 	// by the Unix attestor, after it is admitted.
-	var measured *attest.Code
+	var measured *attest.Workload
 	if c.unix != nil && (len(c.certs) > 0 || req.GetJoinToken() != "") {
-		code, err := s.unix.Measure(c.unix)
+		w, err := s.unix.MeasureWorkload(c.unix, app)
 		if err != nil {
 			return nil, att, attestRefusal(err, att.id)
 		}
-		measured = &code
+		measured = &w
 	}
 
 	if att.id.IsZero() {
@@ -204,7 +225,7 @@ func (s *Server) certify(ctx context.Context, c caller, req *meshv1.CertifyReque
 			if err != nil {
 				return nil, att, &refusal{code: codes.InvalidArgument, reason: CertifyBadCSR, err: err, msg: err.Error()}
 			}
-			res, err = s.unix.Attest(ctx, attest.Evidence{Requested: requested, Unix: c.unix})
+			res, err = s.unix.Attest(ctx, attest.Evidence{Requested: requested, Unix: c.unix, App: app})
 		default:
 			return nil, att, &refusal{
 				code: codes.Unauthenticated, reason: CertifyNoToken,
@@ -214,24 +235,40 @@ func (s *Server) certify(ctx context.Context, c caller, req *meshv1.CertifyReque
 		if err != nil {
 			return nil, att, attestRefusal(err, requested)
 		}
-		att.id, att.digest = res.ID, res.Digest
+		att.id, att.digest, att.proxy = res.ID, res.Digest, res.ProxyDigest
 	}
 	if err := attest.CheckIdentity(s.ca.TrustDomain(), att.id); err != nil {
 		return nil, att, attestRefusal(err, att.id)
+	}
+	if s.revoked != nil {
+		var presented *x509.Certificate
+		if len(c.certs) > 0 {
+			presented = c.certs[0]
+		}
+		if err := s.revoked(att.id, presented); err != nil {
+			return nil, att, &refusal{code: codes.PermissionDenied, reason: CertifyRevoked, id: att.id, err: err, msg: err.Error()}
+		}
 	}
 
 	// Code integrity, unless the Unix attestor checked it already.
 	if att.attestor != attest.AttestorUnix {
 		code := attest.Code{Digest: carried, Source: "recorded in the presented certificate"}
+		var proxyCode attest.Code // unknown unless measured
 		if measured != nil {
-			if carried != "" && carried != measured.Digest {
+			if carried != "" && carried != measured.Code.Digest {
 				return nil, att, &refusal{
-					code: codes.PermissionDenied, reason: attest.ReasonCodeChanged, id: att.id, digest: measured.Digest,
-					msg: "the process runs code " + measured.Digest + ", but its certificate was issued for " + carried +
+					code: codes.PermissionDenied, reason: attest.ReasonCodeChanged, id: att.id, digest: measured.Code.Digest,
+					msg: "the process runs code " + measured.Code.Digest + ", but its certificate was issued for " + carried +
 						": the identity stays with the code it was attested for; restart the workload to attest its new code",
 				}
 			}
-			code = *measured
+			code, proxyCode = measured.Code, measured.Proxy
+			if app != nil {
+				att.proxy = measured.Proxy.Digest
+			}
+		}
+		if err := s.policies.CheckProxyCode(att.id, proxyCode); err != nil {
+			return nil, att, attestRefusal(err, att.id)
 		}
 		if err := s.policies.CheckCode(att.id, code); err != nil {
 			return nil, att, attestRefusal(err, att.id)
@@ -298,6 +335,10 @@ var attestCodes = map[string]codes.Code{
 	attest.ReasonPeerGone:         codes.Unauthenticated,
 	attest.ReasonPeerChanged:      codes.PermissionDenied,
 	attest.ReasonPeerUnreadable:   codes.FailedPrecondition,
+	attest.ReasonAppNotChild:      codes.PermissionDenied,
+	attest.ReasonAppGone:          codes.Unauthenticated,
+	attest.ReasonAppChanged:       codes.PermissionDenied,
+	attest.ReasonAppNeedsUnix:     codes.InvalidArgument,
 	attest.ReasonCodeNotAttested:  codes.PermissionDenied,
 	attest.ReasonCodeNotAllowed:   codes.PermissionDenied,
 	attest.ReasonCodeChanged:      codes.PermissionDenied,

@@ -31,12 +31,13 @@ const (
 	CertifyIdentityMismatch = "identity_mismatch"
 	CertifyBadCertificate   = "bad_certificate"
 	CertifyInternal         = "internal"
+	CertifyRevoked          = "revoked" // the presented certificate or the identity is revoked
 )
 
 var certifyReasons = func() []string {
 	rs := []string{
 		CertifyNoToken, CertifyBadToken, CertifyUnknownToken, CertifyUsedToken, CertifyExpiredToken,
-		CertifyBadCSR, CertifyIdentityMismatch, CertifyBadCertificate, CertifyInternal,
+		CertifyBadCSR, CertifyIdentityMismatch, CertifyBadCertificate, CertifyInternal, CertifyRevoked,
 	}
 	for _, r := range attest.Reasons() {
 		if !slices.Contains(rs, r) {
@@ -58,7 +59,7 @@ const (
 var watchReasons = []string{
 	meshtls.ReasonNoCertificate, meshtls.ReasonUnknownAuthority, meshtls.ReasonExpired,
 	meshtls.ReasonNotYetValid, meshtls.ReasonUntrustedDomain, meshtls.ReasonBadCertificate,
-	meshtls.ReasonHandshake, WatchNotWorkload, WatchBadRequest,
+	meshtls.ReasonHandshake, meshtls.ReasonRevoked, WatchNotWorkload, WatchBadRequest,
 }
 
 type metrics struct {

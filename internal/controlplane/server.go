@@ -4,7 +4,8 @@
 // WorkloadAttestationPolicy, or the caller's current SVID for renewal),
 // recording the attested code digest in the certificate, and the Discovery
 // service that registers each connected proxy's workload and streams its
-// configuration. ServerCredentials captures the peer process of Unix-socket
+// configuration, and the Telemetry service that takes each proxy's traffic
+// summaries into the live traffic graph (internal/telemetry/graph). ServerCredentials captures the peer process of Unix-socket
 // connections for attestation.
 //
 // This is the only place where errors from the CA, the attestors and the
@@ -25,6 +26,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
 	"github.com/rampart-mesh/rampart/internal/attest"
@@ -32,6 +34,8 @@ import (
 	"github.com/rampart-mesh/rampart/internal/discovery"
 	"github.com/rampart-mesh/rampart/internal/identity"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
+	"github.com/rampart-mesh/rampart/internal/meshtls"
+	"github.com/rampart-mesh/rampart/internal/telemetry/graph"
 )
 
 // DefaultSVIDTTL is the lifetime of issued SVIDs when Config names none.
@@ -66,6 +70,15 @@ type Config struct {
 	// first), the code digest it records, and on renewal the certificate
 	// the caller presented, which the new one replaces (nil otherwise).
 	Issued func(chain []*x509.Certificate, digest string, renewed *x509.Certificate)
+	// Revoked, when set, is asked before every SVID is signed: id is the
+	// identity to issue, presented the certificate a renewal presents (nil
+	// otherwise). An error refuses the call with reason CertifyRevoked
+	// and says why to the caller (rampart identity revoke).
+	Revoked func(id spiffeid.ID, presented *x509.Certificate) error
+	// Revocations, when set, returns the certificates peers refuse now:
+	// Watch, Leave and Report refuse a caller whose certificate is among
+	// them, and a Watch stream ends when its certificate is revoked.
+	Revocations func() *meshtls.RevocationSet
 	// ReconnectGrace is how long after the server starts a proxy that was
 	// certified before the start (a proxy reconnecting after a controller
 	// restart) waits for its first configuration, so that its peers have
@@ -77,6 +90,9 @@ type Config struct {
 	// certificate, or a network blip) never flaps out of its services.
 	// Default 10s; negative removes it at once.
 	EndpointGrace time.Duration
+	// Telemetry receives the traffic summaries proxies report on the
+	// Telemetry service, once validated. Nil: the service is not served.
+	Telemetry *graph.Graph
 }
 
 // Validate reports whether c can build a Server.
@@ -108,20 +124,25 @@ func (c Config) Validate() error {
 
 // Server implements the Identity and Discovery services.
 type Server struct {
-	ca       *ca.CA
-	tokens   attest.JoinToken
-	unix     *attest.Unix
-	policies *attest.Policies
-	model    *discovery.Model
-	bundle   x509bundle.Source
-	ttl      time.Duration
-	logger   *slog.Logger
-	now      func() time.Time
-	metrics  *metrics
-	started  time.Time
-	grace    time.Duration
-	linger   time.Duration
-	issued   func(chain []*x509.Certificate, digest string, renewed *x509.Certificate)
+	ca          *ca.CA
+	tokens      attest.JoinToken
+	unix        *attest.Unix
+	policies    *attest.Policies
+	model       *discovery.Model
+	bundle      x509bundle.Source
+	ttl         time.Duration
+	logger      *slog.Logger
+	now         func() time.Time
+	metrics     *metrics
+	started     time.Time
+	grace       time.Duration
+	linger      time.Duration
+	issued      func(chain []*x509.Certificate, digest string, renewed *x509.Certificate)
+	revoked     func(id spiffeid.ID, presented *x509.Certificate) error
+	revocations func() *meshtls.RevocationSet
+	// telemetry is the live traffic graph; nil without the Telemetry service.
+	telemetry *graph.Graph
+	tmetrics  *telemetryMetrics
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed by Drain
@@ -133,18 +154,22 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		ca:       cfg.CA,
-		tokens:   attest.JoinToken{Tokens: cfg.Tokens},
-		policies: cfg.Policies,
-		model:    cfg.Model,
-		bundle:   cfg.Bundle,
-		ttl:      cfg.SVIDTTL,
-		logger:   cfg.Logger,
-		now:      cfg.Now,
-		grace:    cfg.ReconnectGrace,
-		linger:   cfg.EndpointGrace,
-		issued:   cfg.Issued,
-		draining: make(chan struct{}),
+		ca:          cfg.CA,
+		tokens:      attest.JoinToken{Tokens: cfg.Tokens},
+		policies:    cfg.Policies,
+		model:       cfg.Model,
+		bundle:      cfg.Bundle,
+		ttl:         cfg.SVIDTTL,
+		logger:      cfg.Logger,
+		now:         cfg.Now,
+		grace:       cfg.ReconnectGrace,
+		linger:      cfg.EndpointGrace,
+		issued:      cfg.Issued,
+		revoked:     cfg.Revoked,
+		revocations: cfg.Revocations,
+		draining:    make(chan struct{}),
+
+		telemetry: cfg.Telemetry,
 	}
 	if s.ttl == 0 {
 		s.ttl = DefaultSVIDTTL
@@ -175,13 +200,20 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if s.tmetrics, err = newTelemetryMetrics(cfg.Registerer, cfg.Telemetry); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
-// Register registers the Identity and Discovery services on gs.
+// Register registers the Identity and Discovery services on gs, and the
+// Telemetry service when Config.Telemetry is set.
 func (s *Server) Register(gs grpc.ServiceRegistrar) {
 	meshv1.RegisterIdentityServer(gs, identityService{s: s})
 	meshv1.RegisterDiscoveryServer(gs, discoveryService{s: s})
+	if s.telemetry != nil {
+		meshv1.RegisterTelemetryServer(gs, telemetryService{s: s})
+	}
 }
 
 // Drain ends every Watch stream, now and later, with codes.Unavailable so
@@ -209,4 +241,13 @@ func derChain(certs []*x509.Certificate) [][]byte {
 		out = append(out, c.Raw)
 	}
 	return out
+}
+
+// peerRevoked returns a *meshtls.RevokedError when the caller's leaf is
+// revoked, nil otherwise.
+func (s *Server) peerRevoked(leaf *x509.Certificate) error {
+	if s.revocations == nil {
+		return nil
+	}
+	return s.revocations().Check(leaf)
 }

@@ -46,6 +46,10 @@ func (ds discoveryService) Watch(req *meshv1.WatchRequest, stream grpc.ServerStr
 		}
 		return refuse(&refusal{code: codes.Unauthenticated, reason: reason, err: err, msg: msg})
 	}
+	if err := s.peerRevoked(c.certs[0]); err != nil {
+		return refuse(&refusal{code: codes.PermissionDenied, reason: meshtls.ReasonRevoked, id: id, err: err,
+			msg: "client certificate revoked: " + err.Error() + "; the workload must attest again"})
+	}
 	ns, _, err := identity.ParseWorkloadID(id)
 	if err != nil || id.TrustDomain() != s.ca.TrustDomain() {
 		if err == nil {
@@ -115,6 +119,13 @@ func (ds discoveryService) Watch(req *meshv1.WatchRequest, stream grpc.ServerStr
 		// Take the channel before computing, so that a change made while
 		// computing wakes the loop again.
 		changed := s.model.Changed()
+		// A revocation changes the model: a revoked proxy loses its
+		// configuration stream, and with it its place as an endpoint.
+		if err := s.peerRevoked(c.certs[0]); err != nil {
+			s.metrics.watchRefused.WithLabelValues(meshtls.ReasonRevoked).Inc()
+			log.Warn("watch ended", "reason", "client certificate revoked", "error", err.Error())
+			return status.Error(codes.PermissionDenied, "client certificate revoked: "+err.Error()+"; the workload must attest again")
+		}
 		var cfg *meshv1.ProxyConfig
 		if req.GetTransparent() {
 			cfg = s.model.TransparentConfigFor(id, w.GetName())
@@ -176,6 +187,10 @@ func (ds discoveryService) Leave(ctx context.Context, req *meshv1.LeaveRequest) 
 	if err != nil {
 		s.metrics.watchRefused.WithLabelValues(watchReason(meshtls.Reason(err))).Inc()
 		return nil, status.Error(codes.Unauthenticated, "client certificate refused: Leave needs the workload's SVID")
+	}
+	if err := s.peerRevoked(c.certs[0]); err != nil {
+		s.metrics.watchRefused.WithLabelValues(meshtls.ReasonRevoked).Inc()
+		return nil, status.Error(codes.PermissionDenied, "client certificate revoked: "+err.Error())
 	}
 	w := req.GetWorkload()
 	if w == nil || w.GetName() == "" || w.GetTunnelAddress() == "" {

@@ -239,18 +239,18 @@ func writeFakeMetrics(w http.ResponseWriter, svc string, n int64) {
 	peer := "spiffe://rampart.local/ns/demo/sa/" + svc
 	service := svc + "." + Namespace
 	fmt.Fprintf(w, "# TYPE %s counter\n", requestsMetric)
-	fmt.Fprintf(w, "%s{direction=%q,peer_id=%q,service=%q,code=\"200\"} %d\n", requestsMetric, outbound, peer, service, 9*n)
-	fmt.Fprintf(w, "%s{direction=%q,peer_id=%q,service=%q,code=\"503\"} %d\n", requestsMetric, outbound, "", service, n)
-	fmt.Fprintf(w, "%s{direction=\"inbound\",peer_id=%q,service=%q,code=\"200\"} %d\n", requestsMetric, peer, service, 1000*n)
+	fmt.Fprintf(w, "%s{direction=%q,dst_identity=%q,dst_service=%q,code=\"200\"} %d\n", requestsMetric, outbound, peer, service, 9*n)
+	fmt.Fprintf(w, "%s{direction=%q,dst_identity=%q,dst_service=%q,code=\"503\"} %d\n", requestsMetric, outbound, "", service, n)
+	fmt.Fprintf(w, "%s{direction=\"inbound\",src_identity=%q,dst_service=%q,code=\"200\"} %d\n", requestsMetric, peer, service, 1000*n)
 	fmt.Fprintf(w, "# TYPE %s histogram\n", durationMetric)
 	for _, b := range []struct {
 		le    string
 		count int64
 	}{{"0.001", 0}, {"0.0025", 5 * n}, {"0.005", 10 * n}, {"+Inf", 10 * n}} {
-		fmt.Fprintf(w, "%s_bucket{direction=%q,peer_id=%q,service=%q,le=%q} %d\n", durationMetric, outbound, peer, service, b.le, b.count)
+		fmt.Fprintf(w, "%s_bucket{direction=%q,dst_identity=%q,dst_service=%q,le=%q} %d\n", durationMetric, outbound, peer, service, b.le, b.count)
 	}
-	fmt.Fprintf(w, "%s_sum{direction=%q,peer_id=%q,service=%q} %g\n", durationMetric, outbound, peer, service, 0.03*float64(n))
-	fmt.Fprintf(w, "%s_count{direction=%q,peer_id=%q,service=%q} %d\n", durationMetric, outbound, peer, service, 10*n)
+	fmt.Fprintf(w, "%s_sum{direction=%q,dst_identity=%q,dst_service=%q} %g\n", durationMetric, outbound, peer, service, 0.03*float64(n))
+	fmt.Fprintf(w, "%s_count{direction=%q,dst_identity=%q,dst_service=%q} %d\n", durationMetric, outbound, peer, service, 10*n)
 }
 
 // fakeUpstream answers on a proxy's outbound listener as the mesh would.

@@ -82,13 +82,13 @@ func parseSnapshot(r io.Reader) (snapshot, error) {
 	if mf := families[requestsMetric]; mf != nil {
 		for _, m := range mf.GetMetric() {
 			l := labels(m)
-			if l["direction"] != outbound || l["service"] == "" {
+			if l["direction"] != outbound || l["dst_service"] == "" {
 				continue
 			}
 			v := m.GetCounter().GetValue()
-			c := get(l["service"])
+			c := get(l["dst_service"])
 			c.Requests += v
-			c.ByPeer[l["peer_id"]] += v
+			c.ByPeer[l["dst_identity"]] += v
 			if failed(l["code"], l["grpc_status"]) {
 				c.Failures += v
 			}
@@ -99,13 +99,13 @@ func parseSnapshot(r io.Reader) (snapshot, error) {
 		for _, m := range mf.GetMetric() {
 			l := labels(m)
 			h := m.GetHistogram()
-			if l["direction"] != outbound || l["service"] == "" || h == nil {
+			if l["direction"] != outbound || l["dst_service"] == "" || h == nil {
 				continue
 			}
-			s := sums[l["service"]]
+			s := sums[l["dst_service"]]
 			if s == nil {
 				s = make(map[float64]float64)
-				sums[l["service"]] = s
+				sums[l["dst_service"]] = s
 			}
 			for _, b := range h.GetBucket() {
 				s[b.GetUpperBound()] += bucketCount(b)

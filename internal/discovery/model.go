@@ -143,6 +143,7 @@ type Model struct {
 	registered map[uint64]workload            // by registration id
 	nextRegID  uint64
 	bundle     [][]byte            // DER roots
+	revoked    *meshv1.Revocations // sent to every proxy as is; never modified
 	changed    chan struct{}       // closed and replaced on every change
 	warned     map[string]struct{} // conflicts already logged since the last SetResources
 	// lastGoodPolicy is the last policy that passed policyLocked's checks,
@@ -217,6 +218,15 @@ func (m *Model) SetResources(res *localconfig.Resources) {
 	clear(m.warned)
 	m.pruneLastGoodLocked()
 	m.routes = m.compileRoutesLocked()
+	m.notifyLocked()
+}
+
+// SetRevocations replaces the revocations sent to every proxy (nil means
+// none). The model keeps r and never modifies it; neither may the caller.
+func (m *Model) SetRevocations(r *meshv1.Revocations) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.revoked = r
 	m.notifyLocked()
 }
 
@@ -431,6 +441,7 @@ func (m *Model) configFor(id spiffeid.ID, workloadName string, upstreams []strin
 	cfg := &meshv1.ProxyConfig{
 		SpiffeId:    id.String(),
 		TrustBundle: slices.Clone(m.bundle),
+		Revocations: m.revoked,
 		Settings: &meshv1.Settings{
 			ConnectTimeout: durationpb.New(m.connectTimeout),
 		},
@@ -451,6 +462,9 @@ func (m *Model) configFor(id spiffeid.ID, workloadName string, upstreams []strin
 		if self, ok := m.selfLocked(ns, sa, workloadName); ok {
 			cfg.Inbound = m.inboundLocked(self)
 			cfg.Authorization = authzpb.ToProto(m.policyLocked(self))
+			if transparent && m.egress == meshv1.EgressMode_EGRESS_ALLOW_LISTED {
+				cfg.Egress = m.egressLocked(self)
+			}
 		}
 	}
 	cfg.Version = Version(cfg)
@@ -574,6 +588,7 @@ func (m *Model) serviceLocked(k serviceKey, svc *v1alpha1.Service, workloads []w
 		})
 	}
 	ms.Endpoints = m.endpointsLocked(svc, workloads)
+	ms.Traffic = m.trafficLocked(k)
 	return ms
 }
 

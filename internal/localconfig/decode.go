@@ -287,6 +287,11 @@ func (l *loader) loadDocument(doc *yaml.Node) {
 		l.res.RateLimitPolicies = append(l.res.RateLimitPolicies, *o)
 	case *v1alpha1.WorkloadAttestationPolicy:
 		l.res.WorkloadAttestationPolicies = append(l.res.WorkloadAttestationPolicies, *o)
+	case *v1alpha1.EgressPolicy:
+		l.res.EgressPolicies = append(l.res.EgressPolicies, *o)
+	case *v1alpha1.TrafficPolicy:
+		l.res.TrafficPolicies = append(l.res.TrafficPolicies, *o)
+		l.trafficRefs = append(l.trafficRefs, trafficRefsOf(o, l.file, ls)...)
 	}
 }
 
@@ -307,6 +312,8 @@ var kinds = map[string]kindInfo{
 	v1alpha1.KindNamespacePolicy:           {v1alpha1.GroupVersion, func() object { return new(v1alpha1.NamespacePolicy) }},
 	v1alpha1.KindRateLimitPolicy:           {v1alpha1.GroupVersion, func() object { return new(v1alpha1.RateLimitPolicy) }},
 	v1alpha1.KindWorkloadAttestationPolicy: {v1alpha1.GroupVersion, func() object { return new(v1alpha1.WorkloadAttestationPolicy) }},
+	v1alpha1.KindEgressPolicy:              {v1alpha1.GroupVersion, func() object { return new(v1alpha1.EgressPolicy) }},
+	v1alpha1.KindTrafficPolicy:             {v1alpha1.GroupVersion, func() object { return new(v1alpha1.TrafficPolicy) }},
 	httproute.Kind:                         {httproute.APIVersion, func() object { return new(httpRoute) }},
 }
 

@@ -2,7 +2,9 @@
 // directory of YAML files holding the documents of api/v1alpha1: Services
 // and Workloads, and the security policy kinds (AuthorizationPolicy,
 // MeshTLSPolicy, NamespacePolicy, RateLimitPolicy), and Gateway API
-// HTTPRoutes attached to Services (api/httproute). Load reads and checks
+// HTTPRoutes attached to Services (api/httproute), TrafficPolicies, and
+// EgressPolicies.
+// Load reads and checks
 // the directory, reporting every problem with its file and line; Watcher
 // reloads it when it changes and keeps the last good resources in force
 // while it is broken.
@@ -48,11 +50,18 @@ type Resources struct {
 	// WorkloadAttestationPolicies say which code and local users may
 	// receive which identities (docs/attestation.md).
 	WorkloadAttestationPolicies []v1alpha1.WorkloadAttestationPolicy `json:",omitempty"`
+	// EgressPolicies list the destinations outside the mesh that
+	// workloads may reach under --egress allow-listed (docs/traffic.md).
+	EgressPolicies []v1alpha1.EgressPolicy `json:",omitempty"`
 
 	// HTTPRoutes, defaulted and valid (api/httproute), sorted by namespace
 	// then name. Every Service a route names, as parent or backend, is one
 	// of Services, with the port the route names.
 	HTTPRoutes []gatewayv1.HTTPRoute `json:",omitempty"`
+
+	// TrafficPolicies, defaulted and valid, sorted by namespace then name.
+	// Every Service one targets is one of Services (docs/traffic.md).
+	TrafficPolicies []v1alpha1.TrafficPolicy `json:",omitempty"`
 }
 
 // Problem is one thing wrong with a config directory.
@@ -120,6 +129,7 @@ func Load(dir string) (*Resources, error) {
 		l.loadFile(data)
 	}
 	l.checkRouteRefs()
+	l.checkTrafficRefs()
 	if len(l.problems) > 0 {
 		slices.SortStableFunc(l.problems, func(a, b Problem) int {
 			return cmp.Or(strings.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line))
@@ -133,7 +143,9 @@ func Load(dir string) (*Resources, error) {
 	sortByName(l.res.NamespacePolicies)
 	sortByName(l.res.RateLimitPolicies)
 	sortByName(l.res.WorkloadAttestationPolicies)
+	sortByName(l.res.EgressPolicies)
 	sortByName(l.res.HTTPRoutes)
+	sortByName(l.res.TrafficPolicies)
 	return &l.res, nil
 }
 
@@ -176,6 +188,9 @@ type loader struct {
 	// routeRefs are the services the good HTTPRoutes name, checked once
 	// every file is loaded.
 	routeRefs []routeRef
+	// trafficRefs are the services the good TrafficPolicies target,
+	// checked once every file is loaded.
+	trafficRefs []trafficRef
 }
 
 func (l *loader) problem(line int, format string, args ...any) {

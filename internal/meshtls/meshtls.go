@@ -168,6 +168,7 @@ const (
 // this package's configs.
 func Reason(err error) string {
 	var (
+		revoked   *RevokedError
 		unknown   x509.UnknownAuthorityError
 		invalid   x509.CertificateInvalidError
 		wrong     *WrongIdentityError
@@ -177,6 +178,8 @@ func Reason(err error) string {
 	switch {
 	case errors.Is(err, ErrNoCertificate):
 		return ReasonNoCertificate
+	case errors.As(err, &revoked):
+		return ReasonRevoked
 	case errors.As(err, &wrong):
 		return ReasonWrongIdentity
 	case errors.As(err, &untrusted):
@@ -217,6 +220,9 @@ type Config struct {
 	Now func() time.Time
 	// NextProtos is the ALPN list offered or accepted.
 	NextProtos []string
+	// Revocations, when set, refuses a peer whose certificate it revokes,
+	// in both Server and Client handshakes. Nil revokes nothing.
+	Revocations *Revocations
 }
 
 func (c Config) now() time.Time {
@@ -242,6 +248,9 @@ func (c Config) Server(authorize func(spiffeid.ID) error) *tls.Config {
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			id, err := VerifyPeer(cs.PeerCertificates, c.Bundle, c.now())
 			if err != nil {
+				return err
+			}
+			if err := c.Revocations.Check(cs.PeerCertificates[0]); err != nil {
 				return err
 			}
 			if authorize != nil {
@@ -272,6 +281,9 @@ func (c Config) Client(want spiffeid.ID) *tls.Config {
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			id, err := VerifyPeer(cs.PeerCertificates, c.Bundle, c.now())
 			if err != nil {
+				return err
+			}
+			if err := c.Revocations.Check(cs.PeerCertificates[0]); err != nil {
 				return err
 			}
 			if id != want {

@@ -27,6 +27,8 @@ import (
 	"github.com/rampart-mesh/rampart/internal/authz/ratelimit"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
+	"github.com/rampart-mesh/rampart/internal/proxy/egress"
+	"github.com/rampart-mesh/rampart/internal/proxy/outbound"
 	"github.com/rampart-mesh/rampart/internal/proxy/route"
 )
 
@@ -80,6 +82,10 @@ func (p *Proxy) certify(ctx context.Context) error {
 		return err
 	}
 	req := &meshv1.CertifyRequest{Csr: csr}
+	if p.cfg.AppPID > 0 && strings.HasPrefix(p.cfg.Controller, "unix:") {
+		// Only the Unix socket lets the controller check and measure it.
+		req.AppPid = uint32(p.cfg.AppPID)
+	}
 	if p.svid.Get() == nil {
 		p.tokenMu.Lock()
 		req.JoinToken = p.token
@@ -283,6 +289,8 @@ func (p *Proxy) watch(ctx context.Context, req *meshv1.WatchRequest, connected f
 	if err != nil {
 		return err
 	}
+	p.ctrlConn.Store(conn)
+	defer p.ctrlConn.CompareAndSwap(conn, nil)
 	for {
 		pc, err := stream.Recv()
 		if err != nil {
@@ -313,6 +321,8 @@ const (
 	rejectTrustBundle   = "trust_bundle"
 	rejectAuthorization = "authorization"
 	rejectRoutes        = "routes"
+	rejectEgress        = "egress"
+	rejectTraffic       = "traffic"
 )
 
 // configError is a configuration rejected, with the part at fault.
@@ -348,6 +358,8 @@ type validConfig struct {
 	engine *authz.Engine
 	// routes are the services' HTTP routes, compiled.
 	routes *route.Tables
+	// revoked is what peers are refused for (revoke.go).
+	revoked *meshtls.RevocationSet
 }
 
 // validateConfig checks a configuration from the controller before any of
@@ -390,6 +402,9 @@ func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) (*validConfig, err
 	if err != nil {
 		return nil, reject(rejectRoutes, "%w", err)
 	}
+	if err := outbound.ValidateTraffic(pc.GetServices()); err != nil {
+		return nil, reject(rejectTraffic, "%w", err)
+	}
 	for _, in := range pc.GetInbound() {
 		if !validPort(in.GetPort()) {
 			return nil, reject(rejectInbound, "inbound port %d out of range", in.GetPort())
@@ -401,6 +416,9 @@ func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) (*validConfig, err
 	if _, ok := meshv1.EgressMode_name[int32(pc.GetSettings().GetEgress())]; !ok {
 		return nil, reject(rejectSettings, "unknown egress mode %d", pc.GetSettings().GetEgress())
 	}
+	if _, err := egress.Compile(pc.GetEgress()); err != nil {
+		return nil, reject(rejectEgress, "%w", err)
+	}
 	roots, err := parseCerts(pc.GetTrustBundle())
 	if err != nil {
 		return nil, reject(rejectTrustBundle, "trust bundle: %w", err)
@@ -411,6 +429,9 @@ func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) (*validConfig, err
 		}
 	}
 	v := &validConfig{roots: roots, routes: routes}
+	if v.revoked, err = validateRevocations(pc.GetRevocations()); err != nil {
+		return nil, err
+	}
 	if pc.GetAuthorization() != nil {
 		// FromProto names the field at fault ("authorization.tls.mode");
 		// Compile names it within the policy.

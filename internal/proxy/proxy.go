@@ -27,14 +27,17 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/rampart-mesh/rampart/internal/identity"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
 	"github.com/rampart-mesh/rampart/internal/proxy/admin"
+	"github.com/rampart-mesh/rampart/internal/proxy/egress"
 	"github.com/rampart-mesh/rampart/internal/proxy/inbound"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/outbound"
+	"github.com/rampart-mesh/rampart/internal/proxy/telemetry"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 )
 
@@ -62,6 +65,11 @@ type Config struct {
 	TrustDomain string
 	// JoinToken attests the workload on first start.
 	JoinToken string
+	// AppPID is the process ID of the app this proxy runs as its child
+	// (rampart-proxy -- <command>); zero when it runs none. Over the
+	// controller's Unix attestation socket it is sent with every Certify,
+	// and the controller measures that process as the workload's code.
+	AppPID int
 	// Namespace and ServiceAccount name the identity the proxy asks for:
 	// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
 	Namespace      string
@@ -92,6 +100,9 @@ type Config struct {
 	// MaxPlaintextConns bounds the plaintext connections served at once
 	// on PERMISSIVE ports; zero means inbound.DefaultMaxPlaintextConns.
 	MaxPlaintextConns int
+	// EgressResolver resolves the host names of egress rules, in
+	// transparent mode; nil is the system's resolver.
+	EgressResolver egress.Resolver
 	// DrainDelay is how long the proxy keeps serving after it starts
 	// draining (readiness false, endpoint withdrawn from the controller)
 	// before it stops accepting, so that peers learn of its departure
@@ -99,7 +110,11 @@ type Config struct {
 	DrainDelay time.Duration
 	// DrainTimeout bounds graceful shutdown.
 	DrainTimeout time.Duration
-	Logger       *slog.Logger
+	// TelemetryInterval is how often the proxy sends its per-edge traffic
+	// summary to the controller; zero means telemetry.DefaultInterval,
+	// negative turns telemetry off.
+	TelemetryInterval time.Duration
+	Logger            *slog.Logger
 	// Now is the clock for certificate checks and renewal; nil is time.Now.
 	Now func() time.Time
 }
@@ -192,9 +207,14 @@ type Proxy struct {
 	admin    *admin.Server
 	tunnelL  net.Listener
 	plainL   net.Listener // nil unless InboundListen
+	// tunnelLis serves tunnelL once serveTunnel runs.
+	tunnelLis atomic.Pointer[tunnel.Listener]
 
 	config   atomic.Pointer[meshv1.ProxyConfig]
 	draining atomic.Bool
+	// ctrlConn is the connection of the discovery stream while it is
+	// open; the telemetry reporter sends over it.
+	ctrlConn atomic.Pointer[grpc.ClientConn]
 
 	tokenMu sync.Mutex
 	token   string // cleared once used: join tokens are single use
@@ -222,13 +242,13 @@ func New(cfg Config) (*Proxy, error) {
 		log:     cfg.Logger.With("spiffe_id", id.String()),
 		id:      id,
 		ctrl:    identity.ControllerID(td),
-		metrics: metrics.New(),
+		metrics: metrics.NewWith(metricsOptions(cfg, id)),
 		svid:    new(meshtls.SVID),
 		bundle:  new(meshtls.Bundle),
 		token:   cfg.JoinToken,
 	}
 	p.bundle.SetRoots(td, cfg.TrustBundle)
-	p.tls = meshtls.Config{SVID: p.svid, Bundle: p.bundle, Now: cfg.Now}
+	p.tls = meshtls.Config{SVID: p.svid, Bundle: p.bundle, Now: cfg.Now, Revocations: new(meshtls.Revocations)}
 
 	p.dialer, err = tunnel.NewDialer(tunnel.DialerConfig{
 		TLS: p.tls,
@@ -271,6 +291,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.outbound, err = outbound.New(outbound.Config{
 		Upstreams: cfg.Upstreams, Transparent: cfg.OutboundListen, Namespace: cfg.Namespace,
 		Dialer: p.dialer, Metrics: p.metrics, Logger: p.log, DrainTimeout: cfg.DrainTimeout,
+		EgressResolver: cfg.EgressResolver,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -284,6 +305,40 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	ok = true
 	return p, nil
+}
+
+// metricsOptions says who the proxy is in its series, and starts its
+// telemetry aggregator unless telemetry is off.
+func metricsOptions(cfg Config, id spiffeid.ID) metrics.Options {
+	o := metrics.Options{Workload: cfg.Workload, Identity: id.String()}
+	if cfg.TelemetryInterval >= 0 {
+		o.Telemetry = telemetry.NewAggregator(time.Now())
+	}
+	return o
+}
+
+// reporter returns the reporter of the proxy's per-edge telemetry over its
+// discovery stream's connection, nil when telemetry is off.
+func (p *Proxy) reporter() (*telemetry.Reporter, error) {
+	agg := p.metrics.Telemetry()
+	if agg == nil {
+		return nil, nil
+	}
+	return telemetry.NewReporter(telemetry.ReporterConfig{
+		Aggregator: agg,
+		Conn: func() grpc.ClientConnInterface {
+			if c := p.ctrlConn.Load(); c != nil {
+				return c
+			}
+			return nil
+		},
+		Workload:      p.cfg.Workload,
+		Interval:      p.cfg.TelemetryInterval,
+		Sent:          p.metrics.TelemetryReports,
+		Dropped:       p.metrics.TelemetryDropped,
+		OverflowEdges: p.metrics.TelemetryOverflowEdges,
+		Logger:        p.log,
+	})
 }
 
 // closeListeners releases the traffic listeners of a proxy whose serving
@@ -364,6 +419,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 		sg, sctx := errgroup.WithContext(gctx)
 		sg.Go(func() error { return p.renewLoop(sctx) })
 		sg.Go(func() error { return p.watchLoop(sctx) })
+		if rep, err := p.reporter(); err != nil {
+			return err
+		} else if rep != nil {
+			sg.Go(func() error { return rep.Run(sctx) })
+		}
 		// The app's outbound calls keep working while the requests it is
 		// still serving drain: the outbound side stops accepting only once
 		// the tunnel has drained (or failed).
@@ -443,7 +503,8 @@ func (p *Proxy) serveTunnel(ctx context.Context) error {
 	srvTLS := p.tls
 	srvTLS.NextProtos = []string{tunnel.ALPN}
 	l := tunnel.NewListener(p.tunnelL, tunnel.ListenerConfig{
-		TLS: srvTLS.Server(nil),
+		TLS:         srvTLS.Server(nil),
+		Revocations: p.tls.Revocations,
 		OnRefused: func(remote net.Addr, err error) {
 			reason := meshtls.Reason(err)
 			p.metrics.TLSRefusals.WithLabelValues(metrics.Inbound, reason).Inc()
@@ -456,10 +517,12 @@ func (p *Proxy) serveTunnel(ctx context.Context) error {
 		Handler:           p.inbound,
 		Protocols:         &protos,
 		ConnContext:       inbound.ConnContext,
+		ConnState:         l.ConnState,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       10 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
+	p.tunnelLis.Store(l)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {
@@ -508,6 +571,7 @@ func (p *Proxy) apply(pc *meshv1.ProxyConfig) error {
 	p.inbound.SetConfig(pc.GetInbound(), pol)
 	p.outbound.UpdateCompiled(pc, v.routes)
 	p.dialer.Retain(peersOf(pc))
+	p.applyRevocations(v.revoked)
 	p.config.Store(pc)
 	p.metrics.ConfigUpdates.Inc()
 	return nil

@@ -1444,15 +1444,25 @@ func (x *Service) GetTraffic() *TrafficPolicy {
 	return nil
 }
 
-// TrafficPolicy is the client-side behaviour for one service.
+// TrafficPolicy is the client-side behaviour for one service. Every field
+// is optional: an absent one keeps the proxy's default. The balancer and
+// outlier settings apply to the service's endpoints wherever a request to
+// them comes from (a route's backend included); the retry settings and the
+// idle timeout apply to requests and connections the app addresses to the
+// service (a routed request: the service the app addressed).
 type TrafficPolicy struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	LoadBalancer LoadBalancer           `protobuf:"varint,1,opt,name=load_balancer,json=loadBalancer,proto3,enum=rampart.mesh.v1.LoadBalancer" json:"load_balancer,omitempty"`
-	// A connection (or an HTTP/2 stream's connection) with no bytes either way
-	// for this long is closed. Absent or zero: the proxy's default.
-	IdleTimeout   *durationpb.Duration `protobuf:"bytes,2,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// An opaque TCP stream with no bytes either way for this long is closed;
+	// an HTTP request whose response sends nothing (no headers, then no body
+	// byte) and whose request sends nothing for this long fails: 504, or a
+	// retry as the retry policy allows. Absent or zero: the proxy's default
+	// (1 hour, and none for gRPC requests).
+	IdleTimeout      *durationpb.Duration            `protobuf:"bytes,2,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	Retry            *TrafficPolicy_Retry            `protobuf:"bytes,3,opt,name=retry,proto3" json:"retry,omitempty"`
+	OutlierDetection *TrafficPolicy_OutlierDetection `protobuf:"bytes,4,opt,name=outlier_detection,json=outlierDetection,proto3" json:"outlier_detection,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TrafficPolicy) Reset() {
@@ -1495,6 +1505,20 @@ func (x *TrafficPolicy) GetLoadBalancer() LoadBalancer {
 func (x *TrafficPolicy) GetIdleTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.IdleTimeout
+	}
+	return nil
+}
+
+func (x *TrafficPolicy) GetRetry() *TrafficPolicy_Retry {
+	if x != nil {
+		return x.Retry
+	}
+	return nil
+}
+
+func (x *TrafficPolicy) GetOutlierDetection() *TrafficPolicy_OutlierDetection {
+	if x != nil {
+		return x.OutlierDetection
 	}
 	return nil
 }
@@ -2967,10 +2991,18 @@ type TelemetryReport struct {
 	// The interval the counts cover: [start, start+interval).
 	Start    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
 	Interval *durationpb.Duration   `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
-	// One entry per edge with traffic in the interval.
-	Edges         []*EdgeSummary `protobuf:"bytes,4,rep,name=edges,proto3" json:"edges,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// One entry per edge with traffic in the interval, at most the proxy's
+	// bound (2,000 by default); the edges past it are folded into one more
+	// entry whose overflow is set.
+	Edges []*EdgeSummary `protobuf:"bytes,4,rep,name=edges,proto3" json:"edges,omitempty"`
+	// How many edges were folded into the overflow entry.
+	OverflowEdges uint32 `protobuf:"varint,5,opt,name=overflow_edges,json=overflowEdges,proto3" json:"overflow_edges,omitempty"`
+	// Reports the proxy dropped since it started because its queue was full
+	// (the controller unreachable for longer than the queue holds): the
+	// intervals they covered are missing.
+	DroppedReports uint64 `protobuf:"varint,6,opt,name=dropped_reports,json=droppedReports,proto3" json:"dropped_reports,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TelemetryReport) Reset() {
@@ -3031,6 +3063,20 @@ func (x *TelemetryReport) GetEdges() []*EdgeSummary {
 	return nil
 }
 
+func (x *TelemetryReport) GetOverflowEdges() uint32 {
+	if x != nil {
+		return x.OverflowEdges
+	}
+	return 0
+}
+
+func (x *TelemetryReport) GetDroppedReports() uint64 {
+	if x != nil {
+		return x.DroppedReports
+	}
+	return 0
+}
+
 type TelemetryAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3089,7 +3135,16 @@ type EdgeSummary struct {
 	BytesSent     uint64 `protobuf:"varint,10,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
 	BytesReceived uint64 `protobuf:"varint,11,opt,name=bytes_received,json=bytesReceived,proto3" json:"bytes_received,omitempty"`
 	// Latency of the requests, in a mergeable sketch.
-	Latency       *LatencySketch `protobuf:"bytes,12,opt,name=latency,proto3" json:"latency,omitempty"`
+	Latency *LatencySketch `protobuf:"bytes,12,opt,name=latency,proto3" json:"latency,omitempty"`
+	// Counts by method, path prefix and status class, at most 64 distinct
+	// per edge and interval; the requests past them are counted in
+	// requests_overflow. Paths are cut after their first three segments
+	// and carry no query string (docs/observability.md).
+	RequestCounts    []*EdgeSummary_RequestCount `protobuf:"bytes,13,rep,name=request_counts,json=requestCounts,proto3" json:"request_counts,omitempty"`
+	RequestsOverflow uint64                      `protobuf:"varint,14,opt,name=requests_overflow,json=requestsOverflow,proto3" json:"requests_overflow,omitempty"`
+	// The entry that holds the edges past the report's bound: its direction
+	// is DIRECTION_UNSPECIFIED and its peer and service fields are empty.
+	Overflow      bool `protobuf:"varint,15,opt,name=overflow,proto3" json:"overflow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3208,6 +3263,27 @@ func (x *EdgeSummary) GetLatency() *LatencySketch {
 	return nil
 }
 
+func (x *EdgeSummary) GetRequestCounts() []*EdgeSummary_RequestCount {
+	if x != nil {
+		return x.RequestCounts
+	}
+	return nil
+}
+
+func (x *EdgeSummary) GetRequestsOverflow() uint64 {
+	if x != nil {
+		return x.RequestsOverflow
+	}
+	return 0
+}
+
+func (x *EdgeSummary) GetOverflow() bool {
+	if x != nil {
+		return x.Overflow
+	}
+	return false
+}
+
 // LatencySketch is a histogram with log-spaced buckets that summaries merge
 // by adding counts.
 type LatencySketch struct {
@@ -3261,6 +3337,293 @@ func (x *LatencySketch) GetCounts() []uint64 {
 func (x *LatencySketch) GetSumSeconds() float64 {
 	if x != nil {
 		return x.SumSeconds
+	}
+	return 0
+}
+
+// Retry says which failed attempts are sent again, and how much
+// retrying the proxy may do for the service.
+type TrafficPolicy_Retry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Attempts per request, the first included (1 turns retries off);
+	// 0: the default (3).
+	Attempts uint32 `protobuf:"varint,1,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// Retries allowed per request over the budget window, in percent
+	// (20: one retry per five requests); absent: the default (20).
+	BudgetPercent *uint32 `protobuf:"varint,2,opt,name=budget_percent,json=budgetPercent,proto3,oneof" json:"budget_percent,omitempty"`
+	// Retries allowed per second whatever the traffic; absent: the
+	// default (10).
+	BudgetMinPerSecond *uint32 `protobuf:"varint,3,opt,name=budget_min_per_second,json=budgetMinPerSecond,proto3,oneof" json:"budget_min_per_second,omitempty"`
+	// The answers that are retried; absent: the default (HTTP 502, 503,
+	// 504 for idempotent requests; gRPC UNAVAILABLE).
+	RetryOn       *TrafficPolicy_RetryOn `protobuf:"bytes,4,opt,name=retry_on,json=retryOn,proto3" json:"retry_on,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrafficPolicy_Retry) Reset() {
+	*x = TrafficPolicy_Retry{}
+	mi := &file_mesh_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrafficPolicy_Retry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrafficPolicy_Retry) ProtoMessage() {}
+
+func (x *TrafficPolicy_Retry) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrafficPolicy_Retry.ProtoReflect.Descriptor instead.
+func (*TrafficPolicy_Retry) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{13, 0}
+}
+
+func (x *TrafficPolicy_Retry) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *TrafficPolicy_Retry) GetBudgetPercent() uint32 {
+	if x != nil && x.BudgetPercent != nil {
+		return *x.BudgetPercent
+	}
+	return 0
+}
+
+func (x *TrafficPolicy_Retry) GetBudgetMinPerSecond() uint32 {
+	if x != nil && x.BudgetMinPerSecond != nil {
+		return *x.BudgetMinPerSecond
+	}
+	return 0
+}
+
+func (x *TrafficPolicy_Retry) GetRetryOn() *TrafficPolicy_RetryOn {
+	if x != nil {
+		return x.RetryOn
+	}
+	return nil
+}
+
+// RetryOn lists the answers after which a request is retried. A failure
+// before the request was sent is always retried.
+type TrafficPolicy_RetryOn struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// HTTP statuses (500-599) after which an idempotent request is
+	// retried, and a broken idempotent request is always retried.
+	HttpStatuses []uint32 `protobuf:"varint,1,rep,packed,name=http_statuses,json=httpStatuses,proto3" json:"http_statuses,omitempty"`
+	// gRPC status codes (1-16) after which a gRPC request is retried.
+	GrpcCodes     []uint32 `protobuf:"varint,2,rep,packed,name=grpc_codes,json=grpcCodes,proto3" json:"grpc_codes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrafficPolicy_RetryOn) Reset() {
+	*x = TrafficPolicy_RetryOn{}
+	mi := &file_mesh_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrafficPolicy_RetryOn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrafficPolicy_RetryOn) ProtoMessage() {}
+
+func (x *TrafficPolicy_RetryOn) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrafficPolicy_RetryOn.ProtoReflect.Descriptor instead.
+func (*TrafficPolicy_RetryOn) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{13, 1}
+}
+
+func (x *TrafficPolicy_RetryOn) GetHttpStatuses() []uint32 {
+	if x != nil {
+		return x.HttpStatuses
+	}
+	return nil
+}
+
+func (x *TrafficPolicy_RetryOn) GetGrpcCodes() []uint32 {
+	if x != nil {
+		return x.GrpcCodes
+	}
+	return nil
+}
+
+// OutlierDetection says when an endpoint is taken out of balancing.
+type TrafficPolicy_OutlierDetection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Failures in a row that eject an endpoint; 0 turns the rule off;
+	// absent: the default (5).
+	ConsecutiveFailures *uint32 `protobuf:"varint,1,opt,name=consecutive_failures,json=consecutiveFailures,proto3,oneof" json:"consecutive_failures,omitempty"`
+	// Failure rate over the window, in percent (1-100), that ejects an
+	// endpoint; 0 turns the rule off; absent: the default (50).
+	FailurePercent *uint32 `protobuf:"varint,2,opt,name=failure_percent,json=failurePercent,proto3,oneof" json:"failure_percent,omitempty"`
+	// How long a first ejection lasts (the N-th lasts N times as long,
+	// at most 5 minutes or this, if longer); absent or zero: the default
+	// (30s).
+	BaseEjectionTime *durationpb.Duration `protobuf:"bytes,3,opt,name=base_ejection_time,json=baseEjectionTime,proto3" json:"base_ejection_time,omitempty"`
+	// The share of endpoints that may be out at once, in percent (1-100);
+	// 0: the default (50).
+	MaxEjectedPercent uint32 `protobuf:"varint,4,opt,name=max_ejected_percent,json=maxEjectedPercent,proto3" json:"max_ejected_percent,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *TrafficPolicy_OutlierDetection) Reset() {
+	*x = TrafficPolicy_OutlierDetection{}
+	mi := &file_mesh_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrafficPolicy_OutlierDetection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrafficPolicy_OutlierDetection) ProtoMessage() {}
+
+func (x *TrafficPolicy_OutlierDetection) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrafficPolicy_OutlierDetection.ProtoReflect.Descriptor instead.
+func (*TrafficPolicy_OutlierDetection) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{13, 2}
+}
+
+func (x *TrafficPolicy_OutlierDetection) GetConsecutiveFailures() uint32 {
+	if x != nil && x.ConsecutiveFailures != nil {
+		return *x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *TrafficPolicy_OutlierDetection) GetFailurePercent() uint32 {
+	if x != nil && x.FailurePercent != nil {
+		return *x.FailurePercent
+	}
+	return 0
+}
+
+func (x *TrafficPolicy_OutlierDetection) GetBaseEjectionTime() *durationpb.Duration {
+	if x != nil {
+		return x.BaseEjectionTime
+	}
+	return nil
+}
+
+func (x *TrafficPolicy_OutlierDetection) GetMaxEjectedPercent() uint32 {
+	if x != nil {
+		return x.MaxEjectedPercent
+	}
+	return 0
+}
+
+// RequestCount is how many requests of one kind the edge carried.
+type EdgeSummary_RequestCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The HTTP method; "OTHER" for one outside RFC 9110's and PATCH.
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// The path's first three segments ("/api/v1/orders" of
+	// "/api/v1/orders/7?x=1"), at most 128 bytes of valid UTF-8.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// The hundreds digit of the status (2 for 2xx); a request that
+	// reached no answer counts as the status the proxy answered with.
+	StatusClass   uint32 `protobuf:"varint,3,opt,name=status_class,json=statusClass,proto3" json:"status_class,omitempty"`
+	Count         uint64 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeSummary_RequestCount) Reset() {
+	*x = EdgeSummary_RequestCount{}
+	mi := &file_mesh_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeSummary_RequestCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeSummary_RequestCount) ProtoMessage() {}
+
+func (x *EdgeSummary_RequestCount) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeSummary_RequestCount.ProtoReflect.Descriptor instead.
+func (*EdgeSummary_RequestCount) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{36, 0}
+}
+
+func (x *EdgeSummary_RequestCount) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *EdgeSummary_RequestCount) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *EdgeSummary_RequestCount) GetStatusClass() uint32 {
+	if x != nil {
+		return x.StatusClass
+	}
+	return 0
+}
+
+func (x *EdgeSummary_RequestCount) GetCount() uint64 {
+	if x != nil {
+		return x.Count
 	}
 	return 0
 }
@@ -3335,10 +3698,30 @@ const file_mesh_proto_rawDesc = "" +
 	"\tendpoints\x18\x04 \x03(\v2\x19.rampart.mesh.v1.EndpointR\tendpoints\x12\x1c\n" +
 	"\taddresses\x18\x05 \x03(\tR\taddresses\x12.\n" +
 	"\x06routes\x18\x06 \x03(\v2\x16.rampart.mesh.v1.RouteR\x06routes\x128\n" +
-	"\atraffic\x18\a \x01(\v2\x1e.rampart.mesh.v1.TrafficPolicyR\atraffic\"\x91\x01\n" +
+	"\atraffic\x18\a \x01(\v2\x1e.rampart.mesh.v1.TrafficPolicyR\atraffic\"\x95\a\n" +
 	"\rTrafficPolicy\x12B\n" +
 	"\rload_balancer\x18\x01 \x01(\x0e2\x1d.rampart.mesh.v1.LoadBalancerR\floadBalancer\x12<\n" +
-	"\fidle_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\"\x81\x01\n" +
+	"\fidle_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12:\n" +
+	"\x05retry\x18\x03 \x01(\v2$.rampart.mesh.v1.TrafficPolicy.RetryR\x05retry\x12\\\n" +
+	"\x11outlier_detection\x18\x04 \x01(\v2/.rampart.mesh.v1.TrafficPolicy.OutlierDetectionR\x10outlierDetection\x1a\xf7\x01\n" +
+	"\x05Retry\x12\x1a\n" +
+	"\battempts\x18\x01 \x01(\rR\battempts\x12*\n" +
+	"\x0ebudget_percent\x18\x02 \x01(\rH\x00R\rbudgetPercent\x88\x01\x01\x126\n" +
+	"\x15budget_min_per_second\x18\x03 \x01(\rH\x01R\x12budgetMinPerSecond\x88\x01\x01\x12A\n" +
+	"\bretry_on\x18\x04 \x01(\v2&.rampart.mesh.v1.TrafficPolicy.RetryOnR\aretryOnB\x11\n" +
+	"\x0f_budget_percentB\x18\n" +
+	"\x16_budget_min_per_second\x1aM\n" +
+	"\aRetryOn\x12#\n" +
+	"\rhttp_statuses\x18\x01 \x03(\rR\fhttpStatuses\x12\x1d\n" +
+	"\n" +
+	"grpc_codes\x18\x02 \x03(\rR\tgrpcCodes\x1a\x9e\x02\n" +
+	"\x10OutlierDetection\x126\n" +
+	"\x14consecutive_failures\x18\x01 \x01(\rH\x00R\x13consecutiveFailures\x88\x01\x01\x12,\n" +
+	"\x0ffailure_percent\x18\x02 \x01(\rH\x01R\x0efailurePercent\x88\x01\x01\x12G\n" +
+	"\x12base_ejection_time\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x10baseEjectionTime\x12.\n" +
+	"\x13max_ejected_percent\x18\x04 \x01(\rR\x11maxEjectedPercentB\x17\n" +
+	"\x15_consecutive_failuresB\x12\n" +
+	"\x10_failure_percent\"\x81\x01\n" +
 	"\x05Route\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -3447,13 +3830,15 @@ const file_mesh_proto_rawDesc = "" +
 	"\x13requests_per_second\x18\x06 \x01(\rR\x11requestsPerSecond\x12\x14\n" +
 	"\x05burst\x18\a \x01(\rR\x05burst\x126\n" +
 	"\tcool_down\x18\b \x01(\v2\x19.google.protobuf.DurationR\bcoolDown\x12&\n" +
-	"\x0fcool_down_after\x18\t \x01(\rR\rcoolDownAfter\"\xca\x01\n" +
+	"\x0fcool_down_after\x18\t \x01(\rR\rcoolDownAfter\"\x9a\x02\n" +
 	"\x0fTelemetryReport\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x120\n" +
 	"\x05start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x122\n" +
-	"\x05edges\x18\x04 \x03(\v2\x1c.rampart.mesh.v1.EdgeSummaryR\x05edges\"\x0e\n" +
-	"\fTelemetryAck\"\xb3\x03\n" +
+	"\x05edges\x18\x04 \x03(\v2\x1c.rampart.mesh.v1.EdgeSummaryR\x05edges\x12%\n" +
+	"\x0eoverflow_edges\x18\x05 \x01(\rR\roverflowEdges\x12'\n" +
+	"\x0fdropped_reports\x18\x06 \x01(\x04R\x0edroppedReports\"\x0e\n" +
+	"\fTelemetryAck\"\xc3\x05\n" +
 	"\vEdgeSummary\x128\n" +
 	"\tdirection\x18\x01 \x01(\x0e2\x1a.rampart.mesh.v1.DirectionR\tdirection\x12$\n" +
 	"\x0epeer_spiffe_id\x18\x02 \x01(\tR\fpeerSpiffeId\x12#\n" +
@@ -3468,7 +3853,15 @@ const file_mesh_proto_rawDesc = "" +
 	"bytes_sent\x18\n" +
 	" \x01(\x04R\tbytesSent\x12%\n" +
 	"\x0ebytes_received\x18\v \x01(\x04R\rbytesReceived\x128\n" +
-	"\alatency\x18\f \x01(\v2\x1e.rampart.mesh.v1.LatencySketchR\alatency\"H\n" +
+	"\alatency\x18\f \x01(\v2\x1e.rampart.mesh.v1.LatencySketchR\alatency\x12P\n" +
+	"\x0erequest_counts\x18\r \x03(\v2).rampart.mesh.v1.EdgeSummary.RequestCountR\rrequestCounts\x12+\n" +
+	"\x11requests_overflow\x18\x0e \x01(\x04R\x10requestsOverflow\x12\x1a\n" +
+	"\boverflow\x18\x0f \x01(\bR\boverflow\x1as\n" +
+	"\fRequestCount\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12!\n" +
+	"\fstatus_class\x18\x03 \x01(\rR\vstatusClass\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x04R\x05count\"H\n" +
 	"\rLatencySketch\x12\x16\n" +
 	"\x06counts\x18\x01 \x03(\x04R\x06counts\x12\x1f\n" +
 	"\vsum_seconds\x18\x02 \x01(\x01R\n" +
@@ -3539,59 +3932,63 @@ func file_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_mesh_proto_goTypes = []any{
-	(Protocol)(0),                 // 0: rampart.mesh.v1.Protocol
-	(EgressMode)(0),               // 1: rampart.mesh.v1.EgressMode
-	(LoadBalancer)(0),             // 2: rampart.mesh.v1.LoadBalancer
-	(PathMatchType)(0),            // 3: rampart.mesh.v1.PathMatchType
-	(HeaderMatchType)(0),          // 4: rampart.mesh.v1.HeaderMatchType
-	(DefaultAuthorization)(0),     // 5: rampart.mesh.v1.DefaultAuthorization
-	(TLSMode)(0),                  // 6: rampart.mesh.v1.TLSMode
-	(PolicyAction)(0),             // 7: rampart.mesh.v1.PolicyAction
-	(RateLimitKey)(0),             // 8: rampart.mesh.v1.RateLimitKey
-	(Direction)(0),                // 9: rampart.mesh.v1.Direction
-	(*CertifyRequest)(nil),        // 10: rampart.mesh.v1.CertifyRequest
-	(*CertifyResponse)(nil),       // 11: rampart.mesh.v1.CertifyResponse
-	(*WatchRequest)(nil),          // 12: rampart.mesh.v1.WatchRequest
-	(*LeaveRequest)(nil),          // 13: rampart.mesh.v1.LeaveRequest
-	(*LeaveResponse)(nil),         // 14: rampart.mesh.v1.LeaveResponse
-	(*Workload)(nil),              // 15: rampart.mesh.v1.Workload
-	(*ProxyConfig)(nil),           // 16: rampart.mesh.v1.ProxyConfig
-	(*Revocations)(nil),           // 17: rampart.mesh.v1.Revocations
-	(*RevokedCertificate)(nil),    // 18: rampart.mesh.v1.RevokedCertificate
-	(*RevokedIdentity)(nil),       // 19: rampart.mesh.v1.RevokedIdentity
-	(*EgressPolicy)(nil),          // 20: rampart.mesh.v1.EgressPolicy
-	(*EgressRule)(nil),            // 21: rampart.mesh.v1.EgressRule
-	(*Service)(nil),               // 22: rampart.mesh.v1.Service
-	(*TrafficPolicy)(nil),         // 23: rampart.mesh.v1.TrafficPolicy
-	(*Route)(nil),                 // 24: rampart.mesh.v1.Route
-	(*RouteRule)(nil),             // 25: rampart.mesh.v1.RouteRule
-	(*RouteMatch)(nil),            // 26: rampart.mesh.v1.RouteMatch
-	(*PathMatch)(nil),             // 27: rampart.mesh.v1.PathMatch
-	(*HeaderMatch)(nil),           // 28: rampart.mesh.v1.HeaderMatch
-	(*RouteBackend)(nil),          // 29: rampart.mesh.v1.RouteBackend
-	(*HeaderModifier)(nil),        // 30: rampart.mesh.v1.HeaderModifier
-	(*Header)(nil),                // 31: rampart.mesh.v1.Header
-	(*ServicePort)(nil),           // 32: rampart.mesh.v1.ServicePort
-	(*Endpoint)(nil),              // 33: rampart.mesh.v1.Endpoint
-	(*InboundPort)(nil),           // 34: rampart.mesh.v1.InboundPort
-	(*Settings)(nil),              // 35: rampart.mesh.v1.Settings
-	(*WorkloadPolicy)(nil),        // 36: rampart.mesh.v1.WorkloadPolicy
-	(*TLSPolicy)(nil),             // 37: rampart.mesh.v1.TLSPolicy
-	(*PortTLS)(nil),               // 38: rampart.mesh.v1.PortTLS
-	(*AuthorizationPolicy)(nil),   // 39: rampart.mesh.v1.AuthorizationPolicy
-	(*Rule)(nil),                  // 40: rampart.mesh.v1.Rule
-	(*Source)(nil),                // 41: rampart.mesh.v1.Source
-	(*Operation)(nil),             // 42: rampart.mesh.v1.Operation
-	(*RateLimit)(nil),             // 43: rampart.mesh.v1.RateLimit
-	(*TelemetryReport)(nil),       // 44: rampart.mesh.v1.TelemetryReport
-	(*TelemetryAck)(nil),          // 45: rampart.mesh.v1.TelemetryAck
-	(*EdgeSummary)(nil),           // 46: rampart.mesh.v1.EdgeSummary
-	(*LatencySketch)(nil),         // 47: rampart.mesh.v1.LatencySketch
-	nil,                           // 48: rampart.mesh.v1.Workload.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 49: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 50: google.protobuf.Duration
+	(Protocol)(0),                          // 0: rampart.mesh.v1.Protocol
+	(EgressMode)(0),                        // 1: rampart.mesh.v1.EgressMode
+	(LoadBalancer)(0),                      // 2: rampart.mesh.v1.LoadBalancer
+	(PathMatchType)(0),                     // 3: rampart.mesh.v1.PathMatchType
+	(HeaderMatchType)(0),                   // 4: rampart.mesh.v1.HeaderMatchType
+	(DefaultAuthorization)(0),              // 5: rampart.mesh.v1.DefaultAuthorization
+	(TLSMode)(0),                           // 6: rampart.mesh.v1.TLSMode
+	(PolicyAction)(0),                      // 7: rampart.mesh.v1.PolicyAction
+	(RateLimitKey)(0),                      // 8: rampart.mesh.v1.RateLimitKey
+	(Direction)(0),                         // 9: rampart.mesh.v1.Direction
+	(*CertifyRequest)(nil),                 // 10: rampart.mesh.v1.CertifyRequest
+	(*CertifyResponse)(nil),                // 11: rampart.mesh.v1.CertifyResponse
+	(*WatchRequest)(nil),                   // 12: rampart.mesh.v1.WatchRequest
+	(*LeaveRequest)(nil),                   // 13: rampart.mesh.v1.LeaveRequest
+	(*LeaveResponse)(nil),                  // 14: rampart.mesh.v1.LeaveResponse
+	(*Workload)(nil),                       // 15: rampart.mesh.v1.Workload
+	(*ProxyConfig)(nil),                    // 16: rampart.mesh.v1.ProxyConfig
+	(*Revocations)(nil),                    // 17: rampart.mesh.v1.Revocations
+	(*RevokedCertificate)(nil),             // 18: rampart.mesh.v1.RevokedCertificate
+	(*RevokedIdentity)(nil),                // 19: rampart.mesh.v1.RevokedIdentity
+	(*EgressPolicy)(nil),                   // 20: rampart.mesh.v1.EgressPolicy
+	(*EgressRule)(nil),                     // 21: rampart.mesh.v1.EgressRule
+	(*Service)(nil),                        // 22: rampart.mesh.v1.Service
+	(*TrafficPolicy)(nil),                  // 23: rampart.mesh.v1.TrafficPolicy
+	(*Route)(nil),                          // 24: rampart.mesh.v1.Route
+	(*RouteRule)(nil),                      // 25: rampart.mesh.v1.RouteRule
+	(*RouteMatch)(nil),                     // 26: rampart.mesh.v1.RouteMatch
+	(*PathMatch)(nil),                      // 27: rampart.mesh.v1.PathMatch
+	(*HeaderMatch)(nil),                    // 28: rampart.mesh.v1.HeaderMatch
+	(*RouteBackend)(nil),                   // 29: rampart.mesh.v1.RouteBackend
+	(*HeaderModifier)(nil),                 // 30: rampart.mesh.v1.HeaderModifier
+	(*Header)(nil),                         // 31: rampart.mesh.v1.Header
+	(*ServicePort)(nil),                    // 32: rampart.mesh.v1.ServicePort
+	(*Endpoint)(nil),                       // 33: rampart.mesh.v1.Endpoint
+	(*InboundPort)(nil),                    // 34: rampart.mesh.v1.InboundPort
+	(*Settings)(nil),                       // 35: rampart.mesh.v1.Settings
+	(*WorkloadPolicy)(nil),                 // 36: rampart.mesh.v1.WorkloadPolicy
+	(*TLSPolicy)(nil),                      // 37: rampart.mesh.v1.TLSPolicy
+	(*PortTLS)(nil),                        // 38: rampart.mesh.v1.PortTLS
+	(*AuthorizationPolicy)(nil),            // 39: rampart.mesh.v1.AuthorizationPolicy
+	(*Rule)(nil),                           // 40: rampart.mesh.v1.Rule
+	(*Source)(nil),                         // 41: rampart.mesh.v1.Source
+	(*Operation)(nil),                      // 42: rampart.mesh.v1.Operation
+	(*RateLimit)(nil),                      // 43: rampart.mesh.v1.RateLimit
+	(*TelemetryReport)(nil),                // 44: rampart.mesh.v1.TelemetryReport
+	(*TelemetryAck)(nil),                   // 45: rampart.mesh.v1.TelemetryAck
+	(*EdgeSummary)(nil),                    // 46: rampart.mesh.v1.EdgeSummary
+	(*LatencySketch)(nil),                  // 47: rampart.mesh.v1.LatencySketch
+	nil,                                    // 48: rampart.mesh.v1.Workload.LabelsEntry
+	(*TrafficPolicy_Retry)(nil),            // 49: rampart.mesh.v1.TrafficPolicy.Retry
+	(*TrafficPolicy_RetryOn)(nil),          // 50: rampart.mesh.v1.TrafficPolicy.RetryOn
+	(*TrafficPolicy_OutlierDetection)(nil), // 51: rampart.mesh.v1.TrafficPolicy.OutlierDetection
+	(*EdgeSummary_RequestCount)(nil),       // 52: rampart.mesh.v1.EdgeSummary.RequestCount
+	(*timestamppb.Timestamp)(nil),          // 53: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 54: google.protobuf.Duration
 }
 var file_mesh_proto_depIdxs = []int32{
 	15, // 0: rampart.mesh.v1.WatchRequest.workload:type_name -> rampart.mesh.v1.Workload
@@ -3605,65 +4002,70 @@ var file_mesh_proto_depIdxs = []int32{
 	20, // 8: rampart.mesh.v1.ProxyConfig.egress:type_name -> rampart.mesh.v1.EgressPolicy
 	18, // 9: rampart.mesh.v1.Revocations.certificates:type_name -> rampart.mesh.v1.RevokedCertificate
 	19, // 10: rampart.mesh.v1.Revocations.identities:type_name -> rampart.mesh.v1.RevokedIdentity
-	49, // 11: rampart.mesh.v1.RevokedCertificate.not_after:type_name -> google.protobuf.Timestamp
-	49, // 12: rampart.mesh.v1.RevokedIdentity.revoked_at:type_name -> google.protobuf.Timestamp
+	53, // 11: rampart.mesh.v1.RevokedCertificate.not_after:type_name -> google.protobuf.Timestamp
+	53, // 12: rampart.mesh.v1.RevokedIdentity.revoked_at:type_name -> google.protobuf.Timestamp
 	21, // 13: rampart.mesh.v1.EgressPolicy.rules:type_name -> rampart.mesh.v1.EgressRule
 	32, // 14: rampart.mesh.v1.Service.ports:type_name -> rampart.mesh.v1.ServicePort
 	33, // 15: rampart.mesh.v1.Service.endpoints:type_name -> rampart.mesh.v1.Endpoint
 	24, // 16: rampart.mesh.v1.Service.routes:type_name -> rampart.mesh.v1.Route
 	23, // 17: rampart.mesh.v1.Service.traffic:type_name -> rampart.mesh.v1.TrafficPolicy
 	2,  // 18: rampart.mesh.v1.TrafficPolicy.load_balancer:type_name -> rampart.mesh.v1.LoadBalancer
-	50, // 19: rampart.mesh.v1.TrafficPolicy.idle_timeout:type_name -> google.protobuf.Duration
-	25, // 20: rampart.mesh.v1.Route.rules:type_name -> rampart.mesh.v1.RouteRule
-	26, // 21: rampart.mesh.v1.RouteRule.matches:type_name -> rampart.mesh.v1.RouteMatch
-	29, // 22: rampart.mesh.v1.RouteRule.backends:type_name -> rampart.mesh.v1.RouteBackend
-	30, // 23: rampart.mesh.v1.RouteRule.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
-	50, // 24: rampart.mesh.v1.RouteRule.request_timeout:type_name -> google.protobuf.Duration
-	50, // 25: rampart.mesh.v1.RouteRule.backend_request_timeout:type_name -> google.protobuf.Duration
-	27, // 26: rampart.mesh.v1.RouteMatch.path:type_name -> rampart.mesh.v1.PathMatch
-	28, // 27: rampart.mesh.v1.RouteMatch.headers:type_name -> rampart.mesh.v1.HeaderMatch
-	3,  // 28: rampart.mesh.v1.PathMatch.type:type_name -> rampart.mesh.v1.PathMatchType
-	4,  // 29: rampart.mesh.v1.HeaderMatch.type:type_name -> rampart.mesh.v1.HeaderMatchType
-	30, // 30: rampart.mesh.v1.RouteBackend.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
-	31, // 31: rampart.mesh.v1.HeaderModifier.set:type_name -> rampart.mesh.v1.Header
-	31, // 32: rampart.mesh.v1.HeaderModifier.add:type_name -> rampart.mesh.v1.Header
-	0,  // 33: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
-	0,  // 34: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
-	50, // 35: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
-	1,  // 36: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
-	5,  // 37: rampart.mesh.v1.WorkloadPolicy.default_authorization:type_name -> rampart.mesh.v1.DefaultAuthorization
-	37, // 38: rampart.mesh.v1.WorkloadPolicy.tls:type_name -> rampart.mesh.v1.TLSPolicy
-	39, // 39: rampart.mesh.v1.WorkloadPolicy.policies:type_name -> rampart.mesh.v1.AuthorizationPolicy
-	43, // 40: rampart.mesh.v1.WorkloadPolicy.rate_limits:type_name -> rampart.mesh.v1.RateLimit
-	6,  // 41: rampart.mesh.v1.TLSPolicy.mode:type_name -> rampart.mesh.v1.TLSMode
-	38, // 42: rampart.mesh.v1.TLSPolicy.ports:type_name -> rampart.mesh.v1.PortTLS
-	6,  // 43: rampart.mesh.v1.PortTLS.mode:type_name -> rampart.mesh.v1.TLSMode
-	7,  // 44: rampart.mesh.v1.AuthorizationPolicy.action:type_name -> rampart.mesh.v1.PolicyAction
-	40, // 45: rampart.mesh.v1.AuthorizationPolicy.rules:type_name -> rampart.mesh.v1.Rule
-	41, // 46: rampart.mesh.v1.Rule.from:type_name -> rampart.mesh.v1.Source
-	42, // 47: rampart.mesh.v1.Rule.to:type_name -> rampart.mesh.v1.Operation
-	41, // 48: rampart.mesh.v1.RateLimit.from:type_name -> rampart.mesh.v1.Source
-	42, // 49: rampart.mesh.v1.RateLimit.to:type_name -> rampart.mesh.v1.Operation
-	8,  // 50: rampart.mesh.v1.RateLimit.per:type_name -> rampart.mesh.v1.RateLimitKey
-	50, // 51: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
-	49, // 52: rampart.mesh.v1.TelemetryReport.start:type_name -> google.protobuf.Timestamp
-	50, // 53: rampart.mesh.v1.TelemetryReport.interval:type_name -> google.protobuf.Duration
-	46, // 54: rampart.mesh.v1.TelemetryReport.edges:type_name -> rampart.mesh.v1.EdgeSummary
-	9,  // 55: rampart.mesh.v1.EdgeSummary.direction:type_name -> rampart.mesh.v1.Direction
-	47, // 56: rampart.mesh.v1.EdgeSummary.latency:type_name -> rampart.mesh.v1.LatencySketch
-	10, // 57: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
-	12, // 58: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
-	13, // 59: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
-	44, // 60: rampart.mesh.v1.Telemetry.Report:input_type -> rampart.mesh.v1.TelemetryReport
-	11, // 61: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
-	16, // 62: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
-	14, // 63: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
-	45, // 64: rampart.mesh.v1.Telemetry.Report:output_type -> rampart.mesh.v1.TelemetryAck
-	61, // [61:65] is the sub-list for method output_type
-	57, // [57:61] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	54, // 19: rampart.mesh.v1.TrafficPolicy.idle_timeout:type_name -> google.protobuf.Duration
+	49, // 20: rampart.mesh.v1.TrafficPolicy.retry:type_name -> rampart.mesh.v1.TrafficPolicy.Retry
+	51, // 21: rampart.mesh.v1.TrafficPolicy.outlier_detection:type_name -> rampart.mesh.v1.TrafficPolicy.OutlierDetection
+	25, // 22: rampart.mesh.v1.Route.rules:type_name -> rampart.mesh.v1.RouteRule
+	26, // 23: rampart.mesh.v1.RouteRule.matches:type_name -> rampart.mesh.v1.RouteMatch
+	29, // 24: rampart.mesh.v1.RouteRule.backends:type_name -> rampart.mesh.v1.RouteBackend
+	30, // 25: rampart.mesh.v1.RouteRule.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
+	54, // 26: rampart.mesh.v1.RouteRule.request_timeout:type_name -> google.protobuf.Duration
+	54, // 27: rampart.mesh.v1.RouteRule.backend_request_timeout:type_name -> google.protobuf.Duration
+	27, // 28: rampart.mesh.v1.RouteMatch.path:type_name -> rampart.mesh.v1.PathMatch
+	28, // 29: rampart.mesh.v1.RouteMatch.headers:type_name -> rampart.mesh.v1.HeaderMatch
+	3,  // 30: rampart.mesh.v1.PathMatch.type:type_name -> rampart.mesh.v1.PathMatchType
+	4,  // 31: rampart.mesh.v1.HeaderMatch.type:type_name -> rampart.mesh.v1.HeaderMatchType
+	30, // 32: rampart.mesh.v1.RouteBackend.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
+	31, // 33: rampart.mesh.v1.HeaderModifier.set:type_name -> rampart.mesh.v1.Header
+	31, // 34: rampart.mesh.v1.HeaderModifier.add:type_name -> rampart.mesh.v1.Header
+	0,  // 35: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
+	0,  // 36: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
+	54, // 37: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
+	1,  // 38: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
+	5,  // 39: rampart.mesh.v1.WorkloadPolicy.default_authorization:type_name -> rampart.mesh.v1.DefaultAuthorization
+	37, // 40: rampart.mesh.v1.WorkloadPolicy.tls:type_name -> rampart.mesh.v1.TLSPolicy
+	39, // 41: rampart.mesh.v1.WorkloadPolicy.policies:type_name -> rampart.mesh.v1.AuthorizationPolicy
+	43, // 42: rampart.mesh.v1.WorkloadPolicy.rate_limits:type_name -> rampart.mesh.v1.RateLimit
+	6,  // 43: rampart.mesh.v1.TLSPolicy.mode:type_name -> rampart.mesh.v1.TLSMode
+	38, // 44: rampart.mesh.v1.TLSPolicy.ports:type_name -> rampart.mesh.v1.PortTLS
+	6,  // 45: rampart.mesh.v1.PortTLS.mode:type_name -> rampart.mesh.v1.TLSMode
+	7,  // 46: rampart.mesh.v1.AuthorizationPolicy.action:type_name -> rampart.mesh.v1.PolicyAction
+	40, // 47: rampart.mesh.v1.AuthorizationPolicy.rules:type_name -> rampart.mesh.v1.Rule
+	41, // 48: rampart.mesh.v1.Rule.from:type_name -> rampart.mesh.v1.Source
+	42, // 49: rampart.mesh.v1.Rule.to:type_name -> rampart.mesh.v1.Operation
+	41, // 50: rampart.mesh.v1.RateLimit.from:type_name -> rampart.mesh.v1.Source
+	42, // 51: rampart.mesh.v1.RateLimit.to:type_name -> rampart.mesh.v1.Operation
+	8,  // 52: rampart.mesh.v1.RateLimit.per:type_name -> rampart.mesh.v1.RateLimitKey
+	54, // 53: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
+	53, // 54: rampart.mesh.v1.TelemetryReport.start:type_name -> google.protobuf.Timestamp
+	54, // 55: rampart.mesh.v1.TelemetryReport.interval:type_name -> google.protobuf.Duration
+	46, // 56: rampart.mesh.v1.TelemetryReport.edges:type_name -> rampart.mesh.v1.EdgeSummary
+	9,  // 57: rampart.mesh.v1.EdgeSummary.direction:type_name -> rampart.mesh.v1.Direction
+	47, // 58: rampart.mesh.v1.EdgeSummary.latency:type_name -> rampart.mesh.v1.LatencySketch
+	52, // 59: rampart.mesh.v1.EdgeSummary.request_counts:type_name -> rampart.mesh.v1.EdgeSummary.RequestCount
+	50, // 60: rampart.mesh.v1.TrafficPolicy.Retry.retry_on:type_name -> rampart.mesh.v1.TrafficPolicy.RetryOn
+	54, // 61: rampart.mesh.v1.TrafficPolicy.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	10, // 62: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
+	12, // 63: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
+	13, // 64: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
+	44, // 65: rampart.mesh.v1.Telemetry.Report:input_type -> rampart.mesh.v1.TelemetryReport
+	11, // 66: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
+	16, // 67: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
+	14, // 68: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
+	45, // 69: rampart.mesh.v1.Telemetry.Report:output_type -> rampart.mesh.v1.TelemetryAck
+	66, // [66:70] is the sub-list for method output_type
+	62, // [62:66] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_mesh_proto_init() }
@@ -3671,13 +4073,15 @@ func file_mesh_proto_init() {
 	if File_mesh_proto != nil {
 		return
 	}
+	file_mesh_proto_msgTypes[39].OneofWrappers = []any{}
+	file_mesh_proto_msgTypes[41].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mesh_proto_rawDesc), len(file_mesh_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   39,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -77,14 +77,14 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		res, err := pc.roundTrip(req)
+		res, nothingRead, err := pc.roundTrip(req)
 		if err == nil {
 			return res, nil
 		}
 		// The app closed a kept-alive connection as the request went out:
 		// nothing was received, and a request without a body that is safe
 		// to repeat goes again, on a new connection (as net/http does).
-		if reused && attempt == 0 && pc.nothingRead && req.Body == nil && idempotent(req) && req.Context().Err() == nil {
+		if reused && attempt == 0 && nothingRead && req.Body == nil && idempotent(req) && req.Context().Err() == nil {
 			continue
 		}
 		return nil, err
@@ -290,19 +290,23 @@ func (pc *conn) release(reusable bool) {
 	pc.nc.Close()
 }
 
-func (pc *conn) roundTrip(req *http.Request) (res *http.Response, err error) {
+// roundTrip sends req on pc and reads its response head. On an error it
+// also tells whether no byte of a response arrived: read before pc is
+// released, since another request may take pc once it is.
+func (pc *conn) roundTrip(req *http.Request) (res *http.Response, nothingRead bool, err error) {
 	pc.nothingRead = true
 	pc.aborted.Store(false)
 	ctx := req.Context()
 	if ctx.Done() != nil {
 		if err := ctx.Err(); err != nil {
 			pc.release(true)
-			return nil, err
+			return nil, true, err
 		}
 		pc.stopCancel = context.AfterFunc(ctx, pc.abort)
 	}
 	defer func() {
 		if err != nil {
+			nothingRead = pc.nothingRead
 			pc.release(false)
 			if pc.aborted.Load() {
 				err = context.Cause(ctx)
@@ -310,27 +314,27 @@ func (pc *conn) roundTrip(req *http.Request) (res *http.Response, err error) {
 		}
 	}()
 	if err := pc.writeRequest(req); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	trace := httptrace.ContextClientTrace(ctx)
 	for n1xx := 0; ; n1xx++ {
 		res, err = pc.readResponse(req)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		code := res.StatusCode
 		if code < 100 || code > 199 {
-			return res, nil
+			return res, false, nil
 		}
 		if code == http.StatusSwitchingProtocols {
-			return nil, errors.New("h1: the app switched protocols unasked")
+			return nil, false, errors.New("h1: the app switched protocols unasked")
 		}
 		if n1xx == 10 {
-			return nil, errors.New("h1: too many 1xx responses")
+			return nil, false, errors.New("h1: too many 1xx responses")
 		}
 		if trace != nil && trace.Got1xxResponse != nil {
 			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(res.Header)); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 	}

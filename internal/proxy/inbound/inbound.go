@@ -125,13 +125,20 @@ type appPort struct {
 	series  sync.Map
 }
 
-// seriesOf returns the request series of a peer at this port.
+// seriesOf returns the request series of a peer at this port ("" for a
+// plaintext client).
 func (a *appPort) seriesOf(m *metrics.Metrics, peer string) *metrics.Series {
 	if s, ok := a.series.Load(peer); ok {
 		return s.(*metrics.Series)
 	}
-	s, _ := a.series.LoadOrStore(peer, m.Series(metrics.Inbound, peer, a.service))
+	s, _ := a.series.LoadOrStore(peer, m.Series(a.edge(peer), ""))
 	return s.(*metrics.Series)
+}
+
+// edge is the edge in metrics of a peer at this port ("" for a plaintext
+// client).
+func (a *appPort) edge(peer string) metrics.Edge {
+	return metrics.Edge{Direction: metrics.Inbound, PeerIdentity: peer, Service: a.service, MTLS: peer != ""}
 }
 
 // New returns a Handler that refuses everything until SetConfig.
@@ -326,7 +333,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	code := h.serveRequest(w, r, st, app, rt, peer)
-	app.seriesOf(h.cfg.Metrics, peer.name()).Observe(code, time.Since(start).Seconds())
+	app.seriesOf(h.cfg.Metrics, peer.name()).ObserveHTTP(r, w.Header(), code, time.Since(start).Seconds())
 }
 
 // serveRequest authorizes a request to app from src, and passes it on if
@@ -471,6 +478,7 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, st *state
 		req.SourceIP = remoteIP(r.RemoteAddr)
 	}
 	if v := h.check(st, &req); v.status != 0 {
+		h.cfg.Metrics.StreamRefused(app.edge(peer.name()), v.status)
 		// The caller's proxy closes the app's connection on any answer
 		// but 200.
 		answer(w, nil, v)
@@ -502,8 +510,8 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, st *state
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	peerID, service := peer.name(), app.service
-	h.cfg.Metrics.TCPConnections.WithLabelValues(metrics.Inbound, peerID, service).Inc()
+	edge := app.edge(peer.name())
+	h.cfg.Metrics.StreamOpened(edge)
 
 	var wg sync.WaitGroup
 	var fromPeer int64
@@ -537,8 +545,7 @@ func (h *Handler) serveConnect(w http.ResponseWriter, r *http.Request, st *state
 	conn.Close()
 	r.Body.Close()
 	wg.Wait()
-	h.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Inbound, peerID, service, "sent").Add(float64(toPeer))
-	h.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Inbound, peerID, service, "received").Add(float64(fromPeer))
+	h.cfg.Metrics.StreamClosed(edge, toPeer, fromPeer)
 	if httpLate.Load() {
 		h.cfg.Metrics.Refusals.WithLabelValues(metrics.Inbound, ReasonProtocolMismatch).Inc()
 		h.httpStream(peer, app)

@@ -324,7 +324,7 @@ func (p plainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	src := &peer{ip: pc.ip}
 	start := time.Now()
 	code := h.serveRequest(w, r, st, app, rt, src)
-	app.seriesOf(h.cfg.Metrics, "").Observe(code, time.Since(start).Seconds())
+	app.seriesOf(h.cfg.Metrics, "").ObserveHTTP(r, w.Header(), code, time.Since(start).Seconds())
 }
 
 // servePlainTCP authorizes an opaque plaintext connection, without an
@@ -347,7 +347,7 @@ func (h *Handler) servePlainTCP(ctx context.Context, conn *plainConn, st *state,
 		appConn.Close()
 	})
 	defer stop()
-	h.cfg.Metrics.TCPConnections.WithLabelValues(metrics.Inbound, "", app.service).Inc()
+	h.cfg.Metrics.StreamOpened(app.edge(""))
 	var wg sync.WaitGroup
 	var received int64
 	wg.Add(1)
@@ -359,6 +359,5 @@ func (h *Handler) servePlainTCP(ctx context.Context, conn *plainConn, st *state,
 	sent, _ := io.Copy(conn.Conn, appConn)
 	closeWrite(conn.Conn)
 	wg.Wait()
-	h.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Inbound, "", app.service, "sent").Add(float64(sent))
-	h.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Inbound, "", app.service, "received").Add(float64(received))
+	h.cfg.Metrics.StreamClosed(app.edge(""), sent, received)
 }

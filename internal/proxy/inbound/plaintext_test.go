@@ -158,7 +158,7 @@ func TestPlaintextHTTPOnPermissivePort(t *testing.T) {
 	if got := testutil.ToFloat64(s.m.AuthzDecisions.WithLabelValues("allow", "allow_rule", "legacy/plaintext", "0")); got != 1 {
 		t.Fatalf("allowed plaintext request counted %v times", got)
 	}
-	if got := testutil.ToFloat64(s.m.Requests.WithLabelValues(metrics.Inbound, "", ":"+strconv.Itoa(app.port), "200")); got != 1 {
+	if got := metrics.Value(s.m.Requests, "direction", metrics.Inbound, "src_identity", "", "tls", metrics.Plaintext, "dst_service", ":"+strconv.Itoa(app.port), "code", "200"); got != 1 {
 		t.Fatalf("plaintext request counted %v times in requests_total", got)
 	}
 

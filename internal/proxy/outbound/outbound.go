@@ -21,7 +21,13 @@
 // compiled with each configuration) routes every HTTP request the app
 // sends to it: the request's rule picks a backend service port by weight,
 // and the request is balanced over the backend's endpoints, by the
-// balancer that direct traffic to that service port uses too. See
+// balancer that direct traffic to that service port uses too.
+//
+// A service's TrafficPolicy (meshv1.TrafficPolicy, checked by
+// ValidateTraffic) sets its balancer mode and outlier settings, its retry
+// policy and budget, and its idle timeout: an opaque stream or an HTTP
+// request with no byte either way for that long is cut (1 hour by
+// default; none for gRPC requests unless the policy sets one). See
 // docs/traffic.md. It must not depend on Kubernetes packages.
 package outbound
 
@@ -49,7 +55,9 @@ import (
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/proxy/accept"
 	"github.com/rampart-mesh/rampart/internal/proxy/balance"
+	"github.com/rampart-mesh/rampart/internal/proxy/balance/outlier"
 	"github.com/rampart-mesh/rampart/internal/proxy/balance/retry"
+	"github.com/rampart-mesh/rampart/internal/proxy/egress"
 	"github.com/rampart-mesh/rampart/internal/proxy/forward"
 	"github.com/rampart-mesh/rampart/internal/proxy/h1"
 	"github.com/rampart-mesh/rampart/internal/proxy/logsample"
@@ -155,6 +163,10 @@ type Config struct {
 	DetectTimeout time.Duration
 	// DialTimeout bounds dialing a destination outside the mesh; default 5s.
 	DialTimeout time.Duration
+	// EgressResolver resolves the host names that egress rules admit, to
+	// check that a connection goes to an address of the name it sends;
+	// nil is the system's resolver. See egress.go.
+	EgressResolver egress.Resolver
 	// Balance configures the balancer of each destination; the zero value
 	// is peak-EWMA with outlier ejection, at package balance's and
 	// package outlier's defaults.
@@ -167,7 +179,20 @@ type Config struct {
 	// Budget configures each service's retry budget; the zero value is
 	// package retry's defaults (20% of requests plus 10/s).
 	Budget retry.BudgetConfig
+	// IdleTimeout closes an opaque TCP stream with no bytes either way
+	// for this long, and fails an HTTP request (not a gRPC one) whose
+	// response and request sent nothing for this long; zero means
+	// DefaultIdleTimeout. A service's TrafficPolicy overrides it, for
+	// gRPC requests too.
+	IdleTimeout time.Duration
 }
+
+// DefaultIdleTimeout is the idle timeout of TCP streams and HTTP requests
+// when neither Config nor the service's TrafficPolicy sets one: an hour,
+// as Linkerd and Envoy close idle TCP streams. gRPC requests have none
+// unless the policy sets one, so that a long-lived stream that is quiet
+// for a while (a watch) is not cut.
+const DefaultIdleTimeout = time.Hour
 
 // Validate reports a setting out of range.
 func (c *Config) Validate() error {
@@ -183,6 +208,9 @@ func (c *Config) Validate() error {
 	if err := c.Budget.Validate(); err != nil {
 		return fmt.Errorf("outbound: %w", err)
 	}
+	if c.IdleTimeout < 0 {
+		return errors.New("outbound: negative idle timeout")
+	}
 	return nil
 }
 
@@ -193,11 +221,15 @@ type Outbound struct {
 	listeners   []net.Listener // by upstream index
 	transparent net.Listener   // nil unless Config.Transparent
 	state       atomic.Pointer[state]
+	egress      *egressShared // kept across configurations
 
 	mu       sync.Mutex // serializes Update; guards the maps below
 	dests    map[destKey]*dest
 	services map[string]*service
 	ruleLogs map[ruleKey]*logGate
+	// workloads names the endpoints of the configuration in force, for
+	// metrics.
+	workloads map[tunnel.Peer]string
 }
 
 // state is what the current configuration says about destinations.
@@ -205,6 +237,8 @@ type state struct {
 	upstreams []*route                  // by upstream index
 	byAddr    map[netip.AddrPort]*route // service address:port and endpoint ip:target port
 	egress    meshv1.EgressMode
+	// allowed is the egress allow-list, compiled; nil admits nothing.
+	allowed *egress.Policy
 }
 
 // route is where one destination's traffic goes under the current config.
@@ -221,11 +255,16 @@ type route struct {
 	table   *rtable.Table
 	routing *routing
 
+	// traffic is the service's settings under this configuration, and
+	// budget its retry budget.
+	traffic *traffic
+	budget  *retry.Budget
+
 	metrics    *metrics.Metrics
 	targetPort []string // the Rampart-Target-Port header value
-	// noPeer is the request series of requests that reached no peer,
+	// noPeer holds the request series of requests that reached no peer,
 	// made on first use.
-	noPeer atomic.Pointer[metrics.Series]
+	noPeer atomic.Pointer[metrics.EdgeSeries]
 }
 
 // unknownRoute is the route of a destination the configuration does not
@@ -235,17 +274,19 @@ func unknownRoute(m *metrics.Metrics, service string) *route {
 }
 
 // seriesOf returns the request series of an endpoint, or of no peer when
-// ep is nil.
-func (r *route) seriesOf(ep *endpoint) *metrics.Series {
+// ep is nil, under the HTTPRoute of rule (nil: none).
+func (r *route) seriesOf(ep *endpoint, rule *rtable.Rule) *metrics.Series {
+	var es *metrics.EdgeSeries
 	if ep != nil {
-		return ep.seriesOf(r.metrics)
+		es = ep.seriesOf(r.metrics)
+	} else if es = r.noPeer.Load(); es == nil {
+		es = r.metrics.EdgeSeries(metrics.Edge{Direction: metrics.Outbound, Service: r.service, MTLS: true})
+		r.noPeer.Store(es)
 	}
-	s := r.noPeer.Load()
-	if s == nil {
-		s = r.metrics.Series(metrics.Outbound, "", r.service)
-		r.noPeer.Store(s)
+	if rule == nil {
+		return es.Route("", "")
 	}
-	return s
+	return es.Route(rule.Namespace, rule.Route)
 }
 
 // routing is what the routed destinations of one configuration share.
@@ -291,8 +332,12 @@ type ruleKey struct {
 // service is what the destinations of one service share across
 // configurations: the retry budget.
 type service struct {
-	name      string
+	name string
+	// budget and the configuration it was made with; replaced when the
+	// service's TrafficPolicy changes it. Guarded by Outbound.mu: requests
+	// use the budget their route was built with.
 	budget    *retry.Budget
+	budgetCfg retry.BudgetConfig
 	ejections *metrics.Child
 	// streamLog samples the log of the service's refused streams.
 	streamLog logsample.Bucket
@@ -312,27 +357,34 @@ type destKey struct {
 type dest struct {
 	svc *service
 	bal *balance.Balancer[*endpoint]
+	cfg balance.Config            // bal's; a change of mode or outlier settings makes a new dest
 	eps map[tunnel.Peer]*endpoint // the current set; guarded by Outbound.mu
 }
 
 // endpoint is one peer of a destination.
 type endpoint struct {
-	peer    tunnel.Peer
-	service string
-	series  atomic.Pointer[metrics.Series] // made on first use
+	peer     tunnel.Peer
+	service  string
+	workload string                             // for metrics; "" when unknown
+	series   atomic.Pointer[metrics.EdgeSeries] // made on first use
 }
 
-func (e *endpoint) seriesOf(m *metrics.Metrics) *metrics.Series {
+func (e *endpoint) seriesOf(m *metrics.Metrics) *metrics.EdgeSeries {
 	s := e.series.Load()
 	if s == nil {
-		s = m.Series(metrics.Outbound, e.peer.ID.String(), e.service)
+		s = m.EdgeSeries(e.edge())
 		e.series.Store(s)
 	}
 	return s
 }
 
-// update makes peers the destination's endpoints.
-func (d *dest) update(peers []tunnel.Peer) {
+// edge is the endpoint's edge in metrics.
+func (e *endpoint) edge() metrics.Edge {
+	return metrics.Edge{Direction: metrics.Outbound, PeerWorkload: e.workload, PeerIdentity: e.peer.ID.String(), Service: e.service, MTLS: true}
+}
+
+// update makes peers the destination's endpoints; workloads names them.
+func (d *dest) update(peers []tunnel.Peer, workloads map[tunnel.Peer]string) {
 	eps := make(map[tunnel.Peer]*endpoint, len(peers))
 	keys := make([]*endpoint, 0, len(peers))
 	for _, p := range peers {
@@ -341,7 +393,7 @@ func (d *dest) update(peers []tunnel.Peer) {
 		}
 		e := d.eps[p]
 		if e == nil {
-			e = &endpoint{peer: p, service: d.svc.name}
+			e = &endpoint{peer: p, service: d.svc.name, workload: workloads[p]}
 		}
 		eps[p] = e
 		keys = append(keys, e)
@@ -367,6 +419,7 @@ func New(cfg Config) (*Outbound, error) {
 	}
 	o := &Outbound{cfg: cfg, log: cfg.Logger, dests: make(map[destKey]*dest), services: make(map[string]*service),
 		ruleLogs: make(map[ruleKey]*logGate)}
+	o.egress = newEgressShared(cfg)
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
 	}
@@ -476,6 +529,9 @@ func (o *Outbound) serviceKey(u Upstream) string {
 // a whole (the error wraps route.ErrInvalid) and the last one stays in
 // force; see UpdateCompiled.
 func (o *Outbound) Update(pc *meshv1.ProxyConfig) error {
+	if err := ValidateTraffic(pc.GetServices()); err != nil {
+		return err
+	}
 	ts, err := rtable.Compile(pc.GetServices())
 	if err != nil {
 		return fmt.Errorf("outbound: %w", err)
@@ -485,9 +541,10 @@ func (o *Outbound) Update(pc *meshv1.ProxyConfig) error {
 }
 
 // UpdateCompiled applies a new configuration whose routes the caller
-// compiled: ts is route.Compile(pc.GetServices()), nil for no routes. It
-// never fails: an upstream the configuration does not describe is refused
-// until one does. Connections open stay open: each request and connection
+// compiled: ts is route.Compile(pc.GetServices()), nil for no routes, and
+// whose traffic policies it checked with ValidateTraffic (a policy that
+// does not pass gets the defaults, and is logged). It never fails: an
+// upstream the configuration does not describe is refused until one does. Connections open stay open: each request and connection
 // looks its route up anew, and the new routes, weights included, apply
 // from the next request on, while requests in flight finish where they
 // were sent. Destinations that stay keep their balancers, and endpoints
@@ -495,6 +552,7 @@ func (o *Outbound) Update(pc *meshv1.ProxyConfig) error {
 func (o *Outbound) UpdateCompiled(pc *meshv1.ProxyConfig, ts *rtable.Tables) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.workloads = workloadsOf(pc)
 	services := make(map[string]int, len(pc.GetServices()))
 	for i, s := range pc.GetServices() {
 		key := s.GetName() + "." + s.GetNamespace()
@@ -505,10 +563,12 @@ func (o *Outbound) UpdateCompiled(pc *meshv1.ProxyConfig, ts *rtable.Tables) {
 	st := &state{
 		upstreams: make([]*route, len(o.cfg.Upstreams)),
 		egress:    pc.GetSettings().GetEgress(),
+		allowed:   compileEgress(pc),
 	}
 	u := updater{
 		o: o, used: make(map[destKey]bool), usedSvc: make(map[string]bool),
 		services: pc.GetServices(), index: services, tables: ts,
+		traffic: make(map[string]*traffic),
 	}
 	for i, up := range o.cfg.Upstreams {
 		key := o.serviceKey(up)
@@ -551,6 +611,7 @@ type updater struct {
 	services []*meshv1.Service // the configuration's
 	index    map[string]int    // services by name.namespace
 	tables   *rtable.Tables
+	traffic  map[string]*traffic // by name.namespace, made on first use
 	// routing is made when the first destination gets a table; resolved
 	// says which services' backends it holds.
 	routing  *routing
@@ -617,31 +678,61 @@ func (u *updater) attachTable(r *route, si int) {
 // destination's balancer, made now or kept from earlier configurations.
 func (u *updater) route(svc string, port *meshv1.ServicePort, only string, peers []tunnel.Peer) *route {
 	o := u.o
-	key := destKey{service: svc, port: port.GetTargetPort(), endpoint: only}
-	d := o.dests[key]
-	if d == nil {
-		sv := o.services[svc]
-		if sv == nil {
-			// Validated in New: the budget cannot fail.
-			b, _ := retry.NewBudget(o.cfg.Budget)
-			sv = &service{name: svc, budget: b, ejections: metrics.NewChild(o.cfg.Metrics.Ejections, svc)}
-			o.services[svc] = sv
-		}
-		// Validated in New: the balancer cannot fail.
-		bal, _ := balance.New[*endpoint](o.cfg.Balance)
-		d = &dest{svc: sv, bal: bal}
-		o.dests[key] = d
+	tr := u.trafficOf(svc)
+	sv := o.services[svc]
+	if sv == nil {
+		// Checked by trafficOf: the budget cannot fail.
+		b, _ := retry.NewBudget(tr.budget)
+		sv = &service{name: svc, budget: b, budgetCfg: tr.budget, ejections: metrics.NewChild(o.cfg.Metrics.Ejections, svc)}
+		o.services[svc] = sv
+	} else if !u.usedSvc[svc] && !sameBudget(sv.budgetCfg, tr.budget) {
+		// The policy changed the budget: start a new one. Requests in
+		// flight keep drawing on the old.
+		sv.budget, _ = retry.NewBudget(tr.budget)
+		sv.budgetCfg = tr.budget
 	}
 	u.usedSvc[svc] = true
+	key := destKey{service: svc, port: port.GetTargetPort(), endpoint: only}
+	d := o.dests[key]
+	if d == nil || !sameBalance(d.cfg, tr.balance) {
+		// New, or the policy changed the balancer's mode or outlier
+		// settings: a new balancer, whose endpoints start afresh.
+		// Requests in flight finish on the old one.
+		bal, _ := balance.New[*endpoint](tr.balance) // checked by trafficOf
+		d = &dest{svc: sv, bal: bal, cfg: tr.balance}
+		o.dests[key] = d
+	}
 	if !u.used[key] {
 		u.used[key] = true
-		d.update(peers)
+		d.update(peers, u.o.workloads)
 	}
 	r := &route{
 		service: svc, known: true, port: port, dest: d, n: len(peers), metrics: o.cfg.Metrics,
+		traffic: tr, budget: sv.budget,
 		targetPort: []string{strconv.FormatUint(uint64(port.GetTargetPort()), 10)},
 	}
 	return r
+}
+
+// trafficOf returns the settings of the service svc under this
+// configuration.
+func (u *updater) trafficOf(svc string) *traffic {
+	if t := u.traffic[svc]; t != nil {
+		return t
+	}
+	var tp *meshv1.TrafficPolicy
+	if i, ok := u.index[svc]; ok {
+		tp = u.services[i].GetTraffic()
+	}
+	t, err := trafficOf(&u.o.cfg, tp)
+	if err != nil {
+		// The caller skipped ValidateTraffic: the defaults, which New
+		// checked.
+		u.o.log.Warn("traffic policy ignored: it does not validate; the defaults apply", "service", svc, "err", err)
+		t, _ = trafficOf(&u.o.cfg, nil)
+	}
+	u.traffic[svc] = t
+	return t
 }
 
 // addressTable maps every address a transparent proxy may see as an
@@ -684,6 +775,19 @@ func (u *updater) addressTable(services []*meshv1.Service) map[netip.AddrPort]*r
 		}
 	}
 	return table
+}
+
+// workloadsOf names the workload of every endpoint of pc, for metrics.
+func workloadsOf(pc *meshv1.ProxyConfig) map[tunnel.Peer]string {
+	names := make(map[tunnel.Peer]string)
+	for _, s := range pc.GetServices() {
+		for _, e := range s.GetEndpoints() {
+			if id, err := spiffeid.FromString(e.GetSpiffeId()); err == nil && e.GetWorkload() != "" {
+				names[tunnel.Peer{Address: e.GetAddress(), ID: id}] = e.GetWorkload()
+			}
+		}
+	}
+	return names
 }
 
 func peersOf(eps []*meshv1.Endpoint, out []tunnel.Peer) []tunnel.Peer {
@@ -959,7 +1063,7 @@ func (h httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			name = t.name()
 		}
 		o.refuse(ReasonUnknownService)
-		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", "", metrics.Code(http.StatusServiceUnavailable)).Inc()
+		o.cfg.Metrics.CountLocal(metrics.Edge{Direction: metrics.Outbound, MTLS: true}, "", http.StatusServiceUnavailable)
 		localError(w, r, http.StatusServiceUnavailable, "rampart: destination "+name+" is unknown to the mesh")
 		return
 	case rt.table != nil:
@@ -967,13 +1071,13 @@ func (h httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case rt.n == 0:
 		o.refuse(ReasonNoEndpoints)
-		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", rt.service, metrics.Code(http.StatusServiceUnavailable)).Inc()
+		o.cfg.Metrics.CountLocal(metrics.Edge{Direction: metrics.Outbound, Service: rt.service, MTLS: true}, "", http.StatusServiceUnavailable)
 		localError(w, r, http.StatusServiceUnavailable, "rampart: service "+rt.service+" has no endpoints")
 		return
 	}
 	start := time.Now()
 	code, ep := o.forward(w, r, rt, sendTo{be: rt})
-	rt.seriesOf(ep).Observe(code, time.Since(start).Seconds())
+	rt.seriesOf(ep, nil).ObserveHTTP(r, w.Header(), code, time.Since(start).Seconds())
 }
 
 // serveRouted serves a request to a service port that routes apply to: it
@@ -985,7 +1089,7 @@ func (o *Outbound) serveRouted(w http.ResponseWriter, r *http.Request, rt *route
 	rule, ok := rt.table.Match(r.Method, r.URL.EscapedPath(), r.Header)
 	if !ok {
 		o.refuse(ReasonNoRoute)
-		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", rt.service, metrics.Code(http.StatusNotFound)).Inc()
+		o.cfg.Metrics.CountLocal(metrics.Edge{Direction: metrics.Outbound, Service: rt.service, MTLS: true}, "", http.StatusNotFound)
 		localError(w, r, http.StatusNotFound, "rampart: no route of service "+rt.service+" matches the request")
 		return
 	}
@@ -996,14 +1100,14 @@ func (o *Outbound) serveRouted(w http.ResponseWriter, r *http.Request, rt *route
 	}
 	if be == nil {
 		o.refuse(ReasonInvalidBackend)
-		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", rt.service, metrics.Code(http.StatusInternalServerError)).Inc()
+		o.cfg.Metrics.CountLocal(metrics.Edge{Direction: metrics.Outbound, Service: rt.service, MTLS: true}, rule.Namespace+"/"+rule.Route, http.StatusInternalServerError)
 		o.logNoBackend(r.Context(), rt, rule, b)
 		localError(w, r, http.StatusInternalServerError, "rampart: "+rule.String()+" has no valid backend to send the request to")
 		return
 	}
 	if be.n == 0 {
 		o.refuse(ReasonNoEndpoints)
-		o.cfg.Metrics.Requests.WithLabelValues(metrics.Outbound, "", be.service, metrics.Code(http.StatusServiceUnavailable)).Inc()
+		o.cfg.Metrics.CountLocal(metrics.Edge{Direction: metrics.Outbound, Service: be.service, MTLS: true}, rule.Namespace+"/"+rule.Route, http.StatusServiceUnavailable)
 		localError(w, r, http.StatusServiceUnavailable, "rampart: service "+be.service+" has no endpoints")
 		return
 	}
@@ -1015,7 +1119,7 @@ func (o *Outbound) serveRouted(w http.ResponseWriter, r *http.Request, rt *route
 		r = r.WithContext(ctx)
 	}
 	code, ep := o.forward(w, r, rt, to)
-	be.seriesOf(ep).Observe(code, time.Since(start).Seconds())
+	be.seriesOf(ep, rule).ObserveHTTP(r, w.Header(), code, time.Since(start).Seconds())
 }
 
 // logNoBackend logs, about once a second per rule, a request that its
@@ -1119,9 +1223,26 @@ func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route, to
 	defer try.stop()
 
 	d := be.dest
-	budget := rt.dest.svc
-	budget.budget.Deposit()
+	// Retries follow the policy, and draw on the budget, of the service
+	// the app addressed.
+	policy, svcName := &rt.traffic.retry, rt.dest.svc.name
+	rt.budget.Deposit()
 	req := retry.Request{Method: r.Method, GRPC: isGRPC(r)}
+	// The idle timeout, of the service the app addressed: each attempt
+	// ends when neither its answer nor the app's body moved for it.
+	var (
+		idle *idleState
+		iw   *idleWatch
+	)
+	defer func() { iw.stop() }()
+	if t := rt.traffic.idleHTTP; t > 0 && !req.GRPC {
+		idle = newIdleState(t)
+	} else if t := rt.traffic.idleGRPC; t > 0 && req.GRPC {
+		idle = newIdleState(t)
+	}
+	if idle != nil && out.Body != nil {
+		out.Body = &idleReader{ReadCloser: out.Body, s: idle}
+	}
 	if out.Body != nil && (req.GRPC || retry.IdempotentMethod(r.Method)) {
 		// Only these may be retried once sent: keep the start of their
 		// body for a retry. Any other request is retried only when it was
@@ -1140,13 +1261,23 @@ func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route, to
 	for n := 1; ; n++ {
 		ep = h.Endpoint()
 		send := out
-		if perTry > 0 {
-			send = out.WithContext(try.start(out.Context(), perTry))
-			// An attempt that timed out may still be writing its
-			// request: the next one gets a URL of its own, which the
-			// dialer sets the peer in.
-			u := *out.URL
-			send.URL = &u
+		if idle != nil || perTry > 0 {
+			ctx := out.Context()
+			if idle != nil {
+				iw.stop() // the previous attempt's
+				ctx, iw = idle.watch(ctx)
+			}
+			if perTry > 0 {
+				ctx = try.start(ctx, perTry)
+			}
+			send = out.WithContext(ctx)
+			if n > 1 {
+				// An attempt that timed out may still be writing its
+				// request: the next one gets a URL of its own, which
+				// the dialer sets the peer in.
+				u := *out.URL
+				send.URL = &u
+			}
 		}
 		res, err = o.cfg.Dialer.RoundTrip(ep.peer, send)
 		if err == nil && res.StatusCode < 500 && !req.GRPC && res.Header[tunnel.HeaderDecisionID] == nil {
@@ -1167,11 +1298,11 @@ func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route, to
 			// retried across the boundary it was refused at.
 			break
 		}
-		delay, v := o.cfg.Retry.Next(budget.budget, n, req, result, remaining(r.Context()))
+		delay, v := policy.Next(rt.budget, n, req, result, remaining(r.Context()))
 		if v == retry.Answered {
 			break
 		}
-		o.cfg.Metrics.Retries.WithLabelValues(budget.name, v.String()).Inc()
+		o.cfg.Metrics.Retries.WithLabelValues(svcName, v.String()).Inc()
 		if v != retry.Retry {
 			break
 		}
@@ -1202,14 +1333,27 @@ func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route, to
 	}
 	x.RoundTripDone()
 	if err != nil {
-		if app.Err() == nil && (r.Context().Err() != nil || try.expired()) {
+		switch {
+		case app.Err() != nil:
+		case iw.expired() && r.Context().Err() == nil && !try.expired():
+			o.refuse(ReasonIdleTimeout)
+			localError(w, out, http.StatusGatewayTimeout, "rampart: service "+be.service+" sent nothing for the idle timeout ("+idle.d.String()+")")
+			return http.StatusGatewayTimeout, ep
+		case r.Context().Err() != nil || try.expired():
 			// The rule's request or per-try timeout ran out.
 			localError(w, out, http.StatusGatewayTimeout, "rampart: "+to.rule.String()+": timed out waiting for service "+be.service)
 			return http.StatusGatewayTimeout, ep
 		}
 		return o.failed(w, out, rt, err), ep
 	}
+	if idle != nil {
+		idle.touch()
+		res.Body = &idleReader{ReadCloser: res.Body, s: idle}
+	}
 	if err := x.WriteResponse(res); err != nil {
+		if iw.expired() {
+			o.refuse(ReasonIdleTimeout)
+		}
 		// The body broke off: abort, so that the client sees the
 		// response incomplete.
 		panic(http.ErrAbortHandler)
@@ -1330,12 +1474,21 @@ func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, t target) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The stream ends when no byte went either way for the idle timeout.
+	idle := newIdleState(r.traffic.idleTCP)
+	ctx, iw := idle.watch(ctx)
+	defer iw.stop()
+	// Cutting the stream (idle, or the drain deadline) closes the app's
+	// connection too: a read of it blocks the stream's request body.
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	up := newCountingReader(conn)
+	up.idle = idle
 	d := r.dest
-	d.svc.budget.Deposit()
+	r.budget.Deposit()
 	var (
 		body io.ReadCloser
 		peer tunnel.Peer
+		last *endpoint // the endpoint of the last attempt
 		err  error
 	)
 	h, ok := d.bal.Pick()
@@ -1345,7 +1498,7 @@ func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, t target) {
 	}
 	for n := 1; ; n++ {
 		ep := h.Endpoint()
-		peer = ep.peer
+		peer, last = ep.peer, ep
 		body, err = o.cfg.Dialer.Connect(ctx, peer, int(r.port.GetTargetPort()), up)
 		result, outcome, decided := streamResultOf(ctx, err)
 		if h.Done(h.Elapsed(), outcome) {
@@ -1354,7 +1507,7 @@ func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, t target) {
 		if err == nil || outcome == balance.Abandoned || decided {
 			break
 		}
-		delay, v := o.cfg.Retry.Next(d.svc.budget, n, connectRequest, result, retry.NoDeadline)
+		delay, v := r.traffic.retry.Next(r.budget, n, connectRequest, result, retry.NoDeadline)
 		o.cfg.Metrics.Retries.WithLabelValues(d.svc.name, v.String()).Inc()
 		if v != retry.Retry {
 			break
@@ -1379,6 +1532,11 @@ func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, t target) {
 			reason, level, msg = ReasonPeerRateLimited, slog.LevelInfo, "connection refused by the destination's rate limit"
 		}
 		o.refuse(reason)
+		status := http.StatusBadGateway
+		if decided {
+			status = re.Status
+		}
+		o.cfg.Metrics.StreamRefused(last.edge(), status)
 		// The calling app can open streams as fast as they are refused:
 		// sample the log, per service.
 		if ok, suppressed := d.svc.streamLog.Allow(time.Now()); ok {
@@ -1393,17 +1551,21 @@ func (o *Outbound) serveTCP(ctx context.Context, conn net.Conn, t target) {
 		return
 	}
 	defer body.Close()
-	peerID := peer.ID.String()
-	o.cfg.Metrics.TCPConnections.WithLabelValues(metrics.Outbound, peerID, r.service).Inc()
-	received, _ := io.Copy(conn, body)
+	peerID, edge := peer.ID.String(), last.edge()
+	o.cfg.Metrics.StreamOpened(edge)
+	received, _ := io.Copy(conn, &idleReader{ReadCloser: body, s: idle})
 	closeWrite(conn)
 	// Wait for the app to finish sending (or the stream to be cut).
 	select {
 	case <-up.done:
 	case <-ctx.Done():
 	}
-	o.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Outbound, peerID, r.service, "sent").Add(float64(up.n.Load()))
-	o.cfg.Metrics.TCPBytes.WithLabelValues(metrics.Outbound, peerID, r.service, "received").Add(float64(received))
+	if iw.stop() {
+		o.refuse(ReasonIdleTimeout)
+		o.log.Info("TCP stream closed: nothing sent either way for the idle timeout",
+			"service", r.service, "peer", peerID, "idle_timeout", idle.d.String())
+	}
+	o.cfg.Metrics.StreamClosed(edge, up.n.Load(), received)
 }
 
 // streamResultOf says how an attempt to open a CONNECT stream ended, as
@@ -1443,6 +1605,7 @@ func closeWrite(c net.Conn) {
 // countingReader counts bytes read and signals when reading ended.
 type countingReader struct {
 	r    io.Reader
+	idle *idleState // touched at every read that returns data; nil for none
 	n    atomic.Int64
 	once sync.Once
 	done chan struct{}
@@ -1455,6 +1618,9 @@ func newCountingReader(r io.Reader) *countingReader {
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
+	if n > 0 && c.idle != nil {
+		c.idle.touch()
+	}
 	if err != nil {
 		c.once.Do(func() { close(c.done) })
 	}
@@ -1485,4 +1651,306 @@ func localError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 		return
 	}
 	http.Error(w, msg, code)
+}
+
+// ReasonIdleTimeout is the refusal of a TCP stream or HTTP request cut
+// because nothing was sent either way for the idle timeout.
+const ReasonIdleTimeout = "idle_timeout"
+
+// traffic is one service's settings: its TrafficPolicy over Config's.
+type traffic struct {
+	balance balance.Config
+	retry   retry.Policy
+	budget  retry.BudgetConfig
+	// The idle timeouts of opaque TCP streams, HTTP requests and gRPC
+	// requests; zero for none.
+	idleTCP, idleHTTP, idleGRPC time.Duration
+}
+
+// Bounds of a TrafficPolicy, as the controller validates it.
+const (
+	maxIdleTimeout      = 24 * time.Hour
+	maxAttempts         = 10
+	maxMinRetriesPerSec = 1000
+	maxConsecutive      = 1000
+	maxBaseEjection     = time.Hour
+)
+
+// ValidateTraffic checks the TrafficPolicy of every service strictly: a
+// known balancer, durations and counts within the bounds the controller
+// enforces, HTTP statuses of failures and gRPC codes that exist. The
+// error names the service and the field.
+func ValidateTraffic(services []*meshv1.Service) error {
+	var cfg Config
+	for _, s := range services {
+		if s.GetTraffic() == nil {
+			continue
+		}
+		if _, err := trafficOf(&cfg, s.GetTraffic()); err != nil {
+			return fmt.Errorf("service %s.%s: %w", s.GetName(), s.GetNamespace(), err)
+		}
+	}
+	return nil
+}
+
+// trafficOf applies tp, which may be nil, over cfg's settings.
+func trafficOf(cfg *Config, tp *meshv1.TrafficPolicy) (*traffic, error) {
+	t := &traffic{balance: cfg.Balance, retry: cfg.Retry, budget: cfg.Budget, idleTCP: cfg.IdleTimeout, idleHTTP: cfg.IdleTimeout}
+	if t.idleTCP == 0 {
+		t.idleTCP, t.idleHTTP = DefaultIdleTimeout, DefaultIdleTimeout
+	}
+	if tp == nil {
+		return t, nil
+	}
+	switch tp.GetLoadBalancer() {
+	case meshv1.LoadBalancer_LOAD_BALANCER_UNSPECIFIED:
+	case meshv1.LoadBalancer_LOAD_BALANCER_PEAK_EWMA:
+		t.balance.Mode = balance.PeakEWMA
+	case meshv1.LoadBalancer_LOAD_BALANCER_ROUND_ROBIN:
+		t.balance.Mode = balance.RoundRobin
+	default:
+		return nil, fmt.Errorf("traffic: unknown load balancer %d", tp.GetLoadBalancer())
+	}
+	if d := tp.GetIdleTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return nil, fmt.Errorf("traffic: idle timeout: %w", err)
+		}
+		switch v := d.AsDuration(); {
+		case v < 0 || v > maxIdleTimeout:
+			return nil, fmt.Errorf("traffic: idle timeout %v is not within 0..24h", v)
+		case v > 0:
+			t.idleTCP, t.idleHTTP, t.idleGRPC = v, v, v
+		}
+	}
+	if r := tp.GetRetry(); r != nil {
+		if err := t.applyRetry(r); err != nil {
+			return nil, err
+		}
+	}
+	if od := tp.GetOutlierDetection(); od != nil {
+		if err := t.applyOutlier(od); err != nil {
+			return nil, err
+		}
+	}
+	// What the packages check themselves, should the bounds above miss
+	// anything.
+	if err := t.balance.Validate(); err != nil {
+		return nil, fmt.Errorf("traffic: %w", err)
+	}
+	if err := t.retry.Validate(); err != nil {
+		return nil, fmt.Errorf("traffic: %w", err)
+	}
+	if err := t.budget.Validate(); err != nil {
+		return nil, fmt.Errorf("traffic: %w", err)
+	}
+	return t, nil
+}
+
+func (t *traffic) applyRetry(r *meshv1.TrafficPolicy_Retry) error {
+	switch a := r.GetAttempts(); {
+	case a > maxAttempts:
+		return fmt.Errorf("traffic: retry attempts %d is more than %d", a, maxAttempts)
+	case a > 0:
+		t.retry.MaxAttempts = int(a)
+	}
+	if r.BudgetPercent != nil {
+		switch p := r.GetBudgetPercent(); {
+		case p > 100:
+			return fmt.Errorf("traffic: retry budget percent %d is more than 100", p)
+		case p == 0:
+			t.budget.Ratio = -1 // none: the minimum rate only
+		default:
+			t.budget.Ratio = float64(p) / 100
+		}
+	}
+	if r.BudgetMinPerSecond != nil {
+		switch n := r.GetBudgetMinPerSecond(); {
+		case n > maxMinRetriesPerSec:
+			return fmt.Errorf("traffic: retry budget minimum %d per second is more than %d", n, maxMinRetriesPerSec)
+		case n == 0:
+			t.budget.MinPerSecond = -1
+		default:
+			t.budget.MinPerSecond = float64(n)
+		}
+	}
+	if on := r.GetRetryOn(); on != nil {
+		// Non-nil, even when empty: an empty list retries on no answer.
+		t.retry.HTTPStatuses = make([]int, 0, len(on.GetHttpStatuses()))
+		for _, s := range on.GetHttpStatuses() {
+			if s < 500 || s > 599 {
+				return fmt.Errorf("traffic: retry on HTTP status %d: not within 500..599", s)
+			}
+			t.retry.HTTPStatuses = append(t.retry.HTTPStatuses, int(s))
+		}
+		t.retry.GRPCCodes = make([]retry.Code, 0, len(on.GetGrpcCodes()))
+		for _, c := range on.GetGrpcCodes() {
+			if c == uint32(retry.OK) || c > uint32(retry.Unauthenticated) {
+				return fmt.Errorf("traffic: retry on gRPC status %d: not a failure's code (1..16)", c)
+			}
+			t.retry.GRPCCodes = append(t.retry.GRPCCodes, retry.Code(c))
+		}
+	}
+	return nil
+}
+
+func (t *traffic) applyOutlier(od *meshv1.TrafficPolicy_OutlierDetection) error {
+	o := &t.balance.Outlier
+	if od.ConsecutiveFailures != nil {
+		switch n := od.GetConsecutiveFailures(); {
+		case n > maxConsecutive:
+			return fmt.Errorf("traffic: outlier consecutive failures %d is more than %d", n, maxConsecutive)
+		case n == 0:
+			o.ConsecutiveFailures = -1 // the rule is off
+		default:
+			o.ConsecutiveFailures = int(n)
+		}
+	}
+	if od.FailurePercent != nil {
+		switch p := od.GetFailurePercent(); {
+		case p > 100:
+			return fmt.Errorf("traffic: outlier failure percent %d is more than 100", p)
+		case p == 0:
+			o.FailureRate = -1
+		default:
+			o.FailureRate = float64(p) / 100
+		}
+	}
+	if d := od.GetBaseEjectionTime(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return fmt.Errorf("traffic: outlier base ejection time: %w", err)
+		}
+		switch v := d.AsDuration(); {
+		case v < 0 || v > maxBaseEjection:
+			return fmt.Errorf("traffic: outlier base ejection time %v is not within 0..1h", v)
+		case v > 0:
+			o.BaseEjection = v
+			if max := cmpOr(o.MaxEjection, outlier.DefaultMaxEjection); max < v {
+				o.MaxEjection = v
+			}
+		}
+	}
+	switch p := od.GetMaxEjectedPercent(); {
+	case p > 100:
+		return fmt.Errorf("traffic: outlier max ejected percent %d is more than 100", p)
+	case p > 0:
+		o.MaxEjectedPercent = int(p)
+	}
+	return nil
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// sameBalance reports whether balancers made with a and b behave alike
+// (their clocks and random sources aside).
+func sameBalance(a, b balance.Config) bool {
+	ao, bo := a.Outlier, b.Outlier
+	return a.Mode == b.Mode && a.Decay == b.Decay && a.WarmUp == b.WarmUp &&
+		a.WarmUpMinWeight == b.WarmUpMinWeight && a.FailurePenalty == b.FailurePenalty &&
+		ao.ConsecutiveFailures == bo.ConsecutiveFailures && ao.FailureRate == bo.FailureRate &&
+		ao.MinRequests == bo.MinRequests && ao.Window == bo.Window && ao.BaseEjection == bo.BaseEjection &&
+		ao.MaxEjection == bo.MaxEjection && ao.MaxEjectedPercent == bo.MaxEjectedPercent
+}
+
+// sameBudget reports whether budgets made with a and b behave alike.
+func sameBudget(a, b retry.BudgetConfig) bool {
+	return a.Ratio == b.Ratio && a.MinPerSecond == b.MinPerSecond && a.Window == b.Window
+}
+
+// idleState is what the attempts of one request share about its
+// activity: when a byte last went either way.
+type idleState struct {
+	d    time.Duration
+	base time.Time
+	last atomic.Int64 // since base
+	// first is the first watch, made with the state: most requests
+	// have one attempt.
+	first idleWatch
+}
+
+func newIdleState(d time.Duration) *idleState { return &idleState{d: d, base: time.Now()} }
+
+func (s *idleState) touch() { s.last.Store(int64(time.Since(s.base))) }
+
+// idleFor is how long nothing went either way.
+func (s *idleState) idleFor() time.Duration {
+	return time.Since(s.base) - time.Duration(s.last.Load())
+}
+
+// idleWatch ends a context when its idleState has been idle for its
+// timeout.
+type idleWatch struct {
+	s      *idleState
+	cancel func()
+	mu     sync.Mutex
+	t      *time.Timer
+	done   bool // stopped, or fired
+	fired  atomic.Bool
+}
+
+// watch returns a context that ends, as ctx does or when s has been idle
+// for its timeout, and the watch to stop once done with it.
+func (s *idleState) watch(ctx context.Context) (context.Context, *idleWatch) {
+	s.touch()
+	ctx, cancel := context.WithCancel(ctx)
+	w := &s.first
+	if w.s != nil {
+		w = new(idleWatch)
+	}
+	w.s, w.cancel = s, cancel
+	w.mu.Lock()
+	w.t = time.AfterFunc(s.d, w.check)
+	w.mu.Unlock()
+	return ctx, w
+}
+
+// expired reports whether the watch fired. Safe on a nil watch.
+func (w *idleWatch) expired() bool { return w != nil && w.fired.Load() }
+
+func (w *idleWatch) check() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return
+	}
+	if idle := w.s.idleFor(); idle < w.s.d {
+		w.t.Reset(w.s.d - idle)
+		return
+	}
+
+	w.done = true
+	w.fired.Store(true)
+	w.cancel()
+}
+
+// stop ends the watch and its context; it reports whether the watch had
+// fired. Safe on a nil watch.
+func (w *idleWatch) stop() bool {
+	if w == nil {
+		return false
+	}
+	w.mu.Lock()
+	w.done = true
+	w.t.Stop()
+	w.mu.Unlock()
+	w.cancel()
+	return w.fired.Load()
+}
+
+// idleReader touches its idleState at every read that returns data.
+type idleReader struct {
+	io.ReadCloser
+	s *idleState
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if n > 0 {
+		r.s.touch()
+	}
+	return n, err
 }

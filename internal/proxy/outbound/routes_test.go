@@ -161,7 +161,7 @@ func TestRouteSplitsByWeight(t *testing.T) {
 		if svc == "orders-v2.test" {
 			peer = rig.peers[1]
 		}
-		got := testutil.ToFloat64(rig.m.Requests.WithLabelValues(metrics.Outbound, peer.id.String(), svc, "200"))
+		got := metrics.Value(rig.m.Requests, "direction", metrics.Outbound, "dst_identity", peer.id.String(), "dst_service", svc, "route", "test/orders", "code", "200")
 		if int(got) != n {
 			t.Errorf("requests counted for %s: %v, want %d", svc, got, n)
 		}
@@ -224,7 +224,7 @@ func TestRouteMatches(t *testing.T) {
 	if got := testutil.ToFloat64(rig.m.Refusals.WithLabelValues(metrics.Outbound, ReasonNoRoute)); got != 15 {
 		t.Fatalf("%s refusals %v, want 15", ReasonNoRoute, got)
 	}
-	if got := testutil.ToFloat64(rig.m.Requests.WithLabelValues(metrics.Outbound, "", testService, "404")); got != 15 {
+	if got := metrics.Value(rig.m.Requests, "direction", metrics.Outbound, "dst_identity", "", "dst_service", testService, "code", "404"); got != 15 {
 		t.Fatalf("404s counted under %s: %v, want 15", testService, got)
 	}
 }
@@ -294,7 +294,7 @@ func TestRouteTimeouts(t *testing.T) {
 		if code, body := rig.send(c, http.MethodGet, "/", nil); code != http.StatusGatewayTimeout {
 			t.Fatalf("%d %q, want 504", code, body)
 		}
-		if got := testutil.ToFloat64(rig.m.Requests.WithLabelValues(metrics.Outbound, rig.peers[1].id.String(), "orders-v2.test", "504")); got != 1 {
+		if got := metrics.Value(rig.m.Requests, "direction", metrics.Outbound, "dst_identity", rig.peers[1].id.String(), "dst_service", "orders-v2.test", "code", "504"); got != 1 {
 			t.Fatalf("504s counted under orders-v2: %v, want 1", got)
 		}
 	})
@@ -395,7 +395,7 @@ func TestRouteBackendWithoutEndpointsAnswers503(t *testing.T) {
 	if code, body := rig.send(&http.Client{}, http.MethodGet, "/", nil); code != http.StatusServiceUnavailable {
 		t.Fatalf("%d %q, want 503", code, body)
 	}
-	if got := testutil.ToFloat64(rig.m.Requests.WithLabelValues(metrics.Outbound, "", "orders-v2.test", "503")); got != 1 {
+	if got := metrics.Value(rig.m.Requests, "direction", metrics.Outbound, "dst_identity", "", "dst_service", "orders-v2.test", "route", "test/orders", "code", "503"); got != 1 {
 		t.Fatalf("503s counted under orders-v2: %v, want 1", got)
 	}
 }

@@ -1,13 +1,11 @@
 package outbound
 
 import (
-	"context"
-	"io"
 	"net"
 	"net/netip"
-	"sync"
 
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
+	"github.com/rampart-mesh/rampart/internal/proxy/egress"
 	"github.com/rampart-mesh/rampart/internal/proxy/origdst"
 )
 
@@ -15,15 +13,10 @@ import (
 // arrives before the first configuration.
 const ReasonNotConfigured = "not_configured"
 
-// Egress actions counted in rampart_proxy_egress_connections_total.
-const (
-	EgressPassthrough = "passthrough"
-	EgressRefused     = "refused"
-)
-
 // transparentTarget finds where a redirected connection was going. A mesh
-// destination becomes a target; anything else is passed through or
-// refused here, and reported as handled.
+// destination becomes a target; anything else is egress, passed through
+// or refused as the egress mode and allow-list say (egress.go), and
+// reported as handled.
 func (c *conns) transparentTarget(conn net.Conn) (target, bool) {
 	o := c.o
 	dst, err := origdst.Get(conn)
@@ -58,16 +51,14 @@ func (c *conns) transparentTarget(conn net.Conn) (target, bool) {
 		return addrTarget{o: o, dst: dst}, true
 	}
 	if st.egress == meshv1.EgressMode_EGRESS_MESH_ONLY {
-		o.refuse(ReasonEgressDenied)
-		o.cfg.Metrics.Egress.WithLabelValues(EgressRefused).Inc()
-		o.log.Info("refused connection outside the mesh (egress mode mesh-only)", "destination", dst.String())
+		o.refuseEgress(conn, dst, egress.Hello{}, nil, "egress mode mesh-only")
 		conn.Close()
 		return nil, false
 	}
 	c.tcp.Add(1)
 	go func() {
 		defer c.tcp.Done()
-		o.passthrough(c, conn, dst)
+		o.serveEgress(c, conn, dst, st)
 	}()
 	return nil, false
 }
@@ -80,39 +71,4 @@ func isSelf(dst netip.AddrPort, local net.Addr) bool {
 		return false
 	}
 	return la.AddrPort().Port() == dst.Port() && la.AddrPort().Addr().Unmap() == dst.Addr()
-}
-
-// passthrough carries a connection to a destination outside the mesh as
-// it is. The proxy's own connections are exempt from redirection, so the
-// dial goes out directly.
-func (o *Outbound) passthrough(c *conns, conn net.Conn, dst netip.AddrPort) {
-	defer conn.Close()
-	d := net.Dialer{Timeout: o.cfg.DialTimeout}
-	up, err := d.DialContext(c.ctx, "tcp", dst.String())
-	if err != nil {
-		o.cfg.Metrics.Egress.WithLabelValues(EgressRefused).Inc()
-		o.log.Info("destination outside the mesh unreachable", "destination", dst.String(), "err", err)
-		return
-	}
-	defer up.Close()
-	o.cfg.Metrics.Egress.WithLabelValues(EgressPassthrough).Inc()
-	// The drain deadline cuts what is still open.
-	stop := context.AfterFunc(c.ctx, func() { conn.Close(); up.Close() })
-	defer stop()
-	splice(conn, up)
-}
-
-// splice copies both ways until both directions end, half-closing each
-// side as its peer finishes sending.
-func splice(a, b net.Conn) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		io.Copy(b, a)
-		closeWrite(b)
-	}()
-	io.Copy(a, b)
-	closeWrite(a)
-	wg.Wait()
 }

@@ -9,6 +9,10 @@
 // connection that replays the peeked bytes. Detection never buffers more
 // than MaxPeek bytes.
 //
+// ServerName and HTTPHost read the destination name a client sends first
+// (a TLS ClientHello's server name, an HTTP/1 request's Host), for egress
+// allow-lists; they look at no more than MaxHello bytes.
+//
 // It uses the standard library only and must not depend on Kubernetes
 // packages, the controller, or other parts of the proxy.
 package sniff

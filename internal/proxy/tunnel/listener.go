@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/rampart-mesh/rampart/internal/meshtls"
 )
 
 // ListenerConfig configures a Listener.
@@ -21,6 +23,9 @@ type ListenerConfig struct {
 	// MaxHandshakes bounds handshakes in progress; a connection beyond it
 	// is closed at once. Default 1024.
 	MaxHandshakes int
+	// Revocations, when set, are those TLS checks against; CloseRevoked
+	// closes the accepted connections they refuse. Nil revokes nothing.
+	Revocations *meshtls.Revocations
 }
 
 // ErrTooManyHandshakes is the refusal of a connection that arrived while
@@ -43,6 +48,8 @@ type Listener struct {
 
 	mu        sync.Mutex
 	acceptErr error // why the inner listener failed, when it did
+
+	open connSet // accepted connections, for CloseRevoked
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -134,9 +141,16 @@ func (l *Listener) handshake(raw net.Conn) {
 		return
 	}
 	release() // the handshake is over; waiting for Accept is cheap
+	if !l.open.add(conn, l.cfg.Revocations) {
+		if l.cfg.OnRefused != nil {
+			l.cfg.OnRefused(raw.RemoteAddr(), &meshtls.RevokedError{Serial: meshtls.SerialOf(conn.ConnectionState().PeerCertificates[0])})
+		}
+		return
+	}
 	select {
 	case l.conns <- conn:
 	case <-l.done:
+		l.open.remove(conn)
 		conn.Close()
 	}
 }

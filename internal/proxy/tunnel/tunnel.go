@@ -95,6 +95,8 @@ type Dialer struct {
 
 	mu    sync.Mutex
 	peers map[Peer]*http2.Transport
+
+	conns connSet // open connections, for CloseRevoked
 }
 
 // NewDialer returns a Dialer.
@@ -152,7 +154,14 @@ func (d *Dialer) dial(ctx context.Context, p Peer, cfg *tls.Config) (net.Conn, e
 		conn.Close()
 		return nil, &DialError{Peer: p, Err: errors.New("peer did not negotiate the tunnel protocol")}
 	}
-	return conn, nil
+	if !d.conns.add(conn, d.cfg.TLS.Revocations) {
+		err := &meshtls.RevokedError{Serial: meshtls.SerialOf(conn.ConnectionState().PeerCertificates[0])}
+		if d.cfg.OnRefused != nil {
+			d.cfg.OnRefused(p, meshtls.ReasonRevoked, err)
+		}
+		return nil, &DialError{Peer: p, Err: err}
+	}
+	return &trackedConn{Conn: conn, set: &d.conns}, nil
 }
 
 // RoundTrip sends an HTTP request to the peer through the tunnel. The

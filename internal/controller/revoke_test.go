@@ -1,0 +1,248 @@
+package controller
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/rampart-mesh/rampart/internal/ca"
+	"github.com/rampart-mesh/rampart/internal/controlplane"
+	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
+	"github.com/rampart-mesh/rampart/internal/meshtls"
+	"github.com/rampart-mesh/rampart/internal/revocation"
+)
+
+// certifyOn asks for a certificate for id over cc (renewal when cc presents
+// an SVID), with a join token when token is not empty.
+func certifyOn(t *testing.T, cc *grpc.ClientConn, id spiffeid.ID, token string) error {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{id.URL()}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = meshv1.NewIdentityClient(cc).Certify(ctx, &meshv1.CertifyRequest{Csr: csr, JoinToken: token})
+	return err
+}
+
+// attestWithToken certifies id with a fresh join token over a connection without a
+// certificate.
+func attestWithToken(t *testing.T, c *Controller, id spiffeid.ID) error {
+	t.Helper()
+	bundle := &meshtls.Bundle{}
+	bundle.SetRoots(c.TrustDomain(), readBundle(t, c.BundlePath()))
+	tlsCfg := meshtls.Config{SVID: &meshtls.SVID{}, Bundle: bundle}.Client(ControllerID(c.TrustDomain()))
+	cc, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	token, err := c.Tokens().Create(id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certifyOn(t, cc, id, token)
+}
+
+func gaugeValue(t *testing.T, c *Controller, name, kind string) float64 {
+	t.Helper()
+	mfs, err := c.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "kind" && lp.GetValue() == kind {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{kind=%q}", name, kind)
+	return 0
+}
+
+func refusedRevoked(t *testing.T, c *Controller) float64 {
+	t.Helper()
+	mfs, err := c.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "rampart_controller_certify_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			if labels["result"] == controlplane.ResultRefused && labels["reason"] == controlplane.CertifyRevoked {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatal("no certify_total{result=refused,reason=revoked}")
+	return 0
+}
+
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRevocation(t *testing.T) {
+	var skew atomic.Int64 // how far the controller's clock runs ahead
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	// A long poll interval: the file is picked up by notification.
+	c := start(t, Config{StateDir: t.TempDir(), Listen: "127.0.0.1:0", AdminListen: "off", TrustDomain: "example.org",
+		Now: now, CAPollInterval: time.Minute})
+	td := c.TrustDomain()
+	web := spiffeid.RequireFromSegments(td, "ns", "shop", "sa", "web")
+	api := spiffeid.RequireFromSegments(td, "ns", "shop", "sa", "api")
+	p := newProxy(t, c, web)
+	if err := certifyOn(t, p.cc, web, ""); err != nil {
+		t.Fatalf("renewal before the revocation: %v", err)
+	}
+	// Revoke the certificate that p's connection presents.
+	presented := presentedSerial(t, p)
+	path := c.RevocationsPath()
+	if _, err := revocation.Update(path, now(), 0, func(l *revocation.List) error {
+		return l.RevokeCertificate(revocation.Certificate{Serial: presented, RevokedAt: now(), Reason: "key leaked"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pushed := func(serial string) bool {
+		for _, rc := range c.Model().ConfigFor(api, "api-1", nil).GetRevocations().GetCertificates() {
+			if rc.GetSerial() == serial {
+				return true
+			}
+		}
+		return false
+	}
+	poll(t, "the revocation to reach the model", func() bool { return pushed(presented) })
+	if got := gaugeValue(t, c, "rampart_controller_revocations", RevokedCertificates); got != 1 {
+		t.Errorf("revocations{kind=certificate} = %v, want 1", got)
+	}
+	before := refusedRevoked(t, c)
+	err := certifyOn(t, p.cc, web, "")
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("renewal with a revoked certificate = %v, want PermissionDenied", err)
+	}
+	if got := refusedRevoked(t, c); got != before+1 {
+		t.Errorf("certify_total{refused,revoked} = %v, want %v", got, before+1)
+	}
+	// Attesting again yields a new certificate.
+	if err := attestWithToken(t, c, web); err != nil {
+		t.Fatalf("attesting again after a serial revocation: %v", err)
+	}
+
+	// Revoke an identity: no certificate for it until released.
+	if _, err := revocation.Update(path, now(), 0, func(l *revocation.List) error {
+		return l.RevokeIdentity(revocation.Identity{SPIFFEID: api.String(), RevokedAt: now().Truncate(time.Second)})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the identity revocation to be in force", func() bool {
+		return gaugeValue(t, c, "rampart_controller_revocations", RevokedIdentities) == 1
+	})
+	if err := attestWithToken(t, c, api); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "--release") {
+		t.Fatalf("attesting a revoked identity = %v, want PermissionDenied naming --release", err)
+	}
+	if _, err := revocation.Update(path, now(), 0, func(l *revocation.List) error {
+		return l.Release(api.String(), now())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the release to be in force", func() bool {
+		return gaugeValue(t, c, "rampart_controller_revocations", ReleasedIdentities) == 1
+	})
+	// Released, but a certificate issued now would predate the revocation.
+	if err := attestWithToken(t, c, api); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "may be issued again from") {
+		t.Fatalf("attesting within a minute of the revocation = %v", err)
+	}
+	skew.Store(int64(ca.ClockSkew + 2*time.Second))
+	if err := attestWithToken(t, c, api); err != nil {
+		t.Fatalf("attesting after the release: %v", err)
+	}
+
+	// A corrupt file is counted and the list in force stays.
+	errorsBefore := counterValue(t, c, "rampart_controller_revocation_reloads_total", "error")
+	if err := os.WriteFile(path+".new", []byte(`{"version":1,"certificates":[{"serial":"XYZ"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the corrupt file to be counted", func() bool {
+		return counterValue(t, c, "rampart_controller_revocation_reloads_total", "error") > errorsBefore
+	})
+	if !pushed(presented) {
+		t.Fatal("a corrupt file dropped the list in force")
+	}
+
+	// So is a file that revokes the controller itself.
+	if err := os.WriteFile(path+".new", []byte(`{"version":1,"identities":[{"spiffe_id":"`+ControllerID(td).String()+`","revoked_at":"2026-05-01T00:00:00Z"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the file revoking the controller to be refused", func() bool {
+		return counterValue(t, c, "rampart_controller_revocation_reloads_total", "error") > errorsBefore+1
+	})
+	if !pushed(presented) {
+		t.Fatal("a file revoking the controller replaced the list in force")
+	}
+}
+
+// presentedSerial is the serial of the certificate p's connection presents.
+func presentedSerial(t *testing.T, p *proxy) string {
+	t.Helper()
+	cert, err := p.tlsCfg.GetClientCertificate(nil)
+	if err != nil || cert.Leaf == nil {
+		t.Fatalf("the test proxy has no certificate: %v", err)
+	}
+	return meshtls.SerialOf(cert.Leaf)
+}
+
+func TestCorruptRevocationsRefuseToStart(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/" + RevocationsFile
+	if err := os.WriteFile(path, []byte("not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(Config{StateDir: dir, Listen: "127.0.0.1:0", AdminListen: "off"})
+	if err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("New with a corrupt revocations file = %v, want an error naming it", err)
+	}
+}
