@@ -2,7 +2,8 @@
 # Installs what the end-to-end tests need on a fresh Debian machine with Go:
 # Debian packages (a C toolchain for the race detector, iproute2 and
 # iptables for the network-namespace harness, Redis as an opaque-TCP peer,
-# Prometheus's server and promtool)
+# Prometheus's server and promtool, Chromium for the dashboard's browser
+# test)
 # and Go tools built into .cache/bin (h2spec, the gRPC interop client and
 # server). Idempotent: what is present is not reinstalled.
 set -euo pipefail
@@ -23,6 +24,9 @@ command -v redis-cli >/dev/null || need+=(redis-tools)
 # Prometheus: promtool checks every /metrics output, and the server scrapes
 # a running mesh in an end-to-end test.
 { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need+=(prometheus)
+# Chromium: the dashboard's end-to-end test drives it headless over the
+# DevTools protocol.
+{ command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "installing Debian packages: ${need[*]}"
 	$sudo apt-get update -qq

@@ -149,8 +149,8 @@ func (p *WorkloadAttestationPolicy) Validate() error {
 		}
 		validateUnixIDs(&errs, "spec.unix.uids", u.UIDs)
 		validateUnixIDs(&errs, "spec.unix.gids", u.GIDs)
-		if len(u.UIDs) == 0 && len(u.GIDs) == 0 && spec.Code == nil {
-			errs.add("spec.unix", "names no uids or gids and the policy sets no code: any process that can reach the socket could claim the identity; list uids, gids, or set code")
+		if len(u.UIDs) == 0 && len(u.GIDs) == 0 && spec.ProxyCode == nil {
+			errs.add("spec.unix", "names no uids or gids and the policy sets no proxyCode: any process that can reach the socket could claim the identity (code alone does not stop it: a process may start an admitted app as its child and present it); list uids or gids, or set proxyCode")
 		}
 	}
 	return errs.errOrNil()

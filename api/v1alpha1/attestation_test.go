@@ -70,7 +70,11 @@ func TestWorkloadAttestationPolicyValidate(t *testing.T) {
 		{name: "valid", mutate: func(*WorkloadAttestationPolicy) {}},
 		{name: "code only, whole namespace", mutate: func(p *WorkloadAttestationPolicy) { p.Spec.Unix, p.Spec.ServiceAccount = nil, "" }},
 		{name: "unix with uids only", mutate: func(p *WorkloadAttestationPolicy) { p.Spec.Code, p.Spec.Unix.GIDs = nil, nil }},
-		{name: "unix for any user running admitted code", mutate: func(p *WorkloadAttestationPolicy) { p.Spec.Unix = &UnixAttestation{} }},
+		{name: "unix for any user running an admitted proxy", mutate: func(p *WorkloadAttestationPolicy) {
+			p.Spec.Unix, p.Spec.ProxyCode = &UnixAttestation{}, &CodePolicy{Digests: []string{digestA}}
+		}},
+		{name: "unix for any user running admitted code is open: any process may start the app", mutate: func(p *WorkloadAttestationPolicy) { p.Spec.Unix = &UnixAttestation{} },
+			want: FieldErrors{{Path: "spec.unix", Msg: "names no uids or gids and the policy sets no proxyCode"}}},
 		{name: "uid 0 and the largest uid", mutate: func(p *WorkloadAttestationPolicy) { p.Spec.Unix.UIDs = []int64{0, 4294967294} }},
 		{name: "mesh-wide code policy", mutate: func(p *WorkloadAttestationPolicy) { p.Namespace, p.Spec.Unix = RootNamespace, nil }},
 		{name: "says nothing", mutate: func(p *WorkloadAttestationPolicy) { p.Spec.Code, p.Spec.Unix = nil, nil },
@@ -134,7 +138,7 @@ func TestWorkloadAttestationPolicyValidate(t *testing.T) {
 			{Path: "spec.unix.gids[1]", Msg: "duplicate 7 (also spec.unix.gids[0])"},
 		}},
 		{name: "unix open to everyone", mutate: func(p *WorkloadAttestationPolicy) { p.Spec.Code, p.Spec.Unix = nil, &UnixAttestation{} },
-			want: FieldErrors{{Path: "spec.unix", Msg: "names no uids or gids and the policy sets no code"}}},
+			want: FieldErrors{{Path: "spec.unix", Msg: "names no uids or gids and the policy sets no proxyCode"}}},
 		{name: "unix in the root namespace", mutate: func(p *WorkloadAttestationPolicy) { p.Namespace = RootNamespace },
 			want: FieldErrors{{Path: "spec.unix", Msg: "is not allowed in rampart-system"}}},
 		{name: "too many digests", mutate: func(p *WorkloadAttestationPolicy) {

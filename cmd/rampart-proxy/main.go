@@ -8,15 +8,19 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rampart-mesh/rampart/internal/logging"
 	"github.com/rampart-mesh/rampart/internal/proxy"
+	"github.com/rampart-mesh/rampart/internal/proxy/accesslog"
 	"github.com/rampart-mesh/rampart/internal/proxy/app"
 	"github.com/rampart-mesh/rampart/internal/proxy/egress"
 	"github.com/rampart-mesh/rampart/internal/proxy/outbound"
@@ -67,6 +71,8 @@ func run(args []string) (int, error) {
 	fs.StringVar(&cfg.Advertise, "advertise", "", "tunnel address given to peers (default: the bound --tunnel-listen)")
 	fs.StringVar(&cfg.AdminListen, "admin-listen", proxy.DefaultAdminListen, "admin address: /ready /live /metrics /config")
 	fs.StringVar(&cfg.Address, "address", "", "the workload's own IP address, by which peers may dial it directly (default: the host of --advertise)")
+	appUID := fs.Int("app-uid", -1, "with -- <command>: the user the app runs as (the proxy needs the privilege to switch); required with --outbound-listen, since iptables lets the proxy's own user's traffic through")
+	appGID := fs.Int("app-gid", -1, "with -- <command>: the group the app runs as; defaults to --app-uid's primary group when that is given")
 	fs.StringVar(&cfg.OutboundListen, "outbound-listen", "", "transparent mode: where iptables redirects the app's outbound connections, such as "+proxy.DefaultOutboundListen+" (see `rampart-proxy iptables`)")
 	var egressHosts string
 	fs.StringVar(&egressHosts, "egress-hosts-file", "", "transparent mode: a hosts file (\"address name...\" lines) whose names the egress allow-list check resolves from it rather than DNS; for tests, and for proxies that cannot reach DNS")
@@ -76,6 +82,14 @@ func run(args []string) (int, error) {
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long to let requests in flight finish on shutdown")
 	fs.DurationVar(&cfg.TelemetryInterval, "telemetry-interval", telemetry.DefaultInterval, "how often to send the per-edge traffic summary to the controller; 0 turns it off")
 	fs.DurationVar(&appStopTimeout, "app-stop-timeout", app.DefaultStopTimeout, "with an app (-- <command>): how long it may take to exit after SIGTERM before it is killed")
+	var (
+		sampleRatio float64
+		accessLog   string
+	)
+	fs.StringVar(&cfg.Tracing.Endpoint, "otlp-endpoint", "", "host:port of an OTLP/gRPC trace collector: the proxy then exports a span per HTTP request (see docs/observability.md#tracing)")
+	fs.BoolVar(&cfg.Tracing.Insecure, "otlp-insecure", false, "send spans to --otlp-endpoint without TLS, for a collector that has none")
+	fs.Float64Var(&sampleRatio, "trace-sample-ratio", 1.0, "share of new traces sampled, 0 to 1; a request with a trace context follows its caller's decision")
+	fs.StringVar(&accessLog, "access-log", "", "\"json\": write a JSON line per HTTP request to standard output (see docs/observability.md#access-logs); empty writes none")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.Usage = func() {
@@ -91,18 +105,31 @@ func run(args []string) (int, error) {
 		return 2, err
 	}
 	appArgv := fs.Args()
-	if len(appArgv) > 0 && args[len(args)-len(appArgv)-1] != "--" {
+	if i := len(args) - len(appArgv) - 1; len(appArgv) > 0 && (i < 0 || args[i] != "--") {
 		return 2, fmt.Errorf("unexpected argument %q: to run an app, put its command line after --", appArgv[0])
+	}
+	var appCred *syscall.Credential
+	if len(appArgv) > 0 {
+		var err error
+		if appCred, err = appCredential(*appUID, *appGID, cfg.OutboundListen != ""); err != nil {
+			return 2, err
+		}
+	} else if *appUID != -1 || *appGID != -1 {
+		return 2, errors.New("--app-uid and --app-gid need an app: put its command line after --")
 	}
 	logger, err := logging.New(os.Stderr, logLevel, logFormat)
 	if err != nil {
 		return 2, err
 	}
 	switch {
-	case cfg.TelemetryInterval < 0 || (cfg.TelemetryInterval > 0 && cfg.TelemetryInterval < time.Second):
-		return 2, fmt.Errorf("--telemetry-interval %v out of range: give at least 1s (default %v), or 0 to turn telemetry off", cfg.TelemetryInterval, telemetry.DefaultInterval)
+	case cfg.TelemetryInterval < 0 || (cfg.TelemetryInterval > 0 && (cfg.TelemetryInterval < telemetry.MinSentInterval || cfg.TelemetryInterval > telemetry.MaxSentInterval)):
+		return 2, fmt.Errorf("--telemetry-interval %v out of range: give %v to %v (default %v), or 0 to turn telemetry off",
+			cfg.TelemetryInterval, telemetry.MinSentInterval, telemetry.MaxSentInterval, telemetry.DefaultInterval)
 	case cfg.TelemetryInterval == 0:
 		cfg.TelemetryInterval = -1 // off
+	}
+	if err := tracingFlags(&cfg, fs, sampleRatio, accessLog); err != nil {
+		return 2, err
 	}
 	if bundleFile == "" {
 		return 2, errors.New("--trust-bundle is required: the proxy must be able to verify the controller")
@@ -137,9 +164,11 @@ func run(args []string) (int, error) {
 		cfg.EgressResolver = h
 	}
 	if len(appArgv) > 0 {
-		return runWithApp(cfg, app.Config{
+		appCfg := app.Config{
 			Argv: appArgv, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, StopTimeout: appStopTimeout,
-		}, logger)
+		}
+		appCfg.Credential = appCred
+		return runWithApp(cfg, appCfg, logger)
 	}
 
 	p, err := proxy.New(cfg)
@@ -154,6 +183,38 @@ func run(args []string) (int, error) {
 	}
 	logger.Info("rampart-proxy stopped", slog.String("spiffe_id", p.ID().String()))
 	return 0, nil
+}
+
+// appCredential returns the user the app runs as, nil for the proxy's own.
+// Under transparent interception the proxy's user is the one iptables
+// exempts, so an app running as it would bypass the proxy entirely: the
+// app must then run as another user.
+func appCredential(uid, gid int, transparent bool) (*syscall.Credential, error) {
+	if uid < -1 || gid < -1 || uid > math.MaxUint32-1 || gid > math.MaxUint32-1 {
+		return nil, errors.New("--app-uid and --app-gid must be user and group IDs")
+	}
+	if uid == -1 {
+		if gid != -1 {
+			return nil, errors.New("--app-gid needs --app-uid")
+		}
+		if transparent {
+			return nil, errors.New("--outbound-listen with -- <command> needs --app-uid: the app would run as the proxy's own user, whose traffic iptables lets through, and bypass the proxy")
+		}
+		return nil, nil
+	}
+	if uid == os.Geteuid() {
+		return nil, fmt.Errorf("--app-uid %d is the proxy's own user: give the app another one", uid)
+	}
+	if gid == -1 {
+		u, err := user.LookupId(strconv.Itoa(uid))
+		if err != nil {
+			return nil, fmt.Errorf("--app-uid %d: %w; give --app-gid", uid, err)
+		}
+		if gid, err = strconv.Atoi(u.Gid); err != nil {
+			return nil, fmt.Errorf("--app-uid %d: primary group %q: %w", uid, u.Gid, err)
+		}
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: false}, nil
 }
 
 // runWithApp starts the app as the proxy's child, before the proxy asks
@@ -187,11 +248,18 @@ func runWithApp(cfg proxy.Config, appCfg app.Config, logger *slog.Logger) (int, 
 	for {
 		select {
 		case sig := <-sigc:
-			logger.Info("signal: stopping the app and draining", "signal", sig.String())
+			if ctx.Err() == nil {
+				// Drain first: the app keeps serving the requests that
+				// are still arriving; it is stopped once the proxy has
+				// drained (below).
+				logger.Info("signal: draining, then stopping the app", "signal", sig.String())
+				cancel()
+				continue
+			}
+			logger.Info("second signal: forwarding it to the app", "signal", sig.String())
 			if err := a.Signal(sig.(syscall.Signal)); err != nil {
 				logger.Warn("could not forward the signal to the app", "err", err)
 			}
-			cancel()
 		case <-appDone:
 			logger.Info("the app exited; draining", "app", a.String())
 			appDone = nil
@@ -206,6 +274,30 @@ func runWithApp(cfg proxy.Config, appCfg app.Config, logger *slog.Logger) (int, 
 			return a.ExitCode(), nil
 		}
 	}
+}
+
+// tracingFlags checks the tracing and access log flags and sets them in
+// cfg.
+func tracingFlags(cfg *proxy.Config, fs *flag.FlagSet, sampleRatio float64, accessLog string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if cfg.Tracing.Endpoint == "" && (set["otlp-insecure"] || set["trace-sample-ratio"]) {
+		return errors.New("--otlp-insecure and --trace-sample-ratio need --otlp-endpoint, the collector to send spans to")
+	}
+	cfg.Tracing.SampleRatio = sampleRatio
+	if cfg.Tracing.Endpoint != "" {
+		if err := cfg.Tracing.Validate(); err != nil {
+			return fmt.Errorf("--otlp-endpoint, --trace-sample-ratio: %w", err)
+		}
+	}
+	switch accessLog {
+	case "":
+	case accesslog.FormatJSON:
+		cfg.AccessLog = os.Stdout
+	default:
+		return fmt.Errorf("--access-log %q: the only format is %q (or leave it empty for none)", accessLog, accesslog.FormatJSON)
+	}
+	return nil
 }
 
 func parseLabels(s string) (map[string]string, error) {

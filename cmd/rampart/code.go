@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -91,7 +92,12 @@ signature no longer verifies.`,
 			if err != nil {
 				return fmt.Errorf("code sign: %s: %w", keyPath, err)
 			}
-			path := args[0]
+			// The controller looks for the signature beside the file the
+			// process executes, with every symbolic link resolved.
+			path, err := filepath.EvalSymlinks(args[0])
+			if err != nil {
+				return fmt.Errorf("code sign: %w", err)
+			}
 			d, err := digestFile(path)
 			if err != nil {
 				return fmt.Errorf("code sign: %w", err)

@@ -278,8 +278,10 @@ any case) and pushes the revocation list to every proxy: their tunnel
 connections with the revoked certificate are closed and new handshakes with it
 refused, in both directions.
 
-A revoked serial stays revoked until the certificate expires; the workload
-obtains a new certificate only by attesting again (a new join token). A
+A revoked serial stays revoked until the certificate expires, and so do the
+certificates renewed from it; the workload obtains a new certificate only by
+attesting again (a new join token). When a key is stolen, revoke the identity:
+it also covers what was obtained with the key. A
 revoked identity refuses every certificate of it issued before the
 revocation, and the controller issues none for it until --release; its
 certificates issued before the revocation stay refused after the release,
@@ -330,10 +332,14 @@ See docs/identity.md.`,
 				return err
 			}
 			entry := revocation.Certificate{Serial: serial, RevokedAt: now, Reason: reason}
-			leaf, found, err := recordedLeaf(stateDir, serial)
+			leaves, err := recordedLeaves(stateDir)
+			if err != nil {
+				// Without the record, the serial cannot be told apart
+				// from the controller's own certificate.
+				return fmt.Errorf("identity: cannot read the record of certificates in use, needed to check that %s is not the controller's own certificate: %w", serial, err)
+			}
+			leaf, found := findLeaf(leaves, serial)
 			switch {
-			case err != nil:
-				fmt.Fprintf(errOut, "warning: cannot read the record of certificates in use (%v); revoking %s anyway, until one certificate lifetime from now\n", err, serial)
 			case !found:
 				fmt.Fprintf(errOut, "warning: %s is not among the certificates in use (rampart identity status); revoking it anyway, until one certificate lifetime from now\n", serial)
 			case leaf.Kind == ca.KindServing || leaf.SPIFFEID == identity.ControllerID(td).String():
@@ -341,8 +347,16 @@ See docs/identity.md.`,
 			default:
 				entry.NotAfter, entry.SPIFFEID = leaf.NotAfter.UTC(), leaf.SPIFFEID
 			}
+			// The certificates renewed from it go with it: whoever holds
+			// its key may have renewed it.
+			renewed := renewedFrom(leaves, serial, now)
 			if _, err := revocation.Update(path, now, 0, func(l *revocation.List) error {
-				return l.RevokeCertificate(entry)
+				for _, c := range append([]revocation.Certificate{entry}, renewed...) {
+					if err := l.RevokeCertificate(c); err != nil {
+						return err
+					}
+				}
+				return nil
 			}); err != nil {
 				return fmt.Errorf("identity: %w", err)
 			}
@@ -351,7 +365,11 @@ See docs/identity.md.`,
 				msg += fmt.Sprintf(" of %s (expires %s)", entry.SPIFFEID, entry.NotAfter.Format(time.RFC3339))
 			}
 			fmt.Fprintln(out, msg+".")
-			fmt.Fprintln(errOut, "The running controller pushes the list to every proxy within seconds (at most its --ca-poll-interval); the workload must attest again (a new join token) to get a new certificate.")
+			for _, c := range renewed {
+				fmt.Fprintf(out, "Revoked certificate %s of %s (expires %s): it was renewed from %s.\n", c.Serial, c.SPIFFEID, c.NotAfter.Format(time.RFC3339), serial)
+			}
+			fmt.Fprintln(errOut, "The running controller pushes the list to every proxy within seconds (at most its --ca-poll-interval), with any certificate renewed from this one; the workload must attest again (a new join token) to get a new certificate.")
+			fmt.Fprintf(errOut, "If the key was stolen, revoke the identity too: a thief may have attested with it some other way. rampart identity revoke %s\n", cmp.Or(entry.SPIFFEID, "<spiffe-id>"))
 			return nil
 		},
 	}
@@ -396,23 +414,38 @@ func serialArg(arg string) (string, error) {
 	return serial, nil
 }
 
-// recordedLeaf finds serial in the controller's record of certificates in
-// use.
-func recordedLeaf(stateDir, serial string) (ca.Leaf, bool, error) {
+// recordedLeaves reads the controller's record of certificates in use.
+func recordedLeaves(stateDir string) ([]ca.Leaf, error) {
 	authority, err := openCA(stateDir)
 	if err != nil {
-		return ca.Leaf{}, false, err
+		return nil, err
 	}
-	leaves, err := authority.RecordedLeaves()
-	if err != nil {
-		return ca.Leaf{}, false, err
-	}
+	return authority.RecordedLeaves()
+}
+
+func findLeaf(leaves []ca.Leaf, serial string) (ca.Leaf, bool) {
 	for _, l := range leaves {
 		if l.Serial == serial {
-			return l, true, nil
+			return l, true
 		}
 	}
-	return ca.Leaf{}, false, nil
+	return ca.Leaf{}, false
+}
+
+// renewedFrom returns the unexpired certificates of leaves renewed,
+// directly or not, from serial, as entries revoked with it.
+func renewedFrom(leaves []ca.Leaf, serial string, now time.Time) []revocation.Certificate {
+	var out []revocation.Certificate
+	for _, l := range leaves {
+		if l.Serial == serial || l.Kind == ca.KindServing || !now.Before(l.NotAfter) || !l.DescendsFrom(serial) {
+			continue
+		}
+		out = append(out, revocation.Certificate{
+			Serial: l.Serial, SPIFFEID: l.SPIFFEID, NotAfter: l.NotAfter.UTC(), RevokedAt: now,
+			Reason: "renewed from revoked certificate " + serial,
+		})
+	}
+	return out
 }
 
 func newRevocationsCommand() *cobra.Command {

@@ -98,4 +98,42 @@ func TestRevokeCommands(t *testing.T) {
 	if _, _, err := run("revoke", "fedcba"); err == nil || !strings.Contains(err.Error(), "controller's own certificate") {
 		t.Errorf("revoke of the serving certificate = %v", err)
 	}
+
+	// A certificate renewed from the one revoked, directly or not, is
+	// revoked with it; another of the same identity is not.
+	shop := "spiffe://rampart.local/ns/shop/sa/cart"
+	soon := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	if err := authority.PublishLeaves([]ca.Leaf{
+		{Serial: "c2", SPIFFEID: shop, NotAfter: soon, RenewedFrom: []ca.Renewal{{Serial: "c1", NotAfter: soon}, {Serial: "c0", NotAfter: soon}}},
+		{Serial: "d1", SPIFFEID: shop, NotAfter: soon},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = run("revoke", "c0", "--reason", "key copied")
+	if err != nil || !strings.Contains(out, "Revoked certificate c2 of "+shop) || !strings.Contains(errOut, "revoke the identity") {
+		t.Fatalf("revoke of a certificate renewed since: %q %q %v", out, errOut, err)
+	}
+	got, err := revocation.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serials []string
+	for _, c := range got.Certificates {
+		serials = append(serials, c.Serial)
+	}
+	if s := strings.Join(serials, ","); s != "abcde,c0,c2" {
+		t.Errorf("revoked serials = %s, want abcde,c0,c2", s)
+	}
+
+	// Without a readable record, a serial cannot be checked against the
+	// controller's own certificate: refused, nothing written.
+	if err := os.WriteFile(filepath.Join(stateDir, controller.CADir, "leaves.json"), []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := run("revoke", "fedcba"); err == nil || !strings.Contains(err.Error(), "cannot read the record of certificates in use") {
+		t.Errorf("revoke with an unreadable record = %v, want a refusal", err)
+	}
+	if got, err = revocation.Load(path); err != nil || len(got.Certificates) != 3 {
+		t.Errorf("after the refusal the list is %+v (%v), want 3 certificates", got, err)
+	}
 }

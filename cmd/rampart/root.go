@@ -29,6 +29,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newVersionCommand(),
 		newStatCommand(),
 		newEdgesCommand(),
+		newDashboardCommand(),
+		newTapCommand(),
 	)
 	return root
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/rampart-mesh/rampart/internal/controller"
 	"github.com/rampart-mesh/rampart/internal/identity"
@@ -31,7 +32,7 @@ func (f *trafficFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.admin, "controller-admin", controller.DefaultAdminListen, "the controller's admin address (its --admin-listen)")
 	fl.StringVarP(&f.namespace, "namespace", "n", "", "only this namespace")
-	fl.StringVar(&f.window, "window", "1m", "how far back to look: 5s to 1m in steps of 5s, or whole minutes up to 10m")
+	fl.StringVar(&f.window, "window", "1m", "how far back to look: 15s to 1m in steps of 5s, or whole minutes up to 10m")
 	fl.StringVarP(&f.output, "output", "o", "table", "table or json (the controller's JSON as is)")
 }
 
@@ -105,7 +106,9 @@ func newStatCommand() *cobra.Command {
 reports its proxies send the controller: requests per second, success rate,
 latency percentiles and the share of requests over mutual TLS for what it
 served (inbound), denials, and what it sent (outbound). Workloads that
-reported in the last 10 minutes are listed; "-" means no requests.`,
+reported in the last 10 minutes are listed, one row per workload name and
+service account (two service accounts of a namespace may register the same
+name; their numbers are never mixed); "-" means no requests.`,
 		Example: `  rampart stat --controller-admin 127.0.0.1:15014
   rampart stat shop/web --window 10m
   rampart stat -n shop -o json`,
@@ -144,21 +147,38 @@ func printStat(w io.Writer, resp graph.StatResponse) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAMESPACE\tWORKLOAD\tINSTANCES\tRPS\tSUCCESS\tP50\tP95\tP99\tMTLS\tDENIED\tOUT RPS\tOUT SUCCESS")
+	fmt.Fprintln(tw, "NAMESPACE\tWORKLOAD\tSERVICE ACCOUNT\tINSTANCES\tRPS\tSUCCESS\tP50\tP95\tP99\tMTLS\tDENIED\tOUT RPS\tOUT SUCCESS")
 	for _, s := range resp.Workloads {
 		in, out := s.Inbound, s.Outbound
 		p50, p95, p99 := "-", "-", "-"
 		if l := in.LatencyMs; l != nil {
 			p50, p95, p99 = millis(l.P50), millis(l.P95), millis(l.P99)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
-			s.Namespace, s.Name, s.Instances,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
+			s.Namespace, s.Name, serviceAccount(s.Identities), s.Instances,
 			rps(in), percent(in.SuccessRate), p50, p95, p99, percent(in.MTLSShare), in.Denied,
 			rps(out), percent(out.SuccessRate))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nOver the last %s; RPS, SUCCESS, latency, MTLS and DENIED: what the workload served; OUT: what it sent.\n",
 		humanWindow(resp.WindowSeconds))
+}
+
+// serviceAccount is the service account of a row's identity; "-" when it
+// has none that is a workload identity.
+func serviceAccount(ids []string) string {
+	if len(ids) == 0 {
+		return "-"
+	}
+	id, err := spiffeid.FromString(ids[0])
+	if err != nil {
+		return "-"
+	}
+	_, sa, err := identity.ParseWorkloadID(id)
+	if err != nil {
+		return "-"
+	}
+	return sa
 }
 
 // rps formats a request rate with one decimal; "-" without requests.

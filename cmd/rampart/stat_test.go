@@ -57,7 +57,11 @@ func TestPrintStat(t *testing.T) {
 			Outbound: graph.Traffic{Requests: 1203, RequestsPerSecond: 20.05, SuccessRate: ptr(0.75), MTLSShare: ptr(0.5)},
 		},
 		{
-			Namespace: "shop", Name: "web", Instances: 1,
+			Namespace: "shop", Name: "web", Instances: 1, Identities: []string{"spiffe://rampart.local/ns/shop/sa/intruder"},
+			Inbound: graph.Traffic{Requests: 1, RequestsPerSecond: 0.0167, SuccessRate: ptr(0), MTLSShare: ptr(1)},
+		},
+		{
+			Namespace: "shop", Name: "web", Instances: 1, Identities: []string{"spiffe://rampart.local/ns/shop/sa/web"},
 			Inbound: graph.Traffic{Requests: 3, RequestsPerSecond: 0.05, SuccessRate: ptr(1), MTLSShare: ptr(0),
 				LatencyMs: &graph.Latency{P50: 0.1, P95: 1500, P99: 104857.6}},
 		},
@@ -146,11 +150,14 @@ func TestStatAndEdgesCommands(t *testing.T) {
 	for range 100 {
 		lat.Observe(0.005)
 	}
+	// Intervals that ended a while ago: a window ends with the last
+	// complete bucket.
+	end := time.Now().Add(-15 * time.Second)
 	for _, r := range []graph.Report{
-		{Instance: "web#1", ID: webID, Namespace: "shop", Workload: "web", Interval: 5 * time.Second, Edges: []graph.EdgeReport{{
+		{Instance: "web#1", ID: webID, Namespace: "shop", Workload: "web", Interval: 5 * time.Second, End: end, Edges: []graph.EdgeReport{{
 			Direction: graph.Outbound, PeerID: apiID, PeerWorkload: "api", Service: "shop/api", MTLS: true,
 			Counts: graph.Counts{Requests: 100, Failures: 20}, Latency: &lat}}},
-		{Instance: "api#1", ID: apiID, Namespace: "shop", Workload: "api", Interval: 5 * time.Second, Edges: []graph.EdgeReport{{
+		{Instance: "api#1", ID: apiID, Namespace: "shop", Workload: "api", Interval: 5 * time.Second, End: end, Edges: []graph.EdgeReport{{
 			Direction: graph.Inbound, PeerID: webID, Service: "shop/api", MTLS: true,
 			Counts: graph.Counts{Requests: 100, Failures: 20}, Latency: &lat}}},
 	} {
@@ -204,7 +211,9 @@ func TestStatAndEdgesCommands(t *testing.T) {
 	}{
 		{[]string{"stat", "shop/nope"}, "workload shop/nope has not reported traffic in the last 10m0s"},
 		{[]string{"edges", "shop/nope"}, "workload shop/nope has not reported traffic"},
-		{[]string{"stat", "--window", "7s"}, "--window: window \"7s\": up to a minute, want a multiple of 5s"},
+		{[]string{"stat", "--window", "17s"}, "--window: window \"17s\": up to a minute, want a multiple of 5s"},
+		{[]string{"stat", "--window", "5s"}, "--window: window \"5s\": want 15s to 10m0s"},
+		{[]string{"edges", "--window", "10s"}, "--window: window \"10s\": want 15s to 10m0s"},
 		{[]string{"stat", "web"}, "want namespace/workload"},
 		{[]string{"edges", "-o", "yaml"}, "want table or json"},
 		{[]string{"stat", "-n", "Shop"}, "--namespace \"Shop\""},

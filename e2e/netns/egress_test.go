@@ -27,8 +27,8 @@ const partnerHost = "api.partner.example"
 // (port 9999) and, by name, partnerHost on ports 9998 and 9443. The client
 // reaches the admitted destinations (by address; by HTTP Host and TLS
 // server name, the address pinned to the name's) and is refused the
-// others: another pod's address, and a forged Host sent to that pod. Every
-// decision is counted by destination.
+// others: another pod's address, and a forged Host or TLS server name sent
+// to that pod. Every decision is counted by destination.
 func TestEgressAllowListed(t *testing.T) {
 	c := newCluster(t, "allow-listed", map[string]string{"services.yaml": services})
 	allowed := c.net.AddPod("partner")
@@ -39,6 +39,7 @@ func TestEgressAllowListed(t *testing.T) {
 		}
 	}
 	serveTLS(t, allowed, "9443")
+	serveTLS(t, denied, "9443")
 
 	c.writeConfig("egress.yaml", fmt.Sprintf(`
 apiVersion: rampart.dev/v1alpha1
@@ -138,8 +139,19 @@ spec:
 			t.Error("refused server name not counted")
 		}
 	})
-	if got := client.metric("rampart_proxy_refusals_total", `reason="egress_denied"`); got < 3 {
-		t.Errorf("egress refusals counted %v, want at least 3", got)
+	t.Run("an admitted server name sent to another address is refused", func(t *testing.T) {
+		// The name is admitted, but it does not resolve to this address:
+		// the handshake never reaches the other pod's server.
+		before := client.metric("rampart_proxy_egress_connections_total", `destination="`+partnerHost+`"`, `action="refused"`)
+		if body, err := getTLS(client.Pod, denied.IP.String()+":9443", partnerHost); err == nil {
+			t.Fatalf("answered %q, want refused", body)
+		}
+		if got := client.metric("rampart_proxy_egress_connections_total", `destination="`+partnerHost+`"`, `action="refused"`); got < before+1 {
+			t.Errorf("refusals counted under the name went %v -> %v, want one more", before, got)
+		}
+	})
+	if got := client.metric("rampart_proxy_refusals_total", `reason="egress_denied"`); got < 4 {
+		t.Errorf("egress refusals counted %v, want at least 4", got)
 	}
 }
 

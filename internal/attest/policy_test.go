@@ -185,8 +185,12 @@ func TestAdmitUnix(t *testing.T) {
 		{name: "unlisted gid", policies: []v1alpha1.WorkloadAttestationPolicy{
 			newPolicy("shop", "web", "web", nil, &v1alpha1.UnixAttestation{UIDs: []int64{1000}, GIDs: []int64{50}}),
 		}, uid: 1000, gid: 51, reason: ReasonUserNotAllowed},
-		{name: "any user running admitted code", policies: []v1alpha1.WorkloadAttestationPolicy{
-			newPolicy("shop", "web", "web", &v1alpha1.CodePolicy{Digests: []string{digestOf("x")}}, &v1alpha1.UnixAttestation{}),
+		{name: "any user running an admitted proxy", policies: []v1alpha1.WorkloadAttestationPolicy{
+			func() v1alpha1.WorkloadAttestationPolicy {
+				p := newPolicy("shop", "web", "web", &v1alpha1.CodePolicy{Digests: []string{digestOf("x")}}, &v1alpha1.UnixAttestation{})
+				p.Spec.ProxyCode = &v1alpha1.CodePolicy{Digests: []string{digestOf("proxy")}}
+				return p
+			}(),
 		}, uid: 4242},
 		{name: "namespace-wide and specific: both must admit", policies: []v1alpha1.WorkloadAttestationPolicy{
 			newPolicy("shop", "team", "", nil, &v1alpha1.UnixAttestation{GIDs: []int64{50}}),

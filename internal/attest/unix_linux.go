@@ -260,6 +260,27 @@ func (p *UnixPeer) reasons() (gone, changed string) {
 	return ReasonPeerGone, ReasonPeerChanged
 }
 
+// pollPidfd is unix.Poll; tests replace it to inject errors.
+var pollPidfd = unix.Poll
+
+// pidfdExited reports whether the process of a pidfd has exited: a pidfd
+// polls readable (or hung up) then. A poll that a signal interrupts is
+// retried: the Go runtime signals its own threads (preemption), and EINTR
+// says nothing about the process.
+func pidfdExited(pidfd int) (bool, error) {
+	for {
+		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		n, err := pollPidfd(fds, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		return n > 0 && fds[0].Revents&(unix.POLLIN|unix.POLLHUP) != 0, nil
+	}
+}
+
 // checkSameLocked checks that the process captured is still alive, still
 // the same process (start time) and still runs the executable captured.
 // A live pidfd taken from SO_PEERPIDFD proves that the PID was never
@@ -274,13 +295,11 @@ func (p *UnixPeer) checkSameLocked() error {
 		return refuse(goneReason, fmt.Sprintf("process %d exited (its PID may belong to another process now); the connecting process must stay while it is attested", p.PID), err)
 	}
 	if p.sys.pidfd >= 0 {
-		fds := []unix.PollFd{{Fd: int32(p.sys.pidfd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, 0)
+		exited, err := pidfdExited(p.sys.pidfd)
 		if err != nil {
-			return gone(err)
+			return refuse(ReasonPeerUnreadable, fmt.Sprintf("cannot poll the pidfd of process %d", p.PID), err)
 		}
-		if n > 0 {
-			// A pidfd is readable once its process has exited.
+		if exited {
 			return gone(nil)
 		}
 	}

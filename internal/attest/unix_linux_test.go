@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/rampart-mesh/rampart/api/v1alpha1"
 	"github.com/rampart-mesh/rampart/internal/codedigest"
 	"github.com/rampart-mesh/rampart/internal/identity"
@@ -385,5 +387,33 @@ func TestUnixConfigValidate(t *testing.T) {
 	}
 	if _, err := NewUnix(UnixConfig{TrustDomain: td, Policies: NewPolicies(td), MaxExecutableSize: -1}); err == nil {
 		t.Error("NewUnix with a negative size bound succeeded")
+	}
+}
+
+// TestPidfdExitedRetriesEINTR: a poll that a signal interrupts says nothing
+// about the process; the Go runtime's own preemption signals cause it.
+func TestPidfdExitedRetriesEINTR(t *testing.T) {
+	defer func(p func([]unix.PollFd, int) (int, error)) { pollPidfd = p }(pollPidfd)
+	calls := 0
+	pollPidfd = func(fds []unix.PollFd, timeout int) (int, error) {
+		calls++
+		if calls < 3 {
+			return -1, unix.EINTR
+		}
+		return 0, nil
+	}
+	if exited, err := pidfdExited(3); exited || err != nil || calls != 3 {
+		t.Fatalf("pidfdExited = %v, %v after %d polls; want a live process after retrying EINTR", exited, err, calls)
+	}
+	pollPidfd = func(fds []unix.PollFd, timeout int) (int, error) {
+		fds[0].Revents = unix.POLLIN
+		return 1, nil
+	}
+	if exited, err := pidfdExited(3); !exited || err != nil {
+		t.Fatalf("pidfdExited = %v, %v; want exited for a readable pidfd", exited, err)
+	}
+	pollPidfd = func(fds []unix.PollFd, timeout int) (int, error) { return -1, unix.EBADF }
+	if _, err := pidfdExited(3); err == nil {
+		t.Fatal("pidfdExited hid a poll error")
 	}
 }

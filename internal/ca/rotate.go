@@ -528,6 +528,34 @@ type Leaf struct {
 	// Kind is KindServing for the controller's serving certificate,
 	// empty for a workload's.
 	Kind string `json:"kind,omitempty"`
+	// RenewedFrom lists the certificates this one was renewed from, the
+	// one presented at its renewal first, then the ones that one was
+	// renewed from, as long as they may still be valid: a certificate
+	// renewed from a revoked one is revoked too. Empty for a certificate
+	// issued on attestation, and in records written before it existed.
+	RenewedFrom []Renewal `json:"renewed_from,omitempty"`
+}
+
+// Renewal names a certificate another was renewed from.
+type Renewal struct {
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+// MaxRenewedFrom bounds Leaf.RenewedFrom. Workloads renew at half their
+// certificate's lifetime, so two or three ancestors are alive at most; a
+// longer chain keeps the most recent.
+const MaxRenewedFrom = 32
+
+// DescendsFrom reports whether l was renewed, directly or not, from the
+// certificate with serial.
+func (l Leaf) DescendsFrom(serial string) bool {
+	for _, r := range l.RenewedFrom {
+		if r.Serial == serial {
+			return true
+		}
+	}
+	return false
 }
 
 // KindServing marks the controller's serving certificate in a Leaf.

@@ -264,6 +264,8 @@ type Controller struct {
 	caVersion string
 	// revoked is the revocation list in force (revoke.go).
 	revoked revocations
+	// tap is GET /api/v1/tap's token and series (tap.go).
+	tap tapAPI
 
 	runOnce   sync.Once
 	ready     chan struct{} // closed once both listeners are bound
@@ -356,6 +358,9 @@ func New(cfg Config) (*Controller, error) {
 	c.caReloads.WithLabelValues("error")
 	c.reg.MustRegister(c.reloads, c.issuedTotal, c.caReloads, newExpiryCollector(authority))
 	if err := c.initRevocations(); err != nil {
+		return nil, err
+	}
+	if err := c.initTap(); err != nil {
 		return nil, err
 	}
 

@@ -116,7 +116,9 @@ func (c *Controller) loadLeaves() error {
 // workloadIssued is controlplane's Issued hook.
 func (c *Controller) workloadIssued(chain []*x509.Certificate, digest string, renewed *x509.Certificate) {
 	c.issuedTotal.WithLabelValues(KindWorkload).Inc()
-	c.leaves.add(c.ca.LeafOf(chain, digest), ca.SerialOf(renewed))
+	l := c.ca.LeafOf(chain, digest)
+	l.RenewedFrom = c.leaves.lineage(renewed, c.cfg.Now()) // revoke.go
+	c.leaves.add(l, ca.SerialOf(renewed))
 }
 
 // setServingSVID installs the controller's serving certificate and records

@@ -1,12 +1,14 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -38,16 +40,28 @@ const (
 type revocations struct {
 	gauge   *prometheus.GaugeVec
 	reloads *prometheus.CounterVec
+	dropped *prometheus.CounterVec // entries of the file not applied, by reason
+	writes  *prometheus.CounterVec // rewrites of the file by the controller, by result
 
-	mu      sync.Mutex
-	loaded  *revocation.List       // last good content of the file
-	stamp   fileStamp              // of the file loaded
-	active  *revocation.List       // loaded, without lapsed entries
-	set     *meshtls.RevocationSet // what peers refuse under active
-	pushed  *meshv1.Revocations    // given to the model last
-	failed  fileStamp              // of the last file that did not load
-	lastErr string                 // last load error logged
+	mu           sync.Mutex
+	loaded       *revocation.List       // last good content of the file, without the entries dropped
+	stamp        fileStamp              // of the file loaded
+	active       *revocation.List       // loaded, without lapsed entries, with the certificates renewed from revoked ones
+	set          *meshtls.RevocationSet // what peers refuse under active
+	pushed       *meshv1.Revocations    // given to the model last
+	failed       fileStamp              // of the last file that did not load
+	lastErr      string                 // last load error logged
+	lastWriteErr string                 // last rewrite error logged
+	retryWrite   time.Time              // no rewrite before, after one failed
+	droppedSeen  map[string]bool        // entries dropped from the file last loaded, reported
 }
+
+// Reasons an entry of the file is not applied, the "reason" label of
+// rampart_controller_revocation_entries_dropped_total.
+const (
+	DroppedControllerIdentity    = "controller_identity"
+	DroppedControllerCertificate = "controller_certificate"
+)
 
 // fileStamp tells whether a file changed since it was read.
 type fileStamp struct {
@@ -91,36 +105,62 @@ func (c *Controller) initRevocations() error {
 	for _, k := range []string{RevokedCertificates, RevokedIdentities, ReleasedIdentities} {
 		r.gauge.WithLabelValues(k)
 	}
+	r.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rampart_controller_revocation_entries_dropped_total",
+		Help: "Entries of the revocations file not applied, by reason (controller_identity, controller_certificate: they would cut every proxy off the control plane); the other entries apply.",
+	}, []string{"reason"})
+	r.writes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rampart_controller_revocation_writes_total",
+		Help: "Rewrites of the revocations file by the controller (lapsed entries removed, certificates renewed from revoked ones added), by result (ok, error).",
+	}, []string{"result"})
 	r.reloads.WithLabelValues("ok")
 	r.reloads.WithLabelValues("error")
-	c.reg.MustRegister(r.gauge, r.reloads)
+	r.dropped.WithLabelValues(DroppedControllerIdentity)
+	r.dropped.WithLabelValues(DroppedControllerCertificate)
+	r.writes.WithLabelValues("ok")
+	r.writes.WithLabelValues("error")
+	c.reg.MustRegister(r.gauge, r.reloads, r.dropped, r.writes)
 	if err := c.reloadRevocations(); err != nil {
 		return fmt.Errorf("controller: %w", err)
 	}
 	return nil
 }
 
+// revocationLifetime is how long an entry refuses certificates issued
+// before it: one certificate lifetime, plus the CA's backdating of
+// NotBefore (ca.ClockSkew), plus the poll interval within which the
+// controller reads the file after a change without notification.
+func (c *Controller) revocationLifetime() time.Duration {
+	return c.cfg.SVIDTTL + ca.ClockSkew + c.cfg.CAPollInterval
+}
+
 // reloadRevocations reads the file if it changed since the last read and
 // puts it in force, then drops lapsed entries and pushes the list to every
-// proxy if it changed. A file that does not load keeps the list in force.
-func (c *Controller) reloadRevocations() error {
+// proxy if it changed. A file that does not load keeps the list in force;
+// an entry that revokes the controller itself is dropped, the others
+// apply.
+func (c *Controller) reloadRevocations() error { return c.reloadRevocationsIf(true) }
+
+// reloadRevocationsIf is reloadRevocations; when always is false, it does
+// nothing unless the file changed.
+func (c *Controller) reloadRevocationsIf(always bool) error {
 	r := &c.revoked
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	path := c.RevocationsPath()
 	stamp, err := stampOf(path)
-	if err == nil && (r.loaded == nil || stamp != r.stamp && stamp != r.failed) {
+	fresh := err == nil && (r.loaded == nil || stamp != r.stamp && stamp != r.failed)
+	if !always && !fresh && r.loaded != nil {
+		return nil
+	}
+	if fresh {
 		var l *revocation.List
 		l, err = revocation.Load(path)
-		if err == nil {
-			err = c.checkRevocations(l)
-		}
 		if err != nil {
 			r.failed = stamp
-		}
-		if err == nil {
+		} else {
 			first := r.loaded == nil
-			r.loaded, r.stamp, r.lastErr = l, stamp, ""
+			r.loaded, r.stamp, r.lastErr = c.dropSelfRevocations(l), stamp, ""
 			r.reloads.WithLabelValues("ok").Inc()
 			if !first {
 				c.logger.Info("revocation list reloaded", "file", path,
@@ -129,48 +169,80 @@ func (c *Controller) reloadRevocations() error {
 		}
 	}
 	if err != nil {
-		if r.loaded != nil {
-			r.reloads.WithLabelValues("error").Inc()
-			if err.Error() != r.lastErr {
-				c.logger.Error("cannot read the revocation list; keeping the list in force", "file", path, "error", err.Error())
-				r.lastErr = err.Error()
-			}
-		}
 		if r.loaded == nil {
 			return err
+		}
+		r.reloads.WithLabelValues("error").Inc()
+		// Each new file that fails is logged; a failing stat once.
+		if fresh || err.Error() != r.lastErr {
+			c.logger.Error("cannot read the revocation list; keeping the list in force", "file", path, "error", err.Error())
+			r.lastErr = err.Error()
 		}
 	}
 	c.applyRevocationsLocked()
 	return nil
 }
 
-// checkRevocations refuses a list that revokes the controller itself: every
-// proxy would refuse the control plane.
-func (c *Controller) checkRevocations(l *revocation.List) error {
+// dropSelfRevocations returns l without the entries that revoke the
+// controller itself (every proxy would refuse the control plane), each
+// logged and counted.
+func (c *Controller) dropSelfRevocations(l *revocation.List) *revocation.List {
 	self := ControllerID(c.td).String()
 	var serving string
 	if s := c.svid.Get(); s != nil {
 		serving = ca.SerialOf(s.Certificates[0])
 	}
-	for _, id := range l.Identities {
-		if id.SPIFFEID == self {
-			return fmt.Errorf("revocation: %s: revokes the controller's own identity %s; remove that entry", c.RevocationsPath(), self)
-		}
+	path := c.RevocationsPath()
+	// An entry is reported once, not at every rewrite of the file.
+	seen := c.revoked.droppedSeen
+	c.revoked.droppedSeen = make(map[string]bool)
+	report := func(key string) bool {
+		c.revoked.droppedSeen[key] = true
+		return !seen[key]
 	}
-	for _, cert := range l.Certificates {
-		if serving != "" && cert.Serial == serving {
-			return fmt.Errorf("revocation: %s: revokes the controller's own serving certificate %s; remove that entry", c.RevocationsPath(), serving)
+	l.Identities = slices.DeleteFunc(l.Identities, func(id revocation.Identity) bool {
+		if id.SPIFFEID != self {
+			return false
 		}
-	}
-	return nil
+		if !report(id.SPIFFEID) {
+			return true
+		}
+		c.revoked.dropped.WithLabelValues(DroppedControllerIdentity).Inc()
+		c.logger.Error("revocation entry ignored: it revokes the controller's own identity, which would cut every proxy off the control plane; remove it from the file",
+			"file", path, "spiffe_id", id.SPIFFEID)
+		return true
+	})
+	l.Certificates = slices.DeleteFunc(l.Certificates, func(cert revocation.Certificate) bool {
+		if serving == "" || cert.Serial != serving {
+			return false
+		}
+		if !report(cert.Serial) {
+			return true
+		}
+		c.revoked.dropped.WithLabelValues(DroppedControllerCertificate).Inc()
+		c.logger.Error("revocation entry ignored: it revokes the controller's own serving certificate, which would cut every proxy off the control plane; remove it from the file",
+			"file", path, "serial", cert.Serial)
+		return true
+	})
+	return l
 }
 
 // applyRevocationsLocked recomputes the list in force from the loaded one
-// at now and pushes it when it changed.
+// at now, with the certificates renewed from revoked ones, and pushes it
+// when it changed. When entries lapsed or such certificates were found,
+// the file is rewritten: lapsed entries leave it, and the renewed
+// certificates stay revoked after the one they were renewed from expires.
 func (c *Controller) applyRevocationsLocked() {
 	r := &c.revoked
-	active := r.loaded.Active(c.cfg.Now(), c.cfg.SVIDTTL)
-	pb := active.Proto(c.cfg.SVIDTTL)
+	now, lifetime := c.cfg.Now(), c.revocationLifetime()
+	active := r.loaded.Active(now, lifetime)
+	lapsed := active.Len() < r.loaded.Len()
+	renewed := c.leaves.renewedFromRevoked(active, now)
+	if len(renewed) > 0 {
+		active.Certificates = append(active.Certificates, renewed...)
+		slices.SortFunc(active.Certificates, func(a, b revocation.Certificate) int { return cmp.Compare(a.Serial, b.Serial) })
+	}
+	pb := active.Proto(lifetime)
 	r.active, r.set = active, active.Set()
 	var released int
 	for _, id := range active.Identities {
@@ -181,6 +253,9 @@ func (c *Controller) applyRevocationsLocked() {
 	r.gauge.WithLabelValues(RevokedCertificates).Set(float64(len(active.Certificates)))
 	r.gauge.WithLabelValues(RevokedIdentities).Set(float64(len(active.Identities) - released))
 	r.gauge.WithLabelValues(ReleasedIdentities).Set(float64(released))
+	if (lapsed || len(renewed) > 0) && !now.Before(r.retryWrite) {
+		c.rewriteRevocationsLocked(renewed, now, lifetime)
+	}
 	if r.pushed != nil && proto.Equal(r.pushed, pb) {
 		return
 	}
@@ -192,9 +267,106 @@ func (c *Controller) applyRevocationsLocked() {
 	c.model.SetRevocations(pb)
 }
 
+// rewriteRevocationsLocked rewrites the file under its lock without the
+// entries lapsed at now and with renewed added. The next reload reads it.
+func (c *Controller) rewriteRevocationsLocked(renewed []revocation.Certificate, now time.Time, lifetime time.Duration) {
+	r := &c.revoked
+	_, err := revocation.Update(c.RevocationsPath(), now, lifetime, func(l *revocation.List) error {
+		for _, cert := range renewed {
+			if err := l.RevokeCertificate(cert); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.writes.WithLabelValues("error").Inc()
+		r.retryWrite = now.Add(c.cfg.CAPollInterval)
+		if err.Error() != r.lastWriteErr {
+			c.logger.Error("cannot rewrite the revocation list; the entries in force stay in force", "file", c.RevocationsPath(), "error", err.Error())
+			r.lastWriteErr = err.Error()
+		}
+		return
+	}
+	r.writes.WithLabelValues("ok").Inc()
+	r.lastWriteErr = ""
+	for _, cert := range renewed {
+		c.logger.Warn("certificate renewed from a revoked one revoked too", "serial", cert.Serial, "spiffe_id", cert.SPIFFEID, "reason", cert.Reason)
+	}
+}
+
+// lineage is what a certificate renewed from renewed inherits as
+// ca.Leaf.RenewedFrom at now: renewed, then the certificates renewed was
+// renewed from that have not expired, at most ca.MaxRenewedFrom.
+func (b *leafBook) lineage(renewed *x509.Certificate, now time.Time) []ca.Renewal {
+	if renewed == nil {
+		return nil
+	}
+	serial := ca.SerialOf(renewed)
+	out := []ca.Renewal{{Serial: serial, NotAfter: renewed.NotAfter.UTC()}}
+	b.mu.Lock()
+	prev := b.leaves[serial].RenewedFrom
+	b.mu.Unlock()
+	for _, r := range prev {
+		if len(out) == ca.MaxRenewedFrom {
+			break
+		}
+		if now.Before(r.NotAfter) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// renewedFromRevoked returns the certificates in use at now that were
+// renewed from a certificate l revokes and that l does not list, as
+// entries revoked with it.
+func (b *leafBook) renewedFromRevoked(l *revocation.List, now time.Time) []revocation.Certificate {
+	if len(l.Certificates) == 0 {
+		return nil
+	}
+	revoked := make(map[string]revocation.Certificate, len(l.Certificates))
+	for _, cert := range l.Certificates {
+		revoked[cert.Serial] = cert
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []revocation.Certificate
+	for serial, leaf := range b.leaves {
+		if _, listed := revoked[serial]; listed || !now.Before(leaf.NotAfter) {
+			continue
+		}
+		for _, anc := range leaf.RenewedFrom {
+			if parent, ok := revoked[anc.Serial]; ok {
+				out = append(out, revocation.Certificate{
+					Serial: serial, SPIFFEID: leaf.SPIFFEID, NotAfter: leaf.NotAfter.UTC(),
+					RevokedAt: parent.RevokedAt, Reason: "renewed from revoked certificate " + parent.Serial,
+				})
+				break
+			}
+		}
+	}
+	return out
+}
+
+// descendsFromRevoked reports whether the certificate with serial was
+// renewed from one set revokes.
+func (b *leafBook) descendsFromRevoked(serial string, set *meshtls.RevocationSet) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, anc := range b.leaves[serial].RenewedFrom {
+		if set.RevokesSerial(anc.Serial) {
+			return true
+		}
+	}
+	return false
+}
+
 // checkRevoked is controlplane's Revoked hook: a renewal presented with a
 // revoked certificate, and any issuance of a revoked identity, are refused.
 func (c *Controller) checkRevoked(id spiffeid.ID, presented *x509.Certificate) error {
+	// A change of the file not read yet applies to this issuance already.
+	_ = c.reloadRevocationsIf(false) // logged and counted; the list in force stays
 	r := &c.revoked
 	r.mu.Lock()
 	set, active := r.set, r.active
@@ -206,6 +378,9 @@ func (c *Controller) checkRevoked(id spiffeid.ID, presented *x509.Certificate) e
 				return fmt.Errorf("the presented certificate %s is revoked; the workload must attest again (a new join token) to obtain a new one", re.Serial)
 			}
 			return fmt.Errorf("the presented certificate %s predates the revocation of %s", ca.SerialOf(presented), id)
+		}
+		if serial := ca.SerialOf(presented); c.leaves.descendsFromRevoked(serial, set) {
+			return fmt.Errorf("the presented certificate %s was renewed from a revoked one; the workload must attest again (a new join token) to obtain a new one", serial)
 		}
 	}
 	if active != nil {

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -150,8 +151,26 @@ func TestRevocation(t *testing.T) {
 		return false
 	}
 	poll(t, "the revocation to reach the model", func() bool { return pushed(presented) })
-	if got := gaugeValue(t, c, "rampart_controller_revocations", RevokedCertificates); got != 1 {
-		t.Errorf("revocations{kind=certificate} = %v, want 1", got)
+	// The certificate renewed from it before the revocation goes with it:
+	// pushed, and written to the file so that it outlives the one revoked.
+	var renewed string
+	for _, l := range c.IdentityStatus().Workloads {
+		if l.DescendsFrom(presented) {
+			renewed = l.Serial
+		}
+	}
+	if renewed == "" {
+		t.Fatalf("no certificate in use records that it was renewed from %s: %+v", presented, c.IdentityStatus().Workloads)
+	}
+	poll(t, "the renewed certificate to be revoked too", func() bool { return pushed(renewed) })
+	poll(t, "the renewed certificate to be written to the file", func() bool {
+		l, err := revocation.Load(path)
+		return err == nil && slices.ContainsFunc(l.Certificates, func(c revocation.Certificate) bool {
+			return c.Serial == renewed && strings.Contains(c.Reason, presented)
+		})
+	})
+	if got := gaugeValue(t, c, "rampart_controller_revocations", RevokedCertificates); got != 2 {
+		t.Errorf("revocations{kind=certificate} = %v, want 2", got)
 	}
 	before := refusedRevoked(t, c)
 	err := certifyOn(t, p.cc, web, "")
@@ -210,19 +229,58 @@ func TestRevocation(t *testing.T) {
 		t.Fatal("a corrupt file dropped the list in force")
 	}
 
-	// So is a file that revokes the controller itself.
-	if err := os.WriteFile(path+".new", []byte(`{"version":1,"identities":[{"spiffe_id":"`+ControllerID(td).String()+`","revoked_at":"2026-05-01T00:00:00Z"}]}`), 0o600); err != nil {
+	// An entry that revokes the controller itself is dropped, logged and
+	// counted; the other entries of the file apply.
+	other := spiffeid.RequireFromSegments(td, "ns", "shop", "sa", "cart")
+	droppedBefore := droppedValue(t, c, DroppedControllerIdentity)
+	at := now().UTC().Format(time.RFC3339)
+	if err := os.WriteFile(path+".new", []byte(`{"version":1,"certificates":[{"serial":"`+presented+`","revoked_at":"`+at+`"}],"identities":[`+
+		`{"spiffe_id":"`+ControllerID(td).String()+`","revoked_at":"`+at+`"},`+
+		`{"spiffe_id":"`+other.String()+`","revoked_at":"`+at+`"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(path+".new", path); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "the file revoking the controller to be refused", func() bool {
-		return counterValue(t, c, "rampart_controller_revocation_reloads_total", "error") > errorsBefore+1
-	})
-	if !pushed(presented) {
-		t.Fatal("a file revoking the controller replaced the list in force")
+	revokedIDs := func() []string {
+		var ids []string
+		for _, e := range c.Model().ConfigFor(api, "api-1", nil).GetRevocations().GetIdentities() {
+			ids = append(ids, e.GetSpiffeId())
+		}
+		return ids
 	}
+	poll(t, "the other entries of the file to apply", func() bool { return slices.Contains(revokedIDs(), other.String()) })
+	if ids := revokedIDs(); slices.Contains(ids, ControllerID(td).String()) {
+		t.Errorf("the controller's own identity was pushed as revoked: %v", ids)
+	}
+	if got := droppedValue(t, c, DroppedControllerIdentity); got != droppedBefore+1 {
+		t.Errorf("revocation_entries_dropped_total{controller_identity} = %v, want %v", got, droppedBefore+1)
+	}
+	if !pushed(presented) {
+		t.Error("the certificate entry of the file was not applied")
+	}
+}
+
+func droppedValue(t *testing.T, c *Controller, reason string) float64 {
+	t.Helper()
+	mfs, err := c.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "rampart_controller_revocation_entries_dropped_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "reason" && lp.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no revocation_entries_dropped_total{reason=%q}", reason)
+	return 0
 }
 
 // presentedSerial is the serial of the certificate p's connection presents.
@@ -244,5 +302,82 @@ func TestCorruptRevocationsRefuseToStart(t *testing.T) {
 	_, err := New(Config{StateDir: dir, Listen: "127.0.0.1:0", AdminListen: "off"})
 	if err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("New with a corrupt revocations file = %v, want an error naming it", err)
+	}
+}
+
+// TestRevocationsFilePruned: the controller removes lapsed entries from
+// the file, under its lock, so that the list does not fill up with them.
+func TestRevocationsFilePruned(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/" + RevocationsFile
+	now := time.Now().UTC().Truncate(time.Second)
+	past, future := now.Add(-time.Hour).Format(time.RFC3339), now.Add(time.Hour).Format(time.RFC3339)
+	long := now.Add(-48 * time.Hour).Format(time.RFC3339)
+	if err := os.WriteFile(path, []byte(`{"version":1,"certificates":[`+
+		`{"serial":"a1","not_after":"`+past+`","revoked_at":"`+long+`"},`+
+		`{"serial":"a2","not_after":"`+future+`","revoked_at":"`+past+`"}],"identities":[`+
+		`{"spiffe_id":"spiffe://example.org/ns/shop/sa/old","revoked_at":"`+long+`","released_at":"`+long+`"},`+
+		`{"spiffe_id":"spiffe://example.org/ns/shop/sa/new","revoked_at":"`+past+`","released_at":"`+past+`"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := start(t, Config{StateDir: dir, Listen: "127.0.0.1:0", AdminListen: "off", TrustDomain: "example.org", CAPollInterval: time.Minute})
+	poll(t, "the lapsed entries to leave the file", func() bool {
+		l, err := revocation.Load(path)
+		return err == nil && len(l.Certificates) == 1 && len(l.Identities) == 1
+	})
+	l, err := revocation.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Certificates[0].Serial != "a2" || l.Identities[0].SPIFFEID != "spiffe://example.org/ns/shop/sa/new" {
+		t.Errorf("the file keeps %+v, want a2 and the identity released an hour ago", l)
+	}
+	if got := counterValue(t, c, "rampart_controller_revocation_writes_total", "ok"); got < 1 {
+		t.Errorf("revocation_writes_total{ok} = %v, want at least 1", got)
+	}
+}
+
+// TestRevocationReadBeforeIssue: an issuance reads a changed file first,
+// without waiting for a notification or the poll; and an entry lasts one
+// certificate lifetime plus the CA's backdating and the poll interval.
+func TestRevocationReadBeforeIssue(t *testing.T) {
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	// Not run: no notification, no poll; only the issuance path reads.
+	c, err := New(Config{StateDir: t.TempDir(), Listen: "127.0.0.1:0", AdminListen: "off", TrustDomain: "example.org",
+		Now: now, CAPollInterval: time.Hour, SVIDTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := spiffeid.RequireFromSegments(c.TrustDomain(), "ns", "shop", "sa", "web")
+	if err := c.checkRevoked(web, nil); err != nil {
+		t.Fatalf("issuing before the revocation: %v", err)
+	}
+	revokedAt := now().UTC().Truncate(time.Second)
+	if _, err := revocation.Update(c.RevocationsPath(), revokedAt, 0, func(l *revocation.List) error {
+		if err := l.RevokeCertificate(revocation.Certificate{Serial: "abc", RevokedAt: revokedAt}); err != nil {
+			return err
+		}
+		return l.RevokeIdentity(revocation.Identity{SPIFFEID: web.String(), RevokedAt: revokedAt})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.checkRevoked(web, nil); err == nil || !strings.Contains(err.Error(), "--release") {
+		t.Fatalf("issuing right after the revocation was written = %v, want a refusal", err)
+	}
+	// A serial of unknown expiry outlives one lifetime by the margin.
+	skew.Store(int64(time.Hour + ca.ClockSkew))
+	if err := c.reloadRevocations(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.revoked.set.RevokesSerial("abc") {
+		t.Error("the serial lapsed one lifetime plus the CA's backdating after its revocation, within the poll interval")
+	}
+	skew.Store(int64(2*time.Hour + ca.ClockSkew + time.Second))
+	if err := c.reloadRevocations(); err != nil {
+		t.Fatal(err)
+	}
+	if c.revoked.set.RevokesSerial("abc") {
+		t.Error("the serial did not lapse one lifetime, the CA's backdating and the poll interval after its revocation")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/rampart-mesh/rampart/internal/controlplane"
+	"github.com/rampart-mesh/rampart/internal/dashboard"
 )
 
 // renewRetry is the wait before retrying a failed renewal of the serving
@@ -229,8 +230,17 @@ func (c *Controller) adminHandler() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.HandleFunc("GET /identity", c.serveIdentity)
-	mux.HandleFunc("GET /api/v1/stat", c.serveStat)
-	mux.HandleFunc("GET /api/v1/edges", c.serveEdges)
+	refused := c.trafficAPIRefused()
+	mux.HandleFunc("GET /api/v1/stat", countRefused(refused, "stat", c.serveStat))
+	mux.HandleFunc("GET /api/v1/edges", countRefused(refused, "edges", c.serveEdges))
+	mux.HandleFunc("GET /api/v1/series", countRefused(refused, "series", c.serveSeries))
+	mux.HandleFunc("GET /api/v1/tap", c.serveTap)
+	if dash, err := dashboard.New(dashboard.Config{Registerer: c.reg}); err != nil {
+		c.logger.Error("dashboard not served", "error", err.Error())
+	} else {
+		mux.Handle(dashboard.Prefix, dash)
+		mux.Handle("GET /dashboard", http.RedirectHandler(dashboard.Prefix, http.StatusMovedPermanently))
+	}
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "live")
 	})

@@ -7,7 +7,10 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rampart-mesh/rampart/internal/identity"
 	"github.com/rampart-mesh/rampart/internal/telemetry/graph"
@@ -104,4 +107,68 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// serveSeries answers GET /api/v1/series: each workload's traffic bucket
+// by bucket over the window, for the dashboard's sparklines. It takes the
+// query of /api/v1/stat.
+func (c *Controller) serveSeries(w http.ResponseWriter, r *http.Request) {
+	f, err := parseTrafficQuery(r.URL.Query())
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, graph.ErrorResponse{Error: err.Error()})
+		return
+	}
+	ss, err := c.graph.Series(f)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, graph.ErrorResponse{Error: err.Error()})
+		return
+	}
+	if f.Workload != "" && len(ss) == 0 {
+		writeJSON(w, http.StatusNotFound, graph.ErrorResponse{Error: unknownWorkload(f)})
+		return
+	}
+	writeJSON(w, http.StatusOK, graph.SeriesResponse{
+		Window: f.Window.String(), WindowSeconds: f.Window.Seconds(),
+		StepSeconds: graph.SeriesStep(f.Window).Seconds(), Workloads: ss,
+	})
+}
+
+// trafficAPIRefused counts the answers of the traffic API that are not
+// 200, by endpoint and status code.
+func (c *Controller) trafficAPIRefused() *prometheus.CounterVec {
+	cv := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rampart_controller_traffic_api_refused_total",
+		Help: "Requests to /api/v1/stat, /api/v1/edges and /api/v1/series answered with an error, by endpoint and HTTP status code (400: a bad query, 404: an unknown workload).",
+	}, []string{"endpoint", "code"})
+	if err := c.reg.Register(cv); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				return existing
+			}
+		}
+		c.logger.Error("traffic API refusals are not exported", "error", err.Error())
+	}
+	return cv
+}
+
+// countRefused wraps a traffic API handler, counting its error answers.
+func countRefused(refused *prometheus.CounterVec, endpoint string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h(sw, r)
+		if sw.code != http.StatusOK {
+			refused.WithLabelValues(endpoint, strconv.Itoa(sw.code)).Inc()
+		}
+	}
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
 }

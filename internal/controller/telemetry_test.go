@@ -20,7 +20,10 @@ func TestTrafficAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := spiffeid.RequireFromString("spiffe://rampart.local/ns/shop/sa/web")
+	// An interval that ended a while ago: windows end with the last
+	// complete bucket.
 	if err := c.Graph().Add(graph.Report{Instance: "i", ID: id, Namespace: "shop", Workload: "web", Interval: 5 * time.Second,
+		End:   time.Now().Add(-15 * time.Second),
 		Edges: []graph.EdgeReport{{Direction: graph.Outbound, Counts: graph.Counts{Requests: 10, Failures: 1}}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +56,8 @@ func TestTrafficAPI(t *testing.T) {
 		{"/api/v1/stat?namespace=shop&workload=nope", 404, `workload shop/nope has not reported traffic`},
 		{"/api/v1/edges?namespace=shop&workload=nope", 404, `workload shop/nope has not reported traffic`},
 		{"/api/v1/stat?window=7s", 400, `query parameter window`},
+		{"/api/v1/stat?window=5s", 400, `query parameter window: window \"5s\": want 15s to 10m0s`},
+		{"/api/v1/edges?window=10s", 400, `query parameter window: window \"10s\": want 15s to 10m0s`},
 		{"/api/v1/stat?window=1h", 400, `query parameter window`},
 		{"/api/v1/edges?namespace=Shop", 400, `query parameter namespace`},
 		{"/api/v1/stat?workload=web", 400, `query parameter workload needs namespace`},

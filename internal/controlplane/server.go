@@ -5,7 +5,8 @@
 // recording the attested code digest in the certificate, and the Discovery
 // service that registers each connected proxy's workload and streams its
 // configuration, and the Telemetry service that takes each proxy's traffic
-// summaries into the live traffic graph (internal/telemetry/graph). ServerCredentials captures the peer process of Unix-socket
+// summaries into the live traffic graph (internal/telemetry/graph) and
+// carries taps (rampart tap) to them and their request heads back (tap.go). ServerCredentials captures the peer process of Unix-socket
 // connections for attestation.
 //
 // This is the only place where errors from the CA, the attestors and the
@@ -143,6 +144,9 @@ type Server struct {
 	// telemetry is the live traffic graph; nil without the Telemetry service.
 	telemetry *graph.Graph
 	tmetrics  *telemetryMetrics
+	// taps routes rampart tap between callers and proxies (tap.go).
+	taps tapHub
+	tapm *tapMetrics
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed by Drain
@@ -201,6 +205,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics = m
 	if s.tmetrics, err = newTelemetryMetrics(cfg.Registerer, cfg.Telemetry); err != nil {
+		return nil, err
+	}
+	if s.tapm, err = newTapMetrics(cfg.Registerer); err != nil {
 		return nil, err
 	}
 	return s, nil

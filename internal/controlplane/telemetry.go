@@ -4,9 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -26,9 +25,10 @@ import (
 // counted; the stream goes on.
 const (
 	// MinReportInterval and MaxReportInterval bound the interval a report
-	// covers.
-	MinReportInterval = time.Second
-	MaxReportInterval = time.Minute
+	// covers: a proxy reports every 1 s to 1 min, and its ticker may fire
+	// a little early.
+	MinReportInterval = 900 * time.Millisecond
+	MaxReportInterval = time.Minute + time.Second
 	// MaxReportSkew bounds how far the end of a report's interval may be
 	// from the controller's clock, either way.
 	MaxReportSkew = 5 * time.Minute
@@ -88,16 +88,67 @@ const (
 	TelemetryNotRegistered = "not_registered"
 	// TelemetryTooFast: the stream kept sending over the rate.
 	TelemetryTooFast = "too_fast"
+	// TelemetryTooManyStreams: the identity holds MaxStreamsPerIdentity
+	// streams already.
+	TelemetryTooManyStreams = "too_many_streams"
 )
 
 var telemetryRefusals = []string{
 	meshtls.ReasonNoCertificate, meshtls.ReasonUnknownAuthority, meshtls.ReasonExpired,
 	meshtls.ReasonNotYetValid, meshtls.ReasonUntrustedDomain, meshtls.ReasonBadCertificate,
 	meshtls.ReasonHandshake, WatchNotWorkload, TelemetryNotRegistered, TelemetryTooFast,
+	TelemetryTooManyStreams,
 }
 
-// streamSeq numbers report streams: each is one graph instance.
-var streamSeq atomic.Uint64
+// MaxStreamsPerIdentity bounds the Report streams one identity may hold
+// open at once: every replica of a service account holds one, and a
+// proxy that reconnects holds two for a moment. A stream past it is
+// refused with ResourceExhausted (reason too_many_streams).
+const MaxStreamsPerIdentity = 512
+
+// streamLimit counts the open Report streams of each identity.
+type streamLimit struct {
+	max int
+
+	mu   sync.Mutex
+	open map[spiffeid.ID]int // guarded by mu
+}
+
+func newStreamLimit(max int) *streamLimit {
+	return &streamLimit{max: max, open: make(map[spiffeid.ID]int)}
+}
+
+// acquire counts a stream of id open, unless id holds max already.
+func (l *streamLimit) acquire(id spiffeid.ID) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[id] >= l.max {
+		return false
+	}
+	l.open[id]++
+	return true
+}
+
+// release counts a stream of id closed.
+func (l *streamLimit) release(id spiffeid.ID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[id]--; l.open[id] <= 0 {
+		delete(l.open, id)
+	}
+}
+
+// instanceKey names the graph instance of a proxy: its identity, the
+// workload it reports for and the address it connects from (not the
+// port), so that a proxy that reconnects is the same instance and the
+// instances of an identity are bounded by its workloads and addresses.
+func instanceKey(id spiffeid.ID, workload, addr string) string {
+	host := addr
+	if ip := peerIP(addr); ip.IsValid() {
+		host = ip.String()
+	}
+	return id.String() + " " + workload + " " + host
+}
 
 type telemetryService struct {
 	meshv1.UnimplementedTelemetryServer
@@ -153,9 +204,13 @@ func (ts telemetryService) Report(stream grpc.ClientStreamingServer[meshv1.Telem
 		return refuse(codes.PermissionDenied, meshtls.ReasonRevoked, id, err, "client certificate revoked: "+err.Error())
 	}
 
+	if !s.tmetrics.perIdentity.acquire(id) {
+		return refuse(codes.ResourceExhausted, TelemetryTooManyStreams, id, nil,
+			fmt.Sprintf("identity %s holds %d report streams already, the most one identity may: close the streams it does not use", id, s.tmetrics.perIdentity.max))
+	}
+	defer s.tmetrics.perIdentity.release(id)
 	s.tmetrics.streams.Inc()
 	defer s.tmetrics.streams.Dec()
-	instance := c.addr + "#" + strconv.FormatUint(streamSeq.Add(1), 10)
 	log := s.logger.With("peer", c.addr, "spiffe_id", id.String())
 	log.Debug("telemetry stream started")
 
@@ -203,6 +258,10 @@ func (ts telemetryService) Report(stream grpc.ClientStreamingServer[meshv1.Telem
 			return status.Error(codes.Unavailable, "controller shutting down; reconnect")
 		}
 
+		// A revocation after the stream opened ends it at the next report.
+		if err := s.peerRevoked(c.certs[0]); err != nil {
+			return refuse(codes.PermissionDenied, meshtls.ReasonRevoked, id, err, "client certificate revoked: "+err.Error())
+		}
 		now := s.now()
 		if !limit.take(now) {
 			s.tmetrics.reports.WithLabelValues(ReportDropped, ReportRateLimited).Inc()
@@ -221,12 +280,13 @@ func (ts telemetryService) Report(stream grpc.ClientStreamingServer[meshv1.Telem
 			return refuse(codes.PermissionDenied, TelemetryNotRegistered, id, nil,
 				fmt.Sprintf("workload %q is not registered by %s: open the Discovery Watch stream for it first", r.GetWorkload(), id))
 		}
-		rep, reason, err := toGraphReport(r, now)
+		rep, skipped, reason, err := toGraphReport(r, now)
 		if err != nil {
 			s.dropReport(log, logged, reason, err)
 			continue
 		}
-		rep.Instance, rep.ID, rep.Namespace = instance, id, ns
+		s.skipRequestCounts(log, logged, skipped)
+		rep.Instance, rep.ID, rep.Namespace = instanceKey(id, r.GetWorkload(), c.addr), id, ns
 		if len(rep.Edges) == 0 {
 			// Nothing to record (a proxy sends no report for an idle
 			// interval); the instance is known all the same.
@@ -251,47 +311,80 @@ func (s *Server) dropReport(log interface{ Warn(string, ...any) }, logged map[st
 	}
 }
 
+// skippedCounts counts the per-route request counts of a report that were
+// skipped, by reason (the "reason" label of
+// rampart_controller_telemetry_request_counts_skipped_total), with the
+// first skip's error.
+type skippedCounts struct {
+	n     map[string]int
+	first error
+}
+
+func (sc *skippedCounts) skip(reason string, err error) {
+	if sc.n == nil {
+		sc.n = map[string]int{}
+	}
+	sc.n[reason]++
+	if sc.first == nil {
+		sc.first = err
+	}
+}
+
+// skipRequestCounts counts the request counts skipped from an accepted
+// report and logs the first skip on a stream.
+func (s *Server) skipRequestCounts(log interface{ Warn(string, ...any) }, logged map[string]bool, sc skippedCounts) {
+	for reason, n := range sc.n {
+		s.tmetrics.skipped.WithLabelValues(reason).Add(float64(n))
+	}
+	if sc.first != nil && !logged["request_counts"] {
+		logged["request_counts"] = true
+		log.Warn("telemetry request counts skipped, the rest of the report kept; later skips on this stream are only counted",
+			"error", sc.first.Error())
+	}
+}
+
 // toGraphReport validates r, received at now, and converts it; on error it
-// returns the reason label and what to fix.
-func toGraphReport(r *meshv1.TelemetryReport, now time.Time) (graph.Report, string, error) {
-	var rep graph.Report
+// returns the reason label and what to fix. A bad per-route request count
+// does not drop the report: it is skipped and counted in skipped, so that
+// one odd request cannot hide a workload's whole interval.
+func toGraphReport(r *meshv1.TelemetryReport, now time.Time) (rep graph.Report, skipped skippedCounts, reason string, err error) {
 	if r.GetStart() == nil || r.GetInterval() == nil {
-		return rep, ReportBadInterval, errors.New("start and interval are required")
+		return rep, skipped, ReportBadInterval, errors.New("start and interval are required")
 	}
 	if err := r.GetStart().CheckValid(); err != nil {
-		return rep, ReportBadTime, fmt.Errorf("start: %w", err)
+		return rep, skipped, ReportBadTime, fmt.Errorf("start: %w", err)
 	}
 	if err := r.GetInterval().CheckValid(); err != nil {
-		return rep, ReportBadInterval, fmt.Errorf("interval: %w", err)
+		return rep, skipped, ReportBadInterval, fmt.Errorf("interval: %w", err)
 	}
 	interval := r.GetInterval().AsDuration()
 	if interval < MinReportInterval || interval > MaxReportInterval {
-		return rep, ReportBadInterval, fmt.Errorf("interval %v: want %v to %v", interval, MinReportInterval, MaxReportInterval)
+		return rep, skipped, ReportBadInterval, fmt.Errorf("interval %v: want %v to %v", interval, MinReportInterval, MaxReportInterval)
 	}
 	end := r.GetStart().AsTime().Add(interval)
 	rep.End = end
 	if skew := now.Sub(end); skew > MaxReportSkew || skew < -MaxReportSkew {
-		return rep, ReportBadTime, fmt.Errorf("interval ends at %s, %v from the controller's clock (at most %v): check the proxy's clock",
+		return rep, skipped, ReportBadTime, fmt.Errorf("interval ends at %s, %v from the controller's clock (at most %v): check the proxy's clock",
 			end.UTC().Format(time.RFC3339), skew.Round(time.Second), MaxReportSkew)
 	}
 	if n := len(r.GetEdges()); n > MaxReportEdges {
-		return rep, ReportTooManyEdges, fmt.Errorf("%d edges, at most %d", n, MaxReportEdges)
+		return rep, skipped, ReportTooManyEdges, fmt.Errorf("%d edges, at most %d", n, MaxReportEdges)
 	}
 	maxRequests := uint64(interval.Seconds() * MaxEdgeRequestsPerSecond)
 	rep.Workload = r.GetWorkload()
 	rep.Interval = interval
 	rep.Edges = make([]graph.EdgeReport, 0, len(r.GetEdges()))
 	for i, e := range r.GetEdges() {
-		ge, reason, err := toGraphEdge(e, maxRequests)
+		ge, reason, err := toGraphEdge(e, maxRequests, &skipped)
 		if err != nil {
-			return graph.Report{}, reason, fmt.Errorf("edge %d: %w", i, err)
+			return graph.Report{}, skippedCounts{}, reason, fmt.Errorf("edge %d: %w", i, err)
 		}
 		rep.Edges = append(rep.Edges, ge)
 	}
-	return rep, "", nil
+	return rep, skipped, "", nil
 }
 
-func toGraphEdge(e *meshv1.EdgeSummary, maxRequests uint64) (graph.EdgeReport, string, error) {
+func toGraphEdge(e *meshv1.EdgeSummary, maxRequests uint64, skipped *skippedCounts) (graph.EdgeReport, string, error) {
 	var ge graph.EdgeReport
 	switch d := e.GetDirection(); {
 	case e.GetOverflow():
@@ -327,9 +420,7 @@ func toGraphEdge(e *meshv1.EdgeSummary, maxRequests uint64) (graph.EdgeReport, s
 		}
 		ge.Service = svc
 	}
-	if err := checkRequestCounts(e); err != nil {
-		return ge, ReportBadEdge, err
-	}
+	checkRequestCounts(e, skipped)
 	ge.MTLS = e.GetMtls()
 	ge.Counts = graph.Counts{
 		Requests: e.GetRequests(), Failures: e.GetFailures(), Denied: e.GetDenied(), RateLimited: e.GetRateLimited(),
@@ -365,24 +456,40 @@ func toGraphEdge(e *meshv1.EdgeSummary, maxRequests uint64) (graph.EdgeReport, s
 // and the request itself in the next. Beyond it, a count is refused.
 func straddle(n uint64) uint64 { return 16 + n/100 }
 
+// Reasons a per-route request count is skipped: the "reason" label of
+// rampart_controller_telemetry_request_counts_skipped_total.
+const (
+	SkipTooManyCounts  = "too_many"
+	SkipBadMethod      = "bad_method"
+	SkipBadPath        = "bad_path"
+	SkipBadStatusClass = "bad_status_class"
+)
+
+var skipReasons = []string{SkipTooManyCounts, SkipBadMethod, SkipBadPath, SkipBadStatusClass}
+
 // checkRequestCounts checks the per-route counts of an edge against the
-// bounds a proxy keeps to.
-func checkRequestCounts(e *meshv1.EdgeSummary) error {
+// bounds a proxy keeps to, and removes and counts in skipped those
+// outside them (the counts past MaxRequestCounts among them). The edge's
+// totals stay: they do not depend on the per-route counts.
+func checkRequestCounts(e *meshv1.EdgeSummary, skipped *skippedCounts) {
 	rcs := e.GetRequestCounts()
-	if len(rcs) > MaxRequestCounts {
-		return fmt.Errorf("%d request counts, at most %d", len(rcs), MaxRequestCounts)
-	}
+	kept := rcs[:0]
 	for i, rc := range rcs {
 		switch {
+		case len(kept) >= MaxRequestCounts:
+			skipped.skip(SkipTooManyCounts, fmt.Errorf("request count %d: past the %d an edge may carry", i, MaxRequestCounts))
 		case rc.GetMethod() == "" || len(rc.GetMethod()) > maxMethodLen:
-			return fmt.Errorf("request count %d: method %q: want an HTTP method or OTHER", i, rc.GetMethod())
+			skipped.skip(SkipBadMethod, fmt.Errorf("request count %d: method %q: want an HTTP method or OTHER", i, rc.GetMethod()))
 		case len(rc.GetPath()) > maxPathLen || !utf8.ValidString(rc.GetPath()):
-			return fmt.Errorf("request count %d: path: want at most %d bytes of UTF-8", i, maxPathLen)
+			skipped.skip(SkipBadPath, fmt.Errorf("request count %d: path: want at most %d bytes of UTF-8, got %d", i, maxPathLen, len(rc.GetPath())))
 		case rc.GetStatusClass() > maxStatusClass:
-			return fmt.Errorf("request count %d: status class %d: want 0 to %d", i, rc.GetStatusClass(), maxStatusClass)
+			skipped.skip(SkipBadStatusClass, fmt.Errorf("request count %d: status class %d: want 0 to %d", i, rc.GetStatusClass(), maxStatusClass))
+		default:
+			kept = append(kept, rc)
 		}
 	}
-	return nil
+	clear(rcs[len(kept):])
+	e.RequestCounts = kept
 }
 
 // tokenBucket is a rate limit on one stream's reports; not safe for

@@ -8,10 +8,14 @@ import (
 	"github.com/rampart-mesh/rampart/internal/telemetry/graph"
 )
 
-// telemetryMetrics are the Telemetry service's series.
+// telemetryMetrics are the Telemetry service's series, and the count of
+// open streams per identity they bound.
 type telemetryMetrics struct {
+	perIdentity *streamLimit
+
 	reports *prometheus.CounterVec
 	refused *prometheus.CounterVec
+	skipped *prometheus.CounterVec
 	streams prometheus.Gauge
 }
 
@@ -19,13 +23,18 @@ type telemetryMetrics struct {
 // of g when it is set, and registers them with reg unless it is nil.
 func newTelemetryMetrics(reg prometheus.Registerer, g *graph.Graph) (*telemetryMetrics, error) {
 	m := &telemetryMetrics{
+		perIdentity: newStreamLimit(MaxStreamsPerIdentity),
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rampart_controller_telemetry_reports_total",
 			Help: "Telemetry reports from proxies by result (accepted, dropped) and, for a dropped one, the reason.",
 		}, []string{"result", "reason"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rampart_controller_telemetry_streams_refused_total",
-			Help: "Telemetry report streams refused or ended by the controller, by reason (not_registered: the report names a workload the caller did not register; too_fast: over the report rate).",
+			Help: "Telemetry report streams refused or ended by the controller, by reason (not_registered: the report names a workload the caller did not register; too_fast: over the report rate; too_many_streams: the identity holds the most streams one may).",
+		}, []string{"reason"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rampart_controller_telemetry_request_counts_skipped_total",
+			Help: "Per-route request counts skipped from accepted telemetry reports, by reason (too_many, bad_method, bad_path, bad_status_class); the rest of the report is kept.",
 		}, []string{"reason"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rampart_controller_telemetry_streams",
@@ -39,10 +48,13 @@ func newTelemetryMetrics(reg prometheus.Registerer, g *graph.Graph) (*telemetryM
 	for _, r := range telemetryRefusals {
 		m.refused.WithLabelValues(r)
 	}
+	for _, r := range skipReasons {
+		m.skipped.WithLabelValues(r)
+	}
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.reports, m.refused, m.streams}
+	cs := []prometheus.Collector{m.reports, m.refused, m.skipped, m.streams}
 	if g != nil {
 		cs = append(cs,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -6,8 +6,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"fmt"
 	"math"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,6 +86,12 @@ func newTelemetryEnv(t *testing.T) *telemetryEnv {
 	return &telemetryEnv{env: e, clock: c, graph: g, srv: srv, reg: reg}
 }
 
+// settle moves the clock on until the intervals reported so far are in
+// complete buckets, which the graph's windows end with.
+func (e *telemetryEnv) settle() {
+	e.clock.Add(graph.BucketWidth + 5*time.Second + graph.ReportSlack + time.Second)
+}
+
 func (e *telemetryEnv) reports(t *testing.T, result, reason string) float64 {
 	t.Helper()
 	return metricValue(t, e.reg, "rampart_controller_telemetry_reports_total", map[string]string{"result": result, "reason": reason})
@@ -155,6 +163,7 @@ func TestTelemetryRecordsReports(t *testing.T) {
 	if got := e.reports(t, ReportAccepted, ""); got != 3 {
 		t.Errorf("accepted %v reports, want 3", got)
 	}
+	e.settle()
 	ws, err := e.graph.Workloads(graph.Filter{Namespace: "shop", Workload: "web-1"})
 	if err != nil || len(ws) != 1 {
 		t.Fatalf("graph: %+v, %v", ws, err)
@@ -264,9 +273,6 @@ func TestTelemetryDropsBadReports(t *testing.T) {
 		{"no direction", ReportBadEdge, edge(func(s *meshv1.EdgeSummary) { s.Direction = 0 })},
 		{"bad service", ReportBadEdge, edge(func(s *meshv1.EdgeSummary) { s.Service = "api" })},
 		{"overflow entry with a peer", ReportBadEdge, edge(func(s *meshv1.EdgeSummary) { s.Overflow, s.Direction = true, 0 })},
-		{"bad request count", ReportBadEdge, edge(func(s *meshv1.EdgeSummary) {
-			s.RequestCounts = []*meshv1.EdgeSummary_RequestCount{{Method: "GET", Path: "/x", StatusClass: 9, Count: 1}}
-		})},
 		{"bad peer identity", ReportBadPeer, edge(func(s *meshv1.EdgeSummary) { s.PeerSpiffeId = "https://example.org/x" })},
 		{"bad peer workload", ReportBadPeer, edge(func(s *meshv1.EdgeSummary) { s.PeerWorkload = "API!" })},
 		{"more failures than requests", ReportBadCounts, edge(func(s *meshv1.EdgeSummary) { s.Failures = 10 + 17 })},
@@ -302,6 +308,7 @@ func TestTelemetryDropsBadReports(t *testing.T) {
 	if got := e.reports(t, ReportAccepted, ""); got != 1 {
 		t.Errorf("accepted %v, want 1", got)
 	}
+	e.settle()
 	if ws, _ := e.graph.Workloads(graph.Filter{}); len(ws) != 1 || ws[0].Outbound.Requests != 10 {
 		t.Errorf("graph holds %+v, want only the good report", ws)
 	}
@@ -340,6 +347,7 @@ func TestTelemetryAcceptsWhatProxiesSend(t *testing.T) {
 	if got := e.reports(t, ReportAccepted, ""); got != 1 {
 		t.Fatalf("accepted %v, want 1", got)
 	}
+	e.settle()
 	ws, _ := e.graph.Workloads(graph.Filter{})
 	if len(ws) != 1 || ws[0].Outbound.Failures != 10 || ws[0].Overflow.Requests != 3 {
 		t.Errorf("graph holds %+v, want 10 failures (clamped to the requests) and 3 overflow requests", ws)
@@ -360,7 +368,7 @@ func FuzzToGraphReport(f *testing.F) {
 		if proto.Unmarshal(raw, &r) != nil {
 			return
 		}
-		rep, reason, err := toGraphReport(&r, now)
+		rep, _, reason, err := toGraphReport(&r, now)
 		if err != nil {
 			if reason == "" {
 				t.Fatalf("refused without a reason: %v", err)
@@ -382,4 +390,137 @@ func FuzzToGraphReport(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestTelemetrySkipsBadRequestCounts: a per-route count outside the
+// bounds (a path made longer by replacing its invalid bytes, say) is
+// skipped and counted; the edge and the rest of the report are kept, so
+// that one request cannot hide a workload's interval.
+func TestTelemetrySkipsBadRequestCounts(t *testing.T) {
+	e := newTelemetryEnv(t)
+	cc := e.dial(t, e.svidFor(t, workloadID("shop", "web")))
+	e.register(t, cc, "web-1")
+	stream := reportStream(t, cc)
+	edge := outboundEdge(10, 1)
+	long := "/" + strings.Repeat("a\uFFFD", 60) // 241 bytes
+	edge.RequestCounts = []*meshv1.EdgeSummary_RequestCount{
+		{Method: "GET", Path: "/api", StatusClass: 2, Count: 7},
+		{Method: "GET", Path: long, StatusClass: 4, Count: 1},
+		{Method: "GET", Path: "/x", StatusClass: 9, Count: 1},
+		{Method: "", Path: "/y", StatusClass: 2, Count: 1},
+	}
+	for i := range MaxRequestCounts {
+		edge.RequestCounts = append(edge.RequestCounts, &meshv1.EdgeSummary_RequestCount{Method: "GET", Path: fmt.Sprintf("/p%d", i), StatusClass: 2})
+	}
+	e.clock.Add(5 * time.Second)
+	if err := stream.Send(report(e.clock.Now(), "web-1", edge)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.reports(t, ReportAccepted, ""); got != 1 {
+		t.Fatalf("accepted %v reports, want 1", got)
+	}
+	skipped := func(reason string) float64 {
+		return metricValue(t, e.reg, "rampart_controller_telemetry_request_counts_skipped_total", map[string]string{"reason": reason})
+	}
+	// 1 good and 64 more: the last one is past the bound.
+	for reason, want := range map[string]float64{SkipBadPath: 1, SkipBadStatusClass: 1, SkipBadMethod: 1, SkipTooManyCounts: 1} {
+		if got := skipped(reason); got != want {
+			t.Errorf("skipped for %s: %v, want %v", reason, got, want)
+		}
+	}
+	e.settle()
+	ws, _ := e.graph.Workloads(graph.Filter{})
+	if len(ws) != 1 || ws[0].Outbound.Requests != 10 {
+		t.Errorf("graph holds %+v, want the edge's 10 requests", ws)
+	}
+}
+
+// TestTelemetryReconnectIsOneInstance: a proxy that opens its stream again
+// (from another port of the same address) reports as the same instance;
+// another connection's streams do not add instances either.
+func TestTelemetryReconnectIsOneInstance(t *testing.T) {
+	e := newTelemetryEnv(t)
+	svid := e.svidFor(t, workloadID("shop", "web"))
+	cc := e.dial(t, svid)
+	e.register(t, cc, "web-1")
+	for i := range 3 {
+		conn := cc
+		if i > 0 {
+			conn = e.dial(t, svid) // a new connection: a new source port
+		}
+		stream := reportStream(t, conn)
+		e.clock.Add(5 * time.Second)
+		if err := stream.Send(report(e.clock.Now(), "web-1", outboundEdge(10, 0))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.CloseAndRecv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if i, _, _ := e.graph.Size(); i != 1 {
+		t.Errorf("%d instances after three streams of one proxy, want 1", i)
+	}
+	e.settle()
+	ws, _ := e.graph.Workloads(graph.Filter{})
+	if len(ws) != 1 || ws[0].Instances != 1 || ws[0].Outbound.Requests != 30 {
+		t.Errorf("workloads %+v, want one instance with 30 requests", ws)
+	}
+}
+
+// TestTelemetryStreamsPerIdentityAreBounded: past the bound, an identity's
+// next stream is refused and counted; one that closes makes room.
+func TestTelemetryStreamsPerIdentityAreBounded(t *testing.T) {
+	e := newTelemetryEnv(t)
+	e.srv.tmetrics.perIdentity.max = 2
+	cc := e.dial(t, e.svidFor(t, workloadID("shop", "web")))
+	e.register(t, cc, "web-1")
+	open := func() grpc.ClientStreamingClient[meshv1.TelemetryReport, meshv1.TelemetryAck] {
+		stream := reportStream(t, cc)
+		e.clock.Add(ReportRate)
+		if err := stream.Send(report(e.clock.Now(), "web-1", outboundEdge(1, 0))); err != nil {
+			t.Fatal(err)
+		}
+		return stream
+	}
+	first, _ := open(), open()
+	waitFor(t, func() bool { return metricValue(t, e.reg, "rampart_controller_telemetry_streams", nil) == 2 })
+	_, err := open().CloseAndRecv()
+	wantCode(t, err, codes.ResourceExhausted)
+	if got := e.refusals(t, TelemetryTooManyStreams); got != 1 {
+		t.Errorf("too_many_streams = %v, want 1", got)
+	}
+	// Another identity is not held back by web's streams.
+	apiCC := e.dial(t, e.svidFor(t, workloadID("shop", "api")))
+	e.register(t, apiCC, "api-1")
+	api := reportStream(t, apiCC)
+	if err := api.Send(report(e.clock.Now(), "api-1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.CloseAndRecv(); err != nil {
+		t.Fatalf("api's stream: %v", err)
+	}
+	if _, err := first.CloseAndRecv(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return metricValue(t, e.reg, "rampart_controller_telemetry_streams", nil) == 1 })
+	if _, err := open().CloseAndRecv(); err != nil {
+		t.Errorf("a stream after one closed: %v", err)
+	}
+}
+
+// TestTelemetryAcceptsTickerJitter: a proxy reporting every second (the
+// shortest --telemetry-interval) measures intervals a little under or over
+// it; those are good reports.
+func TestTelemetryAcceptsTickerJitter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, d := range []time.Duration{995 * time.Millisecond, time.Second, time.Minute + 20*time.Millisecond} {
+		r := report(now, "web-1", outboundEdge(1, 0))
+		r.Start, r.Interval = timestamppb.New(now.Add(-d)), durationpb.New(d)
+		if _, _, reason, err := toGraphReport(r, now); err != nil {
+			t.Errorf("interval %v refused (%s): %v", d, reason, err)
+		}
+	}
 }

@@ -172,10 +172,12 @@ func TestRunFailures(t *testing.T) {
 			want: []string{"demo: while waiting for the controller: controller exited unexpectedly (exit status 2)", "controller.log:\n    fake controller: failing as asked"},
 		},
 		{
-			name:  "controller never ready",
-			env:   map[string]string{envController: "unready"},
-			ready: time.Second,
-			want:  []string{"demo: the controller is not ready after 1s (last check: GET http://", "503 Service Unavailable not ready)", "    fake controller: not ready, on purpose"},
+			name: "controller never ready",
+			env:  map[string]string{envController: "unready"},
+			// Long enough for the fake controller to start serving on a
+			// busy machine: the test is about its 503, not the timeout.
+			ready: 5 * time.Second,
+			want:  []string{"demo: the controller is not ready after 5s (last check: GET http://", "503 Service Unavailable not ready)", "    fake controller: not ready, on purpose"},
 		},
 		{
 			name: "proxy dies while serving",

@@ -144,6 +144,7 @@ type Model struct {
 	nextRegID  uint64
 	bundle     [][]byte            // DER roots
 	revoked    *meshv1.Revocations // sent to every proxy as is; never modified
+	revokedSum [sha256.Size]byte   // digest of revoked, computed once by SetRevocations
 	changed    chan struct{}       // closed and replaced on every change
 	warned     map[string]struct{} // conflicts already logged since the last SetResources
 	// lastGoodPolicy is the last policy that passed policyLocked's checks,
@@ -224,9 +225,10 @@ func (m *Model) SetResources(res *localconfig.Resources) {
 // SetRevocations replaces the revocations sent to every proxy (nil means
 // none). The model keeps r and never modifies it; neither may the caller.
 func (m *Model) SetRevocations(r *meshv1.Revocations) {
+	sum := revocationsDigest(r) // once per change, not per proxy
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.revoked = r
+	m.revoked, m.revokedSum = r, sum
 	m.notifyLocked()
 }
 
@@ -441,7 +443,6 @@ func (m *Model) configFor(id spiffeid.ID, workloadName string, upstreams []strin
 	cfg := &meshv1.ProxyConfig{
 		SpiffeId:    id.String(),
 		TrustBundle: slices.Clone(m.bundle),
-		Revocations: m.revoked,
 		Settings: &meshv1.Settings{
 			ConnectTimeout: durationpb.New(m.connectTimeout),
 		},
@@ -467,7 +468,10 @@ func (m *Model) configFor(id spiffeid.ID, workloadName string, upstreams []strin
 			}
 		}
 	}
-	cfg.Version = Version(cfg)
+	// The revocation list, the same for every proxy and up to 1 MiB, is
+	// hashed once by SetRevocations, not per proxy and change.
+	cfg.Version = version(cfg, m.revokedSum)
+	cfg.Revocations = m.revoked
 	return cfg
 }
 
@@ -475,15 +479,39 @@ func (m *Model) configFor(id spiffeid.ID, workloadName string, upstreams []strin
 // its version field.
 func Version(cfg *meshv1.ProxyConfig) string {
 	c := proto.CloneOf(cfg)
+	c.Revocations = nil
+	return version(c, revocationsDigest(cfg.GetRevocations()))
+}
+
+// version is the content version of cfg without its revocations, whose
+// digest is revokedSum.
+func version(cfg *meshv1.ProxyConfig, revokedSum [sha256.Size]byte) string {
+	c := proto.CloneOf(cfg)
 	c.Version = ""
+	c.Revocations = nil
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	if err != nil {
 		// Marshalling a well-formed message built in this package does
 		// not fail; should it, an unstable version only costs a push.
 		return "unversioned"
 	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])[:16]
+	h := sha256.New()
+	h.Write(b)
+	h.Write(revokedSum[:])
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// revocationsDigest is the digest of r in deterministic encoding; zero
+// when r is nil.
+func revocationsDigest(r *meshv1.Revocations) [sha256.Size]byte {
+	if r == nil {
+		return [sha256.Size]byte{}
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return [sha256.Size]byte{} // as for version: costs a push at most
+	}
+	return sha256.Sum256(b)
 }
 
 // workloadsLocked returns every endpoint candidate: declared and registered.

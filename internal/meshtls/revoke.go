@@ -49,6 +49,16 @@ func (s *RevocationSet) Len() int {
 	return len(s.serials) + len(s.identities)
 }
 
+// RevokesSerial reports whether the certificate with serial (as SerialOf
+// gives it) is revoked by its serial number.
+func (s *RevocationSet) RevokesSerial(serial string) bool {
+	if s == nil {
+		return false
+	}
+	_, ok := s.serials[serial]
+	return ok
+}
+
 // Check returns a *RevokedError when leaf is revoked, nil otherwise.
 func (s *RevocationSet) Check(leaf *x509.Certificate) error {
 	if s == nil || leaf == nil || (len(s.serials) == 0 && len(s.identities) == 0) {

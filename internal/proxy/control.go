@@ -25,11 +25,13 @@ import (
 	"github.com/rampart-mesh/rampart/internal/authz"
 	"github.com/rampart-mesh/rampart/internal/authz/authzpb"
 	"github.com/rampart-mesh/rampart/internal/authz/ratelimit"
+	"github.com/rampart-mesh/rampart/internal/identity"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
 	"github.com/rampart-mesh/rampart/internal/proxy/egress"
 	"github.com/rampart-mesh/rampart/internal/proxy/outbound"
 	"github.com/rampart-mesh/rampart/internal/proxy/route"
+	"github.com/rampart-mesh/rampart/internal/proxy/tap"
 )
 
 // backoff is capped exponential backoff with full jitter.
@@ -65,7 +67,18 @@ func sleep(ctx context.Context, d time.Duration) error {
 // current at its handshake.
 func (p *Proxy) dialControl() (*grpc.ClientConn, error) {
 	creds := credentials.NewTLS(p.tls.Client(p.ctrl))
-	return grpc.NewClient(p.cfg.Controller, grpc.WithTransportCredentials(creds))
+	return grpc.NewClient(p.cfg.Controller, grpc.WithTransportCredentials(creds), controlCallOptions())
+}
+
+// MaxConfigSize is the largest message the proxy receives from the
+// controller, above gRPC's default of 4 MiB: a configuration carries the
+// mesh's revocation list (at most 1 MiB encoded, revocation.MaxEncodedSize)
+// besides the services, routes and policy of the mesh.
+const MaxConfigSize = 16 << 20
+
+// controlCallOptions are the call options of the control connection.
+func controlCallOptions() grpc.DialOption {
+	return grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxConfigSize))
 }
 
 // certify asks the controller for a new SVID for a fresh key, attesting
@@ -251,6 +264,28 @@ func (p *Proxy) renewLoop(ctx context.Context) error {
 	}
 }
 
+// newTapper returns the proxy's side of rampart tap, over its discovery
+// stream's connection.
+func (p *Proxy) newTapper() (*tap.Tapper, error) {
+	t, err := tap.New(tap.Config{
+		Conn: func() grpc.ClientConnInterface {
+			if c := p.ctrlConn.Load(); c != nil {
+				return c
+			}
+			return nil
+		},
+		Workload:   p.cfg.Workload,
+		Self:       p.id.String(),
+		Registerer: p.metrics.Registry,
+		Logger:     p.log,
+		Now:        p.cfg.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	return t, nil
+}
+
 // watchLoop keeps a discovery stream open, applying every configuration
 // received, and reconnects with backoff. Configuration stays in force
 // while the stream is down.
@@ -304,6 +339,7 @@ func (p *Proxy) watch(ctx context.Context, req *meshv1.WatchRequest, connected f
 		if err := p.apply(pc); err != nil {
 			p.log.Error("refused configuration from the controller; keeping the last good one",
 				"version", pc.GetVersion(), "reason", rejectReason(err), "err", err)
+			p.applyRefusedRevocations(pc, err)
 			continue
 		}
 		p.log.Info("configuration applied", "version", pc.GetVersion(), "services", len(pc.GetServices()),
@@ -358,8 +394,10 @@ type validConfig struct {
 	engine *authz.Engine
 	// routes are the services' HTTP routes, compiled.
 	routes *route.Tables
-	// revoked is what peers are refused for (revoke.go).
-	revoked *meshtls.RevocationSet
+	// revoked is what peers are refused for (revoke.go); revokedIgnored
+	// the entries left out because they revoke the controller.
+	revoked        *meshtls.RevocationSet
+	revokedIgnored []string
 }
 
 // validateConfig checks a configuration from the controller before any of
@@ -429,7 +467,7 @@ func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) (*validConfig, err
 		}
 	}
 	v := &validConfig{roots: roots, routes: routes}
-	if v.revoked, err = validateRevocations(pc.GetRevocations()); err != nil {
+	if v.revoked, v.revokedIgnored, err = validateRevocations(pc.GetRevocations(), identity.ControllerID(self.TrustDomain())); err != nil {
 		return nil, err
 	}
 	if pc.GetAuthorization() != nil {

@@ -17,6 +17,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,12 +33,15 @@ import (
 	"github.com/rampart-mesh/rampart/internal/identity"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
+	"github.com/rampart-mesh/rampart/internal/proxy/accesslog"
 	"github.com/rampart-mesh/rampart/internal/proxy/admin"
 	"github.com/rampart-mesh/rampart/internal/proxy/egress"
 	"github.com/rampart-mesh/rampart/internal/proxy/inbound"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/outbound"
+	"github.com/rampart-mesh/rampart/internal/proxy/tap"
 	"github.com/rampart-mesh/rampart/internal/proxy/telemetry"
+	"github.com/rampart-mesh/rampart/internal/proxy/tracing"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 )
 
@@ -114,7 +118,15 @@ type Config struct {
 	// summary to the controller; zero means telemetry.DefaultInterval,
 	// negative turns telemetry off.
 	TelemetryInterval time.Duration
-	Logger            *slog.Logger
+	// Tracing configures a span per HTTP request, exported over OTLP
+	// (package tracing); without an Endpoint (or Exporter) tracing is
+	// off. The proxy fills in its workload, namespace, identity, metrics
+	// registry and logger.
+	Tracing tracing.Config
+	// AccessLog receives a JSON line per HTTP request (package
+	// accesslog); nil writes none.
+	AccessLog io.Writer
+	Logger    *slog.Logger
 	// Now is the clock for certificate checks and renewal; nil is time.Now.
 	Now func() time.Time
 }
@@ -205,6 +217,8 @@ type Proxy struct {
 	inbound  *inbound.Handler
 	outbound *outbound.Outbound
 	admin    *admin.Server
+	tracer   *tracing.Tracer // nil when tracing is off
+	tap      *tap.Tapper     // the taps (rampart tap) the controller starts
 	tunnelL  net.Listener
 	plainL   net.Listener // nil unless InboundListen
 	// tunnelLis serves tunnelL once serveTunnel runs.
@@ -260,8 +274,30 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.tap, err = p.newTapper(); err != nil {
+		return nil, err
+	}
+	if cfg.Tracing.Endpoint != "" || cfg.Tracing.Exporter != nil {
+		tc := cfg.Tracing
+		tc.Workload, tc.Namespace, tc.Identity = cfg.Workload, cfg.Namespace, id.String()
+		tc.Registerer, tc.Logger = p.metrics.Registry, p.log
+		if p.tracer, err = tracing.New(tc); err != nil {
+			return nil, fmt.Errorf("proxy: %w", err)
+		}
+	}
+	built := false
+	defer func() {
+		if !built {
+			p.tracer.Shutdown(context.Background())
+		}
+	}()
+	var accessLog *accesslog.Logger
+	if cfg.AccessLog != nil {
+		accessLog = accesslog.New(cfg.AccessLog)
+	}
 	p.inbound, err = inbound.New(inbound.Config{
-		Metrics: p.metrics, Logger: p.log,
+		Metrics: p.metrics, Logger: p.log, Tap: p.tap,
+		Tracer: p.tracer, AccessLog: accessLog, Identity: id.String(),
 		MaxPlaintextConns: cfg.MaxPlaintextConns, DrainTimeout: cfg.DrainTimeout,
 	})
 	if err != nil {
@@ -291,7 +327,8 @@ func New(cfg Config) (*Proxy, error) {
 	p.outbound, err = outbound.New(outbound.Config{
 		Upstreams: cfg.Upstreams, Transparent: cfg.OutboundListen, Namespace: cfg.Namespace,
 		Dialer: p.dialer, Metrics: p.metrics, Logger: p.log, DrainTimeout: cfg.DrainTimeout,
-		EgressResolver: cfg.EgressResolver,
+		EgressResolver: cfg.EgressResolver, Tap: p.tap,
+		Tracer: p.tracer, AccessLog: accessLog, Identity: id.String(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -303,7 +340,7 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: admin listener: %w", err)
 	}
-	ok = true
+	ok, built = true, true
 	return p, nil
 }
 
@@ -419,6 +456,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		sg, sctx := errgroup.WithContext(gctx)
 		sg.Go(func() error { return p.renewLoop(sctx) })
 		sg.Go(func() error { return p.watchLoop(sctx) })
+		sg.Go(func() error { return p.tap.Run(sctx) })
 		if rep, err := p.reporter(); err != nil {
 			return err
 		} else if rep != nil {
@@ -465,6 +503,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 	stopServing()
 	<-drained
 	p.dialer.Close()
+	// Send the spans still held.
+	tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if terr := p.tracer.Shutdown(tctx); terr != nil {
+		p.log.Warn("could not send the last spans", "err", terr)
+	}
 	return err
 }
 
@@ -571,7 +615,7 @@ func (p *Proxy) apply(pc *meshv1.ProxyConfig) error {
 	p.inbound.SetConfig(pc.GetInbound(), pol)
 	p.outbound.UpdateCompiled(pc, v.routes)
 	p.dialer.Retain(peersOf(pc))
-	p.applyRevocations(v.revoked)
+	p.applyRevocations(v.revoked, v.revokedIgnored)
 	p.config.Store(pc)
 	p.metrics.ConfigUpdates.Inc()
 	return nil

@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/rampart-mesh/rampart/internal/ca"
+	"github.com/rampart-mesh/rampart/internal/identity"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 )
 
@@ -76,5 +79,70 @@ func TestValidateRevocations(t *testing.T) {
 	v, err := validateConfig(goodConfig(), self)
 	if err != nil || v.revoked.Len() != 0 {
 		t.Fatalf("validateConfig without revocations = %v, %v", v, err)
+	}
+}
+
+// TestRevocationsIgnoreController: an entry revoking the controller's
+// identity would cut the proxy off the control plane for good; it is left
+// out, and the others apply.
+func TestRevocationsIgnoreController(t *testing.T) {
+	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	ctrl := identity.ControllerID(self.TrustDomain())
+	pc := goodConfig()
+	pc.Revocations = &meshv1.Revocations{Identities: []*meshv1.RevokedIdentity{
+		{SpiffeId: ctrl.String(), RevokedAt: timestamppb.New(at)},
+		{SpiffeId: "spiffe://example.org/ns/shop/sa/orders", RevokedAt: timestamppb.New(at)},
+	}}
+	v, err := validateConfig(pc, self)
+	if err != nil {
+		t.Fatalf("validateConfig: %v", err)
+	}
+	if len(v.revokedIgnored) != 1 || v.revokedIgnored[0] != ctrl.String() {
+		t.Errorf("ignored = %v, want [%s]", v.revokedIgnored, ctrl)
+	}
+	issued := at.Add(-time.Hour)
+	if err := v.revoked.Check(&x509.Certificate{SerialNumber: big.NewInt(7), URIs: []*url.URL{ctrl.URL()}, NotBefore: issued}); err != nil {
+		t.Errorf("the controller's certificate is refused: %v", err)
+	}
+	orders := spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/orders")
+	if v.revoked.Check(&x509.Certificate{SerialNumber: big.NewInt(8), URIs: []*url.URL{orders.URL()}, NotBefore: issued}) == nil {
+		t.Error("the other identity entry was not applied")
+	}
+}
+
+// TestRefusedConfigAppliesRevocations: a configuration refused for a
+// reason unrelated to its revocation list still puts that list in force;
+// a malformed list leaves the one in force.
+func TestRefusedConfigAppliesRevocations(t *testing.T) {
+	authority, err := ca.Open(ca.Config{Dir: t.TempDir(), TrustDomain: self.TrustDomain()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{TrustBundle: authority.Roots(), TrustDomain: "example.org", Namespace: "shop", Workload: "web",
+		TunnelListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.dialer.Close(); p.admin.Close() })
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(0x1f), URIs: []*url.URL{self.URL()}}
+
+	pc := goodConfig()
+	pc.Revocations = &meshv1.Revocations{Certificates: []*meshv1.RevokedCertificate{{Serial: "1f", NotAfter: timestamppb.New(time.Now().Add(time.Hour))}}}
+	pc.Services[0].Ports[0].Port = 0 // refused: services
+	err = p.apply(pc)
+	if rejectReason(err) != rejectServices {
+		t.Fatalf("apply = %v, want a refusal of the services", err)
+	}
+	p.applyRefusedRevocations(pc, err)
+	if p.tls.Revocations.Check(leaf) == nil {
+		t.Fatal("the revocation list of a configuration refused for its services is not in force")
+	}
+
+	bad := goodConfig()
+	bad.Services[0].Ports[0].Port = 0
+	bad.Revocations = &meshv1.Revocations{Certificates: []*meshv1.RevokedCertificate{{Serial: "1F"}}}
+	p.applyRefusedRevocations(bad, p.apply(bad))
+	if p.tls.Revocations.Check(leaf) == nil {
+		t.Fatal("a malformed list in a refused configuration replaced the one in force")
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"unicode"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/rampart-mesh/rampart/internal/fsutil"
@@ -44,6 +45,12 @@ const (
 	MaxSerialLen = 40
 	// MaxFileSize bounds the file read.
 	MaxFileSize = 8 << 20
+	// MaxEncodedSize bounds the list as the controller pushes it to every
+	// proxy (Proto, in protobuf encoding): it travels in every proxy's
+	// configuration, which must stay well under the proxies' receive
+	// limit. MaxEntries entries with short reasons fit; 10,000 identities
+	// with 256-byte reasons would not.
+	MaxEncodedSize = 1 << 20
 )
 
 // FormatVersion is the version of the file format this package reads and
@@ -92,7 +99,7 @@ func (l *List) Len() int { return len(l.Certificates) + len(l.Identities) }
 // Errors callers branch on.
 var (
 	// ErrFull: the list holds MaxEntries entries.
-	ErrFull = fmt.Errorf("revocation: the list holds %d entries, the most it may", MaxEntries)
+	ErrFull = fmt.Errorf("revocation: the list holds %d entries, the most it may; the running controller removes entries from the file as they lapse", MaxEntries)
 	// ErrInvalid: an argument or an entry is malformed.
 	ErrInvalid = errors.New("revocation: invalid")
 )
@@ -126,6 +133,9 @@ func (l *List) Validate() error {
 	}
 	if l.Len() > MaxEntries {
 		return fmt.Errorf("%w: %d entries, more than the %d allowed", ErrInvalid, l.Len(), MaxEntries)
+	}
+	if n := l.EncodedSize(); n > MaxEncodedSize {
+		return fmt.Errorf("%w: the list encodes to %d bytes for the proxies, more than the %d (1 MiB) allowed: shorten reasons or release identities that may be issued again", ErrInvalid, n, MaxEncodedSize)
 	}
 	serials := make(map[string]bool, len(l.Certificates))
 	for i, c := range l.Certificates {
@@ -172,6 +182,13 @@ func (l *List) Validate() error {
 		}
 	}
 	return nil
+}
+
+// EncodedSize is the size in bytes of the list as the controller pushes it
+// to proxies (Proto), which MaxEncodedSize bounds.
+func (l *List) EncodedSize() int {
+	// The lifetime only sets timestamps, whose encoded size barely varies.
+	return proto.Size(l.Proto(24 * time.Hour))
 }
 
 // CheckSerial refuses what is not a serial number as Rampart prints them:
@@ -286,7 +303,7 @@ func (l *List) RevokeCertificate(c Certificate) error {
 		return nil
 	}
 	if l.Len() >= MaxEntries {
-		return fmt.Errorf("%w; entries lapse as their certificates expire, and released identities after one certificate lifetime", ErrFull)
+		return fmt.Errorf("%w (certificates when they expire, released identities one certificate lifetime after their revocation)", ErrFull)
 	}
 	l.Certificates = append(l.Certificates, c)
 	return nil

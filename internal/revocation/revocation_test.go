@@ -3,6 +3,7 @@ package revocation
 import (
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/url"
 	"os"
@@ -247,4 +248,30 @@ func FuzzParse(f *testing.F) {
 		}
 		_ = l.Active(t0, time.Hour).Proto(time.Hour)
 	})
+}
+
+// TestEncodedSizeBound: a full list with the longest reasons would not fit
+// in a proxy's configuration; Validate refuses it by size, and a full list
+// of certificates without reasons still fits.
+func TestEncodedSizeBound(t *testing.T) {
+	long := &List{Version: FormatVersion}
+	for i := range MaxEntries {
+		long.Identities = append(long.Identities, Identity{
+			SPIFFEID:  fmt.Sprintf("spiffe://rampart.local/ns/shop/sa/workload-%d", i),
+			RevokedAt: t0, Reason: strings.Repeat("r", MaxReasonLen),
+		})
+	}
+	if err := long.Validate(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "1 MiB") {
+		t.Fatalf("Validate of %d identities with %d-byte reasons = %v, want a size refusal", MaxEntries, MaxReasonLen, err)
+	}
+	if n := long.EncodedSize(); n <= MaxEncodedSize {
+		t.Fatalf("EncodedSize = %d, want more than %d", n, MaxEncodedSize)
+	}
+	full := &List{Version: FormatVersion}
+	for i := range MaxEntries {
+		full.Certificates = append(full.Certificates, Certificate{Serial: fmt.Sprintf("%x", 1<<60+i), RevokedAt: t0, NotAfter: t0.Add(time.Hour)})
+	}
+	if err := full.Validate(); err != nil {
+		t.Fatalf("Validate of %d certificates: %v", MaxEntries, err)
+	}
 }

@@ -3341,6 +3341,437 @@ func (x *LatencySketch) GetSumSeconds() float64 {
 	return 0
 }
 
+// TapCommand starts or stops one tap on a proxy.
+type TapCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tap, chosen by the controller: 1 to 64 bytes of [0-9a-f].
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Stop the tap; every other field is then ignored.
+	Stop bool `protobuf:"varint,2,opt,name=stop,proto3" json:"stop,omitempty"`
+	// Which requests to send; absent matches every request.
+	Filter *TapFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	// The proxy ends the tap after this many events (1 to 10,000).
+	MaxEvents uint32 `protobuf:"varint,4,opt,name=max_events,json=maxEvents,proto3" json:"max_events,omitempty"`
+	// The proxy ends the tap after this long (at most 10 minutes).
+	Duration      *durationpb.Duration `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TapCommand) Reset() {
+	*x = TapCommand{}
+	mi := &file_mesh_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TapCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TapCommand) ProtoMessage() {}
+
+func (x *TapCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TapCommand.ProtoReflect.Descriptor instead.
+func (*TapCommand) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *TapCommand) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TapCommand) GetStop() bool {
+	if x != nil {
+		return x.Stop
+	}
+	return false
+}
+
+func (x *TapCommand) GetFilter() *TapFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *TapCommand) GetMaxEvents() uint32 {
+	if x != nil {
+		return x.MaxEvents
+	}
+	return 0
+}
+
+func (x *TapCommand) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+// TapFilter selects requests; an empty field matches any.
+type TapFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The HTTP method, in upper case.
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// A prefix of the request's path, starting with "/".
+	PathPrefix string `protobuf:"bytes,2,opt,name=path_prefix,json=pathPrefix,proto3" json:"path_prefix,omitempty"`
+	// The SPIFFE ID of the source of the request.
+	Source string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	// The hundreds digit of the status (1 to 5); 0 matches any.
+	StatusClass   uint32 `protobuf:"varint,4,opt,name=status_class,json=statusClass,proto3" json:"status_class,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TapFilter) Reset() {
+	*x = TapFilter{}
+	mi := &file_mesh_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TapFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TapFilter) ProtoMessage() {}
+
+func (x *TapFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TapFilter.ProtoReflect.Descriptor instead.
+func (*TapFilter) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *TapFilter) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *TapFilter) GetPathPrefix() string {
+	if x != nil {
+		return x.PathPrefix
+	}
+	return ""
+}
+
+func (x *TapFilter) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *TapFilter) GetStatusClass() uint32 {
+	if x != nil {
+		return x.StatusClass
+	}
+	return 0
+}
+
+// TapEvent is what a proxy sends on a Tap stream.
+type TapEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The workload instance, as registered with Watch: set on the first
+	// message of a stream only, which carries nothing else.
+	Workload string `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	// The tap this event belongs to.
+	TapId string `protobuf:"bytes,2,opt,name=tap_id,json=tapId,proto3" json:"tap_id,omitempty"`
+	// One request that matched the tap's filter.
+	Request *TapRequest `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	// The tap ended on the proxy (its count, its duration, or refused:
+	// error says why); dropped counts the events it could not send.
+	Ended         bool   `protobuf:"varint,4,opt,name=ended,proto3" json:"ended,omitempty"`
+	Dropped       uint64 `protobuf:"varint,5,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TapEvent) Reset() {
+	*x = TapEvent{}
+	mi := &file_mesh_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TapEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TapEvent) ProtoMessage() {}
+
+func (x *TapEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TapEvent.ProtoReflect.Descriptor instead.
+func (*TapEvent) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *TapEvent) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *TapEvent) GetTapId() string {
+	if x != nil {
+		return x.TapId
+	}
+	return ""
+}
+
+func (x *TapEvent) GetRequest() *TapRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *TapEvent) GetEnded() bool {
+	if x != nil {
+		return x.Ended
+	}
+	return false
+}
+
+func (x *TapEvent) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *TapEvent) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// TapRequest is the head of one request as a proxy saw it: never a body,
+// never a header value outside a short allow-list.
+type TapRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Direction Direction              `protobuf:"varint,1,opt,name=direction,proto3,enum=rampart.mesh.v1.Direction" json:"direction,omitempty"`
+	Time      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Method    string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	Authority string                 `protobuf:"bytes,4,opt,name=authority,proto3" json:"authority,omitempty"`
+	// The path, without the query string.
+	Path string `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`
+	// SPIFFE IDs of the two sides; empty when one had none.
+	Source      string `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	Destination string `protobuf:"bytes,7,opt,name=destination,proto3" json:"destination,omitempty"`
+	// The status the proxy counted.
+	Status   uint32               `protobuf:"varint,8,opt,name=status,proto3" json:"status,omitempty"`
+	Duration *durationpb.Duration `protobuf:"bytes,9,opt,name=duration,proto3" json:"duration,omitempty"`
+	// Header names of the request and the response, with the values of
+	// content-type, user-agent and grpc-status only.
+	RequestHeaders  []*TapHeader `protobuf:"bytes,10,rep,name=request_headers,json=requestHeaders,proto3" json:"request_headers,omitempty"`
+	ResponseHeaders []*TapHeader `protobuf:"bytes,11,rep,name=response_headers,json=responseHeaders,proto3" json:"response_headers,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *TapRequest) Reset() {
+	*x = TapRequest{}
+	mi := &file_mesh_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TapRequest) ProtoMessage() {}
+
+func (x *TapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TapRequest.ProtoReflect.Descriptor instead.
+func (*TapRequest) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *TapRequest) GetDirection() Direction {
+	if x != nil {
+		return x.Direction
+	}
+	return Direction_DIRECTION_UNSPECIFIED
+}
+
+func (x *TapRequest) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *TapRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *TapRequest) GetAuthority() string {
+	if x != nil {
+		return x.Authority
+	}
+	return ""
+}
+
+func (x *TapRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *TapRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *TapRequest) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *TapRequest) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *TapRequest) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *TapRequest) GetRequestHeaders() []*TapHeader {
+	if x != nil {
+		return x.RequestHeaders
+	}
+	return nil
+}
+
+func (x *TapRequest) GetResponseHeaders() []*TapHeader {
+	if x != nil {
+		return x.ResponseHeaders
+	}
+	return nil
+}
+
+// TapHeader is one header name, with its value only when the name is on
+// the tap's allow-list.
+type TapHeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TapHeader) Reset() {
+	*x = TapHeader{}
+	mi := &file_mesh_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TapHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TapHeader) ProtoMessage() {}
+
+func (x *TapHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TapHeader.ProtoReflect.Descriptor instead.
+func (*TapHeader) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *TapHeader) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TapHeader) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
 // Retry says which failed attempts are sent again, and how much
 // retrying the proxy may do for the service.
 type TrafficPolicy_Retry struct {
@@ -3363,7 +3794,7 @@ type TrafficPolicy_Retry struct {
 
 func (x *TrafficPolicy_Retry) Reset() {
 	*x = TrafficPolicy_Retry{}
-	mi := &file_mesh_proto_msgTypes[39]
+	mi := &file_mesh_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3375,7 +3806,7 @@ func (x *TrafficPolicy_Retry) String() string {
 func (*TrafficPolicy_Retry) ProtoMessage() {}
 
 func (x *TrafficPolicy_Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[39]
+	mi := &file_mesh_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3865,7 @@ type TrafficPolicy_RetryOn struct {
 
 func (x *TrafficPolicy_RetryOn) Reset() {
 	*x = TrafficPolicy_RetryOn{}
-	mi := &file_mesh_proto_msgTypes[40]
+	mi := &file_mesh_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3446,7 +3877,7 @@ func (x *TrafficPolicy_RetryOn) String() string {
 func (*TrafficPolicy_RetryOn) ProtoMessage() {}
 
 func (x *TrafficPolicy_RetryOn) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[40]
+	mi := &file_mesh_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3498,7 +3929,7 @@ type TrafficPolicy_OutlierDetection struct {
 
 func (x *TrafficPolicy_OutlierDetection) Reset() {
 	*x = TrafficPolicy_OutlierDetection{}
-	mi := &file_mesh_proto_msgTypes[41]
+	mi := &file_mesh_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3510,7 +3941,7 @@ func (x *TrafficPolicy_OutlierDetection) String() string {
 func (*TrafficPolicy_OutlierDetection) ProtoMessage() {}
 
 func (x *TrafficPolicy_OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[41]
+	mi := &file_mesh_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3572,7 +4003,7 @@ type EdgeSummary_RequestCount struct {
 
 func (x *EdgeSummary_RequestCount) Reset() {
 	*x = EdgeSummary_RequestCount{}
-	mi := &file_mesh_proto_msgTypes[42]
+	mi := &file_mesh_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3584,7 +4015,7 @@ func (x *EdgeSummary_RequestCount) String() string {
 func (*EdgeSummary_RequestCount) ProtoMessage() {}
 
 func (x *EdgeSummary_RequestCount) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[42]
+	mi := &file_mesh_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3865,7 +4296,45 @@ const file_mesh_proto_rawDesc = "" +
 	"\rLatencySketch\x12\x16\n" +
 	"\x06counts\x18\x01 \x03(\x04R\x06counts\x12\x1f\n" +
 	"\vsum_seconds\x18\x02 \x01(\x01R\n" +
-	"sumSeconds*p\n" +
+	"sumSeconds\"\xba\x01\n" +
+	"\n" +
+	"TapCommand\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04stop\x18\x02 \x01(\bR\x04stop\x122\n" +
+	"\x06filter\x18\x03 \x01(\v2\x1a.rampart.mesh.v1.TapFilterR\x06filter\x12\x1d\n" +
+	"\n" +
+	"max_events\x18\x04 \x01(\rR\tmaxEvents\x125\n" +
+	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\x7f\n" +
+	"\tTapFilter\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12\x1f\n" +
+	"\vpath_prefix\x18\x02 \x01(\tR\n" +
+	"pathPrefix\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12!\n" +
+	"\fstatus_class\x18\x04 \x01(\rR\vstatusClass\"\xba\x01\n" +
+	"\bTapEvent\x12\x1a\n" +
+	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x15\n" +
+	"\x06tap_id\x18\x02 \x01(\tR\x05tapId\x125\n" +
+	"\arequest\x18\x03 \x01(\v2\x1b.rampart.mesh.v1.TapRequestR\arequest\x12\x14\n" +
+	"\x05ended\x18\x04 \x01(\bR\x05ended\x12\x18\n" +
+	"\adropped\x18\x05 \x01(\x04R\adropped\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\xd5\x03\n" +
+	"\n" +
+	"TapRequest\x128\n" +
+	"\tdirection\x18\x01 \x01(\x0e2\x1a.rampart.mesh.v1.DirectionR\tdirection\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12\x1c\n" +
+	"\tauthority\x18\x04 \x01(\tR\tauthority\x12\x12\n" +
+	"\x04path\x18\x05 \x01(\tR\x04path\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\x12 \n" +
+	"\vdestination\x18\a \x01(\tR\vdestination\x12\x16\n" +
+	"\x06status\x18\b \x01(\rR\x06status\x125\n" +
+	"\bduration\x18\t \x01(\v2\x19.google.protobuf.DurationR\bduration\x12C\n" +
+	"\x0frequest_headers\x18\n" +
+	" \x03(\v2\x1a.rampart.mesh.v1.TapHeaderR\x0erequestHeaders\x12E\n" +
+	"\x10response_headers\x18\v \x03(\v2\x1a.rampart.mesh.v1.TapHeaderR\x0fresponseHeaders\"5\n" +
+	"\tTapHeader\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value*p\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x11\n" +
@@ -3915,9 +4384,10 @@ const file_mesh_proto_rawDesc = "" +
 	"\aCertify\x12\x1f.rampart.mesh.v1.CertifyRequest\x1a .rampart.mesh.v1.CertifyResponse2\x9b\x01\n" +
 	"\tDiscovery\x12F\n" +
 	"\x05Watch\x12\x1d.rampart.mesh.v1.WatchRequest\x1a\x1c.rampart.mesh.v1.ProxyConfig0\x01\x12F\n" +
-	"\x05Leave\x12\x1d.rampart.mesh.v1.LeaveRequest\x1a\x1e.rampart.mesh.v1.LeaveResponse2X\n" +
+	"\x05Leave\x12\x1d.rampart.mesh.v1.LeaveRequest\x1a\x1e.rampart.mesh.v1.LeaveResponse2\x9b\x01\n" +
 	"\tTelemetry\x12K\n" +
-	"\x06Report\x12 .rampart.mesh.v1.TelemetryReport\x1a\x1d.rampart.mesh.v1.TelemetryAck(\x01B<Z:github.com/rampart-mesh/rampart/internal/meshapi/v1;meshv1b\x06proto3"
+	"\x06Report\x12 .rampart.mesh.v1.TelemetryReport\x1a\x1d.rampart.mesh.v1.TelemetryAck(\x01\x12A\n" +
+	"\x03Tap\x12\x19.rampart.mesh.v1.TapEvent\x1a\x1b.rampart.mesh.v1.TapCommand(\x010\x01B<Z:github.com/rampart-mesh/rampart/internal/meshapi/v1;meshv1b\x06proto3"
 
 var (
 	file_mesh_proto_rawDescOnce sync.Once
@@ -3932,7 +4402,7 @@ func file_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_mesh_proto_goTypes = []any{
 	(Protocol)(0),                          // 0: rampart.mesh.v1.Protocol
 	(EgressMode)(0),                        // 1: rampart.mesh.v1.EgressMode
@@ -3982,18 +4452,23 @@ var file_mesh_proto_goTypes = []any{
 	(*TelemetryAck)(nil),                   // 45: rampart.mesh.v1.TelemetryAck
 	(*EdgeSummary)(nil),                    // 46: rampart.mesh.v1.EdgeSummary
 	(*LatencySketch)(nil),                  // 47: rampart.mesh.v1.LatencySketch
-	nil,                                    // 48: rampart.mesh.v1.Workload.LabelsEntry
-	(*TrafficPolicy_Retry)(nil),            // 49: rampart.mesh.v1.TrafficPolicy.Retry
-	(*TrafficPolicy_RetryOn)(nil),          // 50: rampart.mesh.v1.TrafficPolicy.RetryOn
-	(*TrafficPolicy_OutlierDetection)(nil), // 51: rampart.mesh.v1.TrafficPolicy.OutlierDetection
-	(*EdgeSummary_RequestCount)(nil),       // 52: rampart.mesh.v1.EdgeSummary.RequestCount
-	(*timestamppb.Timestamp)(nil),          // 53: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),            // 54: google.protobuf.Duration
+	(*TapCommand)(nil),                     // 48: rampart.mesh.v1.TapCommand
+	(*TapFilter)(nil),                      // 49: rampart.mesh.v1.TapFilter
+	(*TapEvent)(nil),                       // 50: rampart.mesh.v1.TapEvent
+	(*TapRequest)(nil),                     // 51: rampart.mesh.v1.TapRequest
+	(*TapHeader)(nil),                      // 52: rampart.mesh.v1.TapHeader
+	nil,                                    // 53: rampart.mesh.v1.Workload.LabelsEntry
+	(*TrafficPolicy_Retry)(nil),            // 54: rampart.mesh.v1.TrafficPolicy.Retry
+	(*TrafficPolicy_RetryOn)(nil),          // 55: rampart.mesh.v1.TrafficPolicy.RetryOn
+	(*TrafficPolicy_OutlierDetection)(nil), // 56: rampart.mesh.v1.TrafficPolicy.OutlierDetection
+	(*EdgeSummary_RequestCount)(nil),       // 57: rampart.mesh.v1.EdgeSummary.RequestCount
+	(*timestamppb.Timestamp)(nil),          // 58: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 59: google.protobuf.Duration
 }
 var file_mesh_proto_depIdxs = []int32{
 	15, // 0: rampart.mesh.v1.WatchRequest.workload:type_name -> rampart.mesh.v1.Workload
 	15, // 1: rampart.mesh.v1.LeaveRequest.workload:type_name -> rampart.mesh.v1.Workload
-	48, // 2: rampart.mesh.v1.Workload.labels:type_name -> rampart.mesh.v1.Workload.LabelsEntry
+	53, // 2: rampart.mesh.v1.Workload.labels:type_name -> rampart.mesh.v1.Workload.LabelsEntry
 	22, // 3: rampart.mesh.v1.ProxyConfig.services:type_name -> rampart.mesh.v1.Service
 	34, // 4: rampart.mesh.v1.ProxyConfig.inbound:type_name -> rampart.mesh.v1.InboundPort
 	35, // 5: rampart.mesh.v1.ProxyConfig.settings:type_name -> rampart.mesh.v1.Settings
@@ -4002,23 +4477,23 @@ var file_mesh_proto_depIdxs = []int32{
 	20, // 8: rampart.mesh.v1.ProxyConfig.egress:type_name -> rampart.mesh.v1.EgressPolicy
 	18, // 9: rampart.mesh.v1.Revocations.certificates:type_name -> rampart.mesh.v1.RevokedCertificate
 	19, // 10: rampart.mesh.v1.Revocations.identities:type_name -> rampart.mesh.v1.RevokedIdentity
-	53, // 11: rampart.mesh.v1.RevokedCertificate.not_after:type_name -> google.protobuf.Timestamp
-	53, // 12: rampart.mesh.v1.RevokedIdentity.revoked_at:type_name -> google.protobuf.Timestamp
+	58, // 11: rampart.mesh.v1.RevokedCertificate.not_after:type_name -> google.protobuf.Timestamp
+	58, // 12: rampart.mesh.v1.RevokedIdentity.revoked_at:type_name -> google.protobuf.Timestamp
 	21, // 13: rampart.mesh.v1.EgressPolicy.rules:type_name -> rampart.mesh.v1.EgressRule
 	32, // 14: rampart.mesh.v1.Service.ports:type_name -> rampart.mesh.v1.ServicePort
 	33, // 15: rampart.mesh.v1.Service.endpoints:type_name -> rampart.mesh.v1.Endpoint
 	24, // 16: rampart.mesh.v1.Service.routes:type_name -> rampart.mesh.v1.Route
 	23, // 17: rampart.mesh.v1.Service.traffic:type_name -> rampart.mesh.v1.TrafficPolicy
 	2,  // 18: rampart.mesh.v1.TrafficPolicy.load_balancer:type_name -> rampart.mesh.v1.LoadBalancer
-	54, // 19: rampart.mesh.v1.TrafficPolicy.idle_timeout:type_name -> google.protobuf.Duration
-	49, // 20: rampart.mesh.v1.TrafficPolicy.retry:type_name -> rampart.mesh.v1.TrafficPolicy.Retry
-	51, // 21: rampart.mesh.v1.TrafficPolicy.outlier_detection:type_name -> rampart.mesh.v1.TrafficPolicy.OutlierDetection
+	59, // 19: rampart.mesh.v1.TrafficPolicy.idle_timeout:type_name -> google.protobuf.Duration
+	54, // 20: rampart.mesh.v1.TrafficPolicy.retry:type_name -> rampart.mesh.v1.TrafficPolicy.Retry
+	56, // 21: rampart.mesh.v1.TrafficPolicy.outlier_detection:type_name -> rampart.mesh.v1.TrafficPolicy.OutlierDetection
 	25, // 22: rampart.mesh.v1.Route.rules:type_name -> rampart.mesh.v1.RouteRule
 	26, // 23: rampart.mesh.v1.RouteRule.matches:type_name -> rampart.mesh.v1.RouteMatch
 	29, // 24: rampart.mesh.v1.RouteRule.backends:type_name -> rampart.mesh.v1.RouteBackend
 	30, // 25: rampart.mesh.v1.RouteRule.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
-	54, // 26: rampart.mesh.v1.RouteRule.request_timeout:type_name -> google.protobuf.Duration
-	54, // 27: rampart.mesh.v1.RouteRule.backend_request_timeout:type_name -> google.protobuf.Duration
+	59, // 26: rampart.mesh.v1.RouteRule.request_timeout:type_name -> google.protobuf.Duration
+	59, // 27: rampart.mesh.v1.RouteRule.backend_request_timeout:type_name -> google.protobuf.Duration
 	27, // 28: rampart.mesh.v1.RouteMatch.path:type_name -> rampart.mesh.v1.PathMatch
 	28, // 29: rampart.mesh.v1.RouteMatch.headers:type_name -> rampart.mesh.v1.HeaderMatch
 	3,  // 30: rampart.mesh.v1.PathMatch.type:type_name -> rampart.mesh.v1.PathMatchType
@@ -4028,7 +4503,7 @@ var file_mesh_proto_depIdxs = []int32{
 	31, // 34: rampart.mesh.v1.HeaderModifier.add:type_name -> rampart.mesh.v1.Header
 	0,  // 35: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
 	0,  // 36: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
-	54, // 37: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
+	59, // 37: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
 	1,  // 38: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
 	5,  // 39: rampart.mesh.v1.WorkloadPolicy.default_authorization:type_name -> rampart.mesh.v1.DefaultAuthorization
 	37, // 40: rampart.mesh.v1.WorkloadPolicy.tls:type_name -> rampart.mesh.v1.TLSPolicy
@@ -4044,28 +4519,38 @@ var file_mesh_proto_depIdxs = []int32{
 	41, // 50: rampart.mesh.v1.RateLimit.from:type_name -> rampart.mesh.v1.Source
 	42, // 51: rampart.mesh.v1.RateLimit.to:type_name -> rampart.mesh.v1.Operation
 	8,  // 52: rampart.mesh.v1.RateLimit.per:type_name -> rampart.mesh.v1.RateLimitKey
-	54, // 53: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
-	53, // 54: rampart.mesh.v1.TelemetryReport.start:type_name -> google.protobuf.Timestamp
-	54, // 55: rampart.mesh.v1.TelemetryReport.interval:type_name -> google.protobuf.Duration
+	59, // 53: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
+	58, // 54: rampart.mesh.v1.TelemetryReport.start:type_name -> google.protobuf.Timestamp
+	59, // 55: rampart.mesh.v1.TelemetryReport.interval:type_name -> google.protobuf.Duration
 	46, // 56: rampart.mesh.v1.TelemetryReport.edges:type_name -> rampart.mesh.v1.EdgeSummary
 	9,  // 57: rampart.mesh.v1.EdgeSummary.direction:type_name -> rampart.mesh.v1.Direction
 	47, // 58: rampart.mesh.v1.EdgeSummary.latency:type_name -> rampart.mesh.v1.LatencySketch
-	52, // 59: rampart.mesh.v1.EdgeSummary.request_counts:type_name -> rampart.mesh.v1.EdgeSummary.RequestCount
-	50, // 60: rampart.mesh.v1.TrafficPolicy.Retry.retry_on:type_name -> rampart.mesh.v1.TrafficPolicy.RetryOn
-	54, // 61: rampart.mesh.v1.TrafficPolicy.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	10, // 62: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
-	12, // 63: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
-	13, // 64: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
-	44, // 65: rampart.mesh.v1.Telemetry.Report:input_type -> rampart.mesh.v1.TelemetryReport
-	11, // 66: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
-	16, // 67: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
-	14, // 68: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
-	45, // 69: rampart.mesh.v1.Telemetry.Report:output_type -> rampart.mesh.v1.TelemetryAck
-	66, // [66:70] is the sub-list for method output_type
-	62, // [62:66] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	57, // 59: rampart.mesh.v1.EdgeSummary.request_counts:type_name -> rampart.mesh.v1.EdgeSummary.RequestCount
+	49, // 60: rampart.mesh.v1.TapCommand.filter:type_name -> rampart.mesh.v1.TapFilter
+	59, // 61: rampart.mesh.v1.TapCommand.duration:type_name -> google.protobuf.Duration
+	51, // 62: rampart.mesh.v1.TapEvent.request:type_name -> rampart.mesh.v1.TapRequest
+	9,  // 63: rampart.mesh.v1.TapRequest.direction:type_name -> rampart.mesh.v1.Direction
+	58, // 64: rampart.mesh.v1.TapRequest.time:type_name -> google.protobuf.Timestamp
+	59, // 65: rampart.mesh.v1.TapRequest.duration:type_name -> google.protobuf.Duration
+	52, // 66: rampart.mesh.v1.TapRequest.request_headers:type_name -> rampart.mesh.v1.TapHeader
+	52, // 67: rampart.mesh.v1.TapRequest.response_headers:type_name -> rampart.mesh.v1.TapHeader
+	55, // 68: rampart.mesh.v1.TrafficPolicy.Retry.retry_on:type_name -> rampart.mesh.v1.TrafficPolicy.RetryOn
+	59, // 69: rampart.mesh.v1.TrafficPolicy.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	10, // 70: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
+	12, // 71: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
+	13, // 72: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
+	44, // 73: rampart.mesh.v1.Telemetry.Report:input_type -> rampart.mesh.v1.TelemetryReport
+	50, // 74: rampart.mesh.v1.Telemetry.Tap:input_type -> rampart.mesh.v1.TapEvent
+	11, // 75: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
+	16, // 76: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
+	14, // 77: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
+	45, // 78: rampart.mesh.v1.Telemetry.Report:output_type -> rampart.mesh.v1.TelemetryAck
+	48, // 79: rampart.mesh.v1.Telemetry.Tap:output_type -> rampart.mesh.v1.TapCommand
+	75, // [75:80] is the sub-list for method output_type
+	70, // [70:75] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_mesh_proto_init() }
@@ -4073,15 +4558,15 @@ func file_mesh_proto_init() {
 	if File_mesh_proto != nil {
 		return
 	}
-	file_mesh_proto_msgTypes[39].OneofWrappers = []any{}
-	file_mesh_proto_msgTypes[41].OneofWrappers = []any{}
+	file_mesh_proto_msgTypes[44].OneofWrappers = []any{}
+	file_mesh_proto_msgTypes[46].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mesh_proto_rawDesc), len(file_mesh_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   43,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -304,6 +304,7 @@ var Discovery_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	Telemetry_Report_FullMethodName = "/rampart.mesh.v1.Telemetry/Report"
+	Telemetry_Tap_FullMethodName    = "/rampart.mesh.v1.Telemetry/Tap"
 )
 
 // TelemetryClient is the client API for Telemetry service.
@@ -316,6 +317,12 @@ type TelemetryClient interface {
 	// Report streams the calling workload's (identified by its SVID) traffic
 	// summaries, one message every few seconds, for as long as the proxy runs.
 	Report(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[TelemetryReport, TelemetryAck], error)
+	// Tap carries live request heads for `rampart tap`. The proxy opens it at
+	// start and keeps it open; its first message names the workload instance
+	// (which the caller's identity must have registered with Watch). The
+	// controller sends a TapCommand to start or stop a tap; the proxy sends
+	// the heads of the requests that match, never their bodies.
+	Tap(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TapEvent, TapCommand], error)
 }
 
 type telemetryClient struct {
@@ -339,6 +346,19 @@ func (c *telemetryClient) Report(ctx context.Context, opts ...grpc.CallOption) (
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Telemetry_ReportClient = grpc.ClientStreamingClient[TelemetryReport, TelemetryAck]
 
+func (c *telemetryClient) Tap(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TapEvent, TapCommand], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Telemetry_ServiceDesc.Streams[1], Telemetry_Tap_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TapEvent, TapCommand]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Telemetry_TapClient = grpc.BidiStreamingClient[TapEvent, TapCommand]
+
 // TelemetryServer is the server API for Telemetry service.
 // All implementations must embed UnimplementedTelemetryServer
 // for forward compatibility.
@@ -349,6 +369,12 @@ type TelemetryServer interface {
 	// Report streams the calling workload's (identified by its SVID) traffic
 	// summaries, one message every few seconds, for as long as the proxy runs.
 	Report(grpc.ClientStreamingServer[TelemetryReport, TelemetryAck]) error
+	// Tap carries live request heads for `rampart tap`. The proxy opens it at
+	// start and keeps it open; its first message names the workload instance
+	// (which the caller's identity must have registered with Watch). The
+	// controller sends a TapCommand to start or stop a tap; the proxy sends
+	// the heads of the requests that match, never their bodies.
+	Tap(grpc.BidiStreamingServer[TapEvent, TapCommand]) error
 	mustEmbedUnimplementedTelemetryServer()
 }
 
@@ -361,6 +387,9 @@ type UnimplementedTelemetryServer struct{}
 
 func (UnimplementedTelemetryServer) Report(grpc.ClientStreamingServer[TelemetryReport, TelemetryAck]) error {
 	return status.Error(codes.Unimplemented, "method Report not implemented")
+}
+func (UnimplementedTelemetryServer) Tap(grpc.BidiStreamingServer[TapEvent, TapCommand]) error {
+	return status.Error(codes.Unimplemented, "method Tap not implemented")
 }
 func (UnimplementedTelemetryServer) mustEmbedUnimplementedTelemetryServer() {}
 func (UnimplementedTelemetryServer) testEmbeddedByValue()                   {}
@@ -390,6 +419,13 @@ func _Telemetry_Report_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Telemetry_ReportServer = grpc.ClientStreamingServer[TelemetryReport, TelemetryAck]
 
+func _Telemetry_Tap_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(TelemetryServer).Tap(&grpc.GenericServerStream[TapEvent, TapCommand]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Telemetry_TapServer = grpc.BidiStreamingServer[TapEvent, TapCommand]
+
 // Telemetry_ServiceDesc is the grpc.ServiceDesc for Telemetry service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -401,6 +437,12 @@ var Telemetry_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Report",
 			Handler:       _Telemetry_Report_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Tap",
+			Handler:       _Telemetry_Tap_Handler,
+			ServerStreams: true,
 			ClientStreams: true,
 		},
 	},

@@ -35,6 +35,11 @@ type Config struct {
 	// StopTimeout is how long Stop waits after SIGTERM before it kills
 	// the process group; zero means DefaultStopTimeout.
 	StopTimeout time.Duration
+	// Credential, when set, is the user and groups the app runs as (the
+	// proxy needs the privilege to switch). Under transparent
+	// interception the app must not run as the proxy's own user, whose
+	// traffic iptables lets through.
+	Credential *syscall.Credential
 }
 
 // Validate reports what is wrong with c.
@@ -77,7 +82,7 @@ func Start(cfg Config) (*App, error) {
 	// Pdeathsig fires when the thread that started the child exits, not
 	// the process; Go ends only threads that a goroutine locked and left
 	// locked, which the proxy does not do.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: cfg.Credential}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("app: starting %s: %w", cfg.Argv[0], err)
 	}
@@ -87,6 +92,9 @@ func Start(cfg Config) (*App, error) {
 	}
 	go func() {
 		a.err = cmd.Wait()
+		// What the app left running in its group goes with it: its
+		// group ID cannot be reused while members remain.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		close(a.done)
 	}()
 	return a, nil

@@ -2,18 +2,22 @@ package egress
 
 import "sync"
 
-// DefaultMaxDestinations is how many distinct destination labels the
-// egress metrics take before the rest are counted as OtherDestination.
+// DefaultMaxDestinations is how many distinct destination labels from
+// apps the egress metrics take before the rest are counted as
+// OtherDestination.
 const DefaultMaxDestinations = 100
 
 // OtherDestination is the destination label past the cap.
 const OtherDestination = "other"
 
-// Labels bounds the destination label values of the egress metrics: the
-// first Max distinct values are kept for the life of the proxy, any later
-// one becomes OtherDestination. Names come from apps (a TLS server name,
-// an HTTP host), so without a cap an app could grow the metrics without
-// bound. It is safe for concurrent use.
+// Labels bounds the destination label values of the egress metrics that
+// apps supply: names they send (a TLS server name, an HTTP host) and
+// addresses they dial. The first Max distinct values are kept for the
+// life of the proxy, any later one becomes OtherDestination; without a
+// cap an app could grow the metrics without bound. The patterns and
+// networks of rules are not passed through it: the configuration bounds
+// them, and names an app makes up must not push them into
+// OtherDestination. It is safe for concurrent use.
 type Labels struct {
 	// Max is the cap; zero means DefaultMaxDestinations.
 	Max int

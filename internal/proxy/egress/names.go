@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ type Hello struct {
 	// Name is the destination host they name, lower case without a port:
 	// the TLS server name, the HTTP/1 Host or the HTTP/2 :authority; ""
 	// when they name none, or not in a form that can be trusted.
+	// An IP literal is given in canonical form.
 	Name string
 }
 
@@ -53,7 +55,23 @@ func NameOf(b []byte) (h Hello, complete bool) {
 	if err != nil {
 		h.Name = ""
 	}
+	h.Name = canonicalName(h.Name)
 	return h, true
+}
+
+// canonicalName returns s when it is a DNS name in canonical form (lower
+// case, no trailing dot, every label valid, the last not numeric), s as an
+// IP address in canonical form when it is a literal one without a zone,
+// and "" otherwise: the parsers accept the bytes a name may hold, in any
+// order, and nothing else may become a name.
+func canonicalName(s string) string {
+	if s == "" || validName(s) {
+		return s
+	}
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		return a.String()
+	}
+	return ""
 }
 
 // Peek reads from c until NameOf decides, sniff.MaxHello bytes were read,

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,13 @@ func TestNameOf(t *testing.T) {
 		{"h2c authority and host disagree", h2Request(t, [][2]string{{":authority", "a.example.com"}, {"host", "b.example.com"}}, 1000), sniff.HTTP2, ""},
 		{"h2c bad authority", h2Request(t, getFields("a b.example.com"), 1000), sniff.HTTP2, ""},
 		{"http/1 without host", []byte("GET / HTTP/1.1\r\n\r\n"), sniff.HTTP1, ""},
+		{"http/1 empty label", []byte("GET / HTTP/1.1\r\nHost: a..example.com\r\n\r\n"), sniff.HTTP1, ""},
+		{"http/1 numeric last label", []byte("GET / HTTP/1.1\r\nHost: 10.1.2\r\n\r\n"), sniff.HTTP1, ""},
+		{"http/1 ipv4 literal", []byte("GET / HTTP/1.1\r\nHost: 203.0.113.7:80\r\n\r\n"), sniff.HTTP1, "203.0.113.7"},
+		{"http/1 ipv6 literal", []byte("GET / HTTP/1.1\r\nHost: [2001:DB8:0::1]\r\n\r\n"), sniff.HTTP1, "2001:db8::1"},
+		{"http/1 colons", []byte("GET / HTTP/1.1\r\nHost: a:b:c\r\n\r\n"), sniff.HTTP1, ""},
+		{"tls empty label", tlsHello(t, "a..example.com"), sniff.TLS, ""},
+		{"tls leading hyphen", tlsHello(t, "-a.example.com"), sniff.TLS, ""},
 		{"opaque", []byte("\x00\x01binary"), sniff.Opaque, ""},
 	}
 	for _, tt := range tests {
@@ -183,8 +191,13 @@ func FuzzNameOf(f *testing.F) {
 	f.Add(tlsHello(f, "x.example.com"), uint16(90))
 	f.Fuzz(func(t *testing.T, in []byte, cut uint16) {
 		h, complete := NameOf(in)
-		if complete && h.Name != "" && (strings.ToLower(h.Name) != h.Name || strings.ContainsAny(h.Name, " \r\n:/")) && !strings.Contains(h.Name, ":") {
-			t.Errorf("name %q is not canonical", h.Name)
+		if !complete && h != (Hello{}) {
+			t.Errorf("undecided, yet said %+v", h)
+		}
+		if h.Name != "" && !validName(h.Name) {
+			if a, err := netip.ParseAddr(h.Name); err != nil || a.Zone() != "" || a.String() != h.Name {
+				t.Errorf("name %q is neither a canonical DNS name nor an IP literal", h.Name)
+			}
 		}
 		if int(cut) < len(in) {
 			ph, pc := NameOf(in[:cut])

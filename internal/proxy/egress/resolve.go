@@ -42,13 +42,18 @@ type PinnerConfig struct {
 // Pinner tells whether a name resolves to an address, from the proxy's
 // own lookups, so that a connection whose TLS server name or HTTP host is
 // admitted reaches only an address of that name: an app that names an
-// allowed host but dials another address is refused. It is safe for
-// concurrent use.
+// allowed host but dials another address is refused. Names are looked up
+// fully qualified (with a trailing dot), so that no search domain of the
+// resolver's configuration applies: a wildcard record in a search domain
+// would otherwise answer for every name. One lookup per name is in flight
+// at a time; the connections that need it meanwhile wait for its answer.
+// It is safe for concurrent use.
 type Pinner struct {
 	cfg PinnerConfig
 
 	mu      sync.Mutex
 	entries map[string]*pinEntry
+	flights map[string]*flight // lookups in progress, by name
 }
 
 type pinEntry struct {
@@ -56,6 +61,12 @@ type pinEntry struct {
 	expires time.Time
 	looked  time.Time // the last lookup
 	err     error     // of the last lookup, when it found nothing
+}
+
+// flight is a lookup in progress; done is closed when its answer is kept.
+type flight struct {
+	done    chan struct{}
+	waiters int // callers waiting for it, besides the one looking up
 }
 
 // NewPinner returns a Pinner with cfg's defaults filled.
@@ -78,43 +89,88 @@ func NewPinner(cfg PinnerConfig) *Pinner {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Pinner{cfg: cfg, entries: make(map[string]*pinEntry)}
+	return &Pinner{cfg: cfg, entries: make(map[string]*pinEntry), flights: make(map[string]*flight)}
 }
 
 // ErrNotPinned is the error of Resolves when name does not resolve to the
 // address.
 var ErrNotPinned = errors.New("egress: the destination address is not one the name resolves to")
 
-// Resolves returns nil when name resolves to addr: from the kept answer,
-// or from a new lookup when none is kept, the kept one expired, or it
-// lacks addr and was looked up more than Refresh ago. It returns
-// ErrNotPinned, or the lookup's error, otherwise (fail closed). Addresses
-// seen for a name accumulate until its TTL passes, so that rotating DNS
-// answers do not refuse connections made with an earlier one.
+// ErrReservedAddr is the error of Resolves for an address no host rule
+// may pin a name to: see Reserved.
+var ErrReservedAddr = errors.New("egress: a host rule never admits loopback, link-local, unspecified, broadcast or multicast addresses; list the address in a rule's cidrs to admit it")
+
+// Reserved reports whether a is an address that a name from DNS must not
+// admit a connection to: loopback, link-local (169.254.169.254 is the
+// metadata service of most clouds), unspecified or "this network"
+// (0.0.0.0/8), broadcast, multicast, or one of these inside the NAT64
+// prefix 64:ff9b::/96. Whoever controls a zone a wildcard rule admits
+// could otherwise point a name there.
+func Reserved(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.Is6() && nat64.Contains(a) {
+		b := a.As16()
+		a = netip.AddrFrom4([4]byte(b[12:]))
+	}
+	return a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsUnspecified() || a.IsMulticast() ||
+		a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast() ||
+		a.Is4() && (thisNetwork.Contains(a) || a == broadcast)
+}
+
+var (
+	nat64       = netip.MustParsePrefix("64:ff9b::/96")
+	thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
+	broadcast   = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+)
+
+// Resolves returns nil when name (canonical: lower case, no trailing dot)
+// resolves to addr: from the kept answer, or from a new lookup when none
+// is kept, the kept one expired, or it lacks addr and was looked up more
+// than Refresh ago. It returns ErrNotPinned, the lookup's error, or ctx's
+// when it ends first, otherwise (fail closed). Addresses seen for a name
+// accumulate until its TTL passes, so that rotating DNS answers do not
+// refuse connections made with an earlier one. A Reserved address is
+// refused with ErrReservedAddr, without a lookup.
 func (p *Pinner) Resolves(ctx context.Context, name string, addr netip.Addr) error {
 	addr = addr.Unmap()
+	if Reserved(addr) {
+		return ErrReservedAddr
+	}
 	now := p.cfg.Now()
 	p.mu.Lock()
 	e := p.entries[name]
 	if e != nil && now.Before(e.expires) && (e.addrs[addr] || now.Sub(e.looked) < p.cfg.Refresh) {
-		ok, err := e.addrs[addr], e.err
+		err := decide(e, addr)
 		p.mu.Unlock()
-		if ok {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return ErrNotPinned
+		return err
 	}
+	if f := p.flights[name]; f != nil {
+		// Another connection is looking the name up: take its answer.
+		f.waiters++
+		p.mu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return fmt.Errorf("egress: resolving %s: %w", name, ctx.Err())
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return decide(p.entries[name], addr)
+	}
+	f := &flight{done: make(chan struct{})}
+	p.flights[name] = f
 	p.mu.Unlock()
 
-	lctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	// The lookup serves every connection waiting for it, so the first
+	// one's end does not cut it short; Timeout bounds it.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Timeout)
 	defer cancel()
-	addrs, err := p.cfg.Resolver.LookupNetIP(lctx, "ip", name)
+	addrs, err := p.cfg.Resolver.LookupNetIP(lctx, "ip", name+".")
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	delete(p.flights, name)
+	close(f.done)
 	e = p.entries[name]
 	if e == nil || !now.Before(e.expires) {
 		if e == nil {
@@ -132,7 +188,15 @@ func (p *Pinner) Resolves(ctx context.Context, name string, addr netip.Addr) err
 	if err != nil && len(e.addrs) == 0 {
 		e.err = fmt.Errorf("egress: resolving %s: %w", name, err)
 	}
+	return decide(e, addr)
+}
+
+// decide answers Resolves from a kept entry; nil (dropped to make room)
+// refuses.
+func decide(e *pinEntry, addr netip.Addr) error {
 	switch {
+	case e == nil:
+		return ErrNotPinned
 	case e.addrs[addr]:
 		return nil
 	case e.err != nil:
@@ -212,9 +276,10 @@ func LoadHosts(path string) (*Hosts, error) {
 	return h, nil
 }
 
-// LookupNetIP answers from the file, else from Fallback.
+// LookupNetIP answers from the file, else from Fallback. host may be
+// fully qualified (a trailing dot), as the Pinner asks.
 func (h *Hosts) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
-	if a, ok := h.names[host]; ok {
+	if a, ok := h.names[strings.ToLower(strings.TrimSuffix(host, "."))]; ok {
 		return a, nil
 	}
 	if h.Fallback == nil {

@@ -51,12 +51,15 @@ import (
 	"github.com/rampart-mesh/rampart/internal/codedigest"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
+	"github.com/rampart-mesh/rampart/internal/proxy/accesslog"
 	"github.com/rampart-mesh/rampart/internal/proxy/forward"
 	"github.com/rampart-mesh/rampart/internal/proxy/h1"
 	"github.com/rampart-mesh/rampart/internal/proxy/logsample"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/origdst"
 	"github.com/rampart-mesh/rampart/internal/proxy/sniff"
+	"github.com/rampart-mesh/rampart/internal/proxy/tap"
+	"github.com/rampart-mesh/rampart/internal/proxy/tracing"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 )
 
@@ -90,6 +93,16 @@ type Config struct {
 	// OriginalDst returns where a plaintext connection was going before
 	// iptables redirected it; nil means origdst.Get.
 	OriginalDst func(net.Conn) (netip.AddrPort, error)
+	// Tap receives the heads of the requests from the tunnel while a tap
+	// (rampart tap) is active; nil taps nothing.
+	Tap *tap.Tapper
+	// Tracer gives each request a SERVER span; nil traces nothing.
+	Tracer *tracing.Tracer
+	// AccessLog gets a line per request; nil logs nothing.
+	AccessLog *accesslog.Logger
+	// Identity is the workload's SPIFFE ID, the destination in access
+	// log lines.
+	Identity string
 }
 
 // DefaultMaxPlaintextConns is the default of Config.MaxPlaintextConns.
@@ -332,8 +345,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	code := h.serveRequest(w, r, st, app, rt, peer)
+	code := 0
+	if h.cfg.Tracer != nil || h.cfg.AccessLog != nil {
+		span := h.cfg.Tracer.Start(r, tracing.Server)
+		defer func() { h.observed(r, w.Header(), peer, start, span, code) }()
+	}
+	code = h.serveRequest(w, r, st, app, rt, peer)
 	app.seriesOf(h.cfg.Metrics, peer.name()).ObserveHTTP(r, w.Header(), code, time.Since(start).Seconds())
+	if h.cfg.Tap.Active() {
+		h.cfg.Tap.Observe(true, peer.name(), r, w.Header(), code, time.Since(start))
+	}
 }
 
 // serveRequest authorizes a request to app from src, and passes it on if

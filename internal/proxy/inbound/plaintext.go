@@ -17,6 +17,7 @@ import (
 	"github.com/rampart-mesh/rampart/internal/proxy/h1"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/sniff"
+	"github.com/rampart-mesh/rampart/internal/proxy/tracing"
 )
 
 // Actions counted for plaintext connections.
@@ -323,7 +324,12 @@ func (p plainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// since the connection was accepted, the request is denied.
 	src := &peer{ip: pc.ip}
 	start := time.Now()
-	code := h.serveRequest(w, r, st, app, rt, src)
+	code := 0
+	if h.cfg.Tracer != nil || h.cfg.AccessLog != nil {
+		span := h.cfg.Tracer.Start(r, tracing.Server)
+		defer func() { h.observed(r, w.Header(), src, start, span, code) }()
+	}
+	code = h.serveRequest(w, r, st, app, rt, src)
 	app.seriesOf(h.cfg.Metrics, "").ObserveHTTP(r, w.Header(), code, time.Since(start).Seconds())
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -21,15 +22,17 @@ import (
 	"github.com/rampart-mesh/rampart/internal/ca"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
+	"github.com/rampart-mesh/rampart/internal/proxy/egress"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 )
 
-// mapResolver answers names from a map.
+// mapResolver answers fully qualified names (a trailing dot) from a map
+// of their names without the dot.
 type mapResolver map[string][]netip.Addr
 
 func (m mapResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	if a, ok := m[host]; ok {
+	if a, ok := m[strings.TrimSuffix(host, ".")]; ok && strings.HasSuffix(host, ".") {
 		return a, nil
 	}
 	return nil, errors.New("no such host")
@@ -46,6 +49,21 @@ type egressRig struct {
 	m *metrics.Metrics
 	// wg waits for the connections served.
 	wg sync.WaitGroup
+
+	mu sync.Mutex
+	// routes maps the destinations the tests name (documentation
+	// addresses) to the loopback servers that stand for them.
+	routes map[string]string
+}
+
+// route makes connections to the destination named reach the loopback
+// server at, and returns the destination named.
+func (r *egressRig) route(named string, at netip.AddrPort) netip.AddrPort {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	dst := netip.AddrPortFrom(netip.MustParseAddr(named), at.Port())
+	r.routes[dst.String()] = at.String()
+	return dst
 }
 
 func newEgressRig(t *testing.T, res mapResolver) *egressRig {
@@ -67,8 +85,17 @@ func newEgressRig(t *testing.T, res mapResolver) *egressRig {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &egressRig{t: t, o: o, m: m, c: &conns{o: o, ctx: ctx}}
+	r := &egressRig{t: t, o: o, m: m, c: &conns{o: o, ctx: ctx}, routes: map[string]string{}}
 	t.Cleanup(func() { cancel(); r.wg.Wait() })
+	dial := o.egress.dial
+	o.egress.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		r.mu.Lock()
+		if at, ok := r.routes[addr]; ok {
+			addr = at
+		}
+		r.mu.Unlock()
+		return dial(ctx, network, addr)
+	}
 	return r
 }
 
@@ -173,13 +200,14 @@ func TestEgressAllowListedByCIDR(t *testing.T) {
 }
 
 func TestEgressAllowListedByHost(t *testing.T) {
-	dst, hits := httpServer(t)
+	srv, hits := httpServer(t)
 	r := newEgressRig(t, mapResolver{
-		"api.example.com":  {dst.Addr()},
+		"api.example.com":  {netip.MustParseAddr("203.0.113.10")},
 		"forged.example":   {netip.MustParseAddr("198.51.100.1")},
-		"www.example.org":  {dst.Addr()},
-		"evil.example.net": {dst.Addr()},
+		"www.example.org":  {netip.MustParseAddr("203.0.113.10")},
+		"evil.example.net": {netip.MustParseAddr("203.0.113.10")},
 	})
+	dst := r.route("203.0.113.10", srv)
 	pc := allowListed(&meshv1.EgressRule{Source: "shop/api", Hosts: []string{"api.example.com", "*.example.org", "forged.example"}, Ports: []uint32{uint32(dst.Port())}})
 	tests := []struct {
 		host    string
@@ -227,7 +255,8 @@ func TestEgressAllowListedTLS(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	dst := netip.MustParseAddrPort(strings.TrimPrefix(srv.URL, "https://"))
-	r := newEgressRig(t, mapResolver{"secure.example.com": {dst.Addr()}, "other.example.com": {dst.Addr()}})
+	r := newEgressRig(t, mapResolver{"secure.example.com": {netip.MustParseAddr("203.0.113.20")}, "other.example.com": {netip.MustParseAddr("203.0.113.20")}})
+	dst = r.route("203.0.113.20", dst)
 	pc := allowListed(&meshv1.EgressRule{Source: "shop/tls", Hosts: []string{"secure.example.com"}})
 	for _, tt := range []struct {
 		name string
@@ -277,4 +306,128 @@ func TestEgressAllowAnyLabels(t *testing.T) {
 	if n, err := conn.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("read %d bytes through an invalid allow-list", n)
 	}
+}
+
+// TestEgressReservedAddr checks that a host rule never admits a name
+// pointed at a loopback or link-local address (a cloud's metadata
+// service), even when the name resolves there, while a network rule that
+// lists the address does.
+func TestEgressReservedAddr(t *testing.T) {
+	srv, hits := httpServer(t)
+	r := newEgressRig(t, mapResolver{
+		"metadata.example.com": {netip.MustParseAddr("169.254.169.254"), srv.Addr()},
+	})
+	metadata := r.route("169.254.169.254", srv)
+	port := uint32(srv.Port())
+	byHost := allowListed(&meshv1.EgressRule{Source: "shop/api", Hosts: []string{"*.example.com"}, Ports: []uint32{port}})
+	for _, dst := range []netip.AddrPort{metadata, srv} {
+		code, body, _ := get(t, r.serve(byHost, dst), "metadata.example.com")
+		if code != http.StatusForbidden {
+			t.Errorf("%s by name: %d %q, want 403", dst, code, body)
+		}
+	}
+	byNet := allowListed(
+		&meshv1.EgressRule{Source: "shop/api", Hosts: []string{"*.example.com"}, Ports: []uint32{port}},
+		&meshv1.EgressRule{Source: "shop/metadata", Cidrs: []string{"169.254.169.254/32"}, Ports: []uint32{port}})
+	if code, body, _ := get(t, r.serve(byNet, metadata), "metadata.example.com"); code != http.StatusOK {
+		t.Errorf("listed in cidrs: %d %q, want 200", code, body)
+	}
+	r.wg.Wait()
+	if got := r.count("metadata.example.com", EgressRefused); got != 2 {
+		t.Errorf("refused count %v, want 2", got)
+	}
+	if hits() != 1 {
+		t.Errorf("server hit %d times, want 1", hits())
+	}
+}
+
+// TestEgressRuleLabelsUncapped checks that names the app makes up fill
+// the label cap without pushing the rules' own labels into "other".
+func TestEgressRuleLabelsUncapped(t *testing.T) {
+	srv, _ := httpServer(t)
+	r := newEgressRig(t, mapResolver{"api.example.com": {netip.MustParseAddr("203.0.113.10")}})
+	r.o.egress.labels.Max = 3
+	dst := r.route("203.0.113.10", srv)
+	pc := allowListed(&meshv1.EgressRule{Source: "shop/api", Hosts: []string{"api.example.com"}, Ports: []uint32{uint32(srv.Port())}},
+		&meshv1.EgressRule{Source: "shop/net", Cidrs: []string{"203.0.113.0/24"}, Ports: []uint32{uint32(srv.Port()) + 1}})
+	for i := range 5 {
+		if code, _, _ := get(t, r.serve(pc, dst), fmt.Sprintf("junk%d.example", i)); code != http.StatusForbidden {
+			t.Fatalf("junk name: %d, want 403", code)
+		}
+	}
+	if code, body, _ := get(t, r.serve(pc, dst), "api.example.com"); code != 200 {
+		t.Fatalf("allowed name: %d %q", code, body)
+	}
+	// Admitted by the network rule; the dial fails (nothing listens), and
+	// the failure is counted under the network.
+	byNet := r.serve(pc, r.route("203.0.113.10", netip.AddrPortFrom(srv.Addr(), srv.Port()+1)))
+	byNet.Read(make([]byte, 1)) //nolint:errcheck // closed by the proxy
+	r.wg.Wait()
+	if got := r.count("api.example.com", EgressAllowed); got != 1 {
+		t.Errorf("count under the rule's pattern %v, want 1", got)
+	}
+	if got := r.count("203.0.113.0/24", EgressRefused); got != 1 {
+		t.Errorf("count under the rule's network %v, want 1", got)
+	}
+	if got := r.count(egress.OtherDestination, EgressRefused); got != 2 {
+		t.Errorf("count of junk names past the cap %v, want 2", got)
+	}
+}
+
+// TestEgressAllowAnyStreams checks that in ALLOW_ANY the app's bytes reach
+// the destination as they come: a request head that stops short of its
+// end is not held back for a name.
+func TestEgressAllowAnyStreams(t *testing.T) {
+	echo := echoServer(t)
+	r := newEgressRig(t, nil)
+	r.o.cfg.DetectTimeout = time.Hour // what the name may take; never what the bytes wait
+	conn := r.serve(&meshv1.ProxyConfig{}, echo)
+	rd := bufio.NewReader(conn)
+	for _, part := range []string{"GET / HTTP/1.1\r\n", "Host: Echo.Example\r\n", "\r\n"} {
+		if _, err := io.WriteString(conn, part); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(part))
+		if _, err := io.ReadFull(rd, got); err != nil || string(got) != part {
+			t.Fatalf("echo of %q: %q, %v", part, got, err)
+		}
+	}
+	conn.Close()
+	r.wg.Wait()
+	if got := r.count("echo.example", EgressAllowed); got != 1 {
+		t.Errorf("count under the name %v, want 1", got)
+	}
+	sent := testutil.ToFloat64(r.m.EgressBytes.WithLabelValues("echo.example", EgressAllowed, "sent"))
+	if sent != float64(len("GET / HTTP/1.1\r\nHost: Echo.Example\r\n\r\n")) {
+		t.Errorf("bytes sent %v", sent)
+	}
+}
+
+// echoServer returns the address of a loopback server that echoes what
+// each connection sends.
+func echoServer(t *testing.T) netip.AddrPort {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				io.Copy(c, c) //nolint:errcheck // ends with the client
+			}()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).AddrPort()
 }

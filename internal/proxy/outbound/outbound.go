@@ -54,6 +54,7 @@ import (
 	"github.com/rampart-mesh/rampart/internal/identity"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/proxy/accept"
+	"github.com/rampart-mesh/rampart/internal/proxy/accesslog"
 	"github.com/rampart-mesh/rampart/internal/proxy/balance"
 	"github.com/rampart-mesh/rampart/internal/proxy/balance/outlier"
 	"github.com/rampart-mesh/rampart/internal/proxy/balance/retry"
@@ -64,6 +65,8 @@ import (
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	rtable "github.com/rampart-mesh/rampart/internal/proxy/route"
 	"github.com/rampart-mesh/rampart/internal/proxy/sniff"
+	"github.com/rampart-mesh/rampart/internal/proxy/tap"
+	"github.com/rampart-mesh/rampart/internal/proxy/tracing"
 	"github.com/rampart-mesh/rampart/internal/proxy/tunnel"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -185,6 +188,17 @@ type Config struct {
 	// DefaultIdleTimeout. A service's TrafficPolicy overrides it, for
 	// gRPC requests too.
 	IdleTimeout time.Duration
+	// Tap receives the heads of the app's requests while a tap (rampart
+	// tap) is active; nil taps nothing.
+	Tap *tap.Tapper
+	// Tracer gives each request sent to a peer a CLIENT span; nil traces
+	// nothing.
+	Tracer *tracing.Tracer
+	// AccessLog gets a line per request sent to a peer; nil logs nothing.
+	AccessLog *accesslog.Logger
+	// Identity is the workload's SPIFFE ID, the source in access log
+	// lines.
+	Identity string
 }
 
 // DefaultIdleTimeout is the idle timeout of TCP streams and HTTP requests
@@ -367,6 +381,15 @@ type endpoint struct {
 	service  string
 	workload string                             // for metrics; "" when unknown
 	series   atomic.Pointer[metrics.EdgeSeries] // made on first use
+}
+
+// peerID is the SPIFFE ID the endpoint proves, "" for none (nil: the
+// request reached no endpoint).
+func (e *endpoint) peerID() string {
+	if e == nil || e.peer.ID.IsZero() {
+		return ""
+	}
+	return e.peer.ID.String()
 }
 
 func (e *endpoint) seriesOf(m *metrics.Metrics) *metrics.EdgeSeries {
@@ -1076,8 +1099,19 @@ func (h httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	code, ep := o.forward(w, r, rt, sendTo{be: rt})
+	var (
+		code int
+		ep   *endpoint
+	)
+	if o.cfg.Tracer != nil || o.cfg.AccessLog != nil {
+		span := o.cfg.Tracer.Start(r, tracing.Client)
+		defer func() { o.observed(r, w.Header(), start, span, code, ep) }()
+	}
+	code, ep = o.forward(w, r, rt, sendTo{be: rt})
 	rt.seriesOf(ep, nil).ObserveHTTP(r, w.Header(), code, time.Since(start).Seconds())
+	if o.cfg.Tap.Active() {
+		o.cfg.Tap.Observe(false, ep.peerID(), r, w.Header(), code, time.Since(start))
+	}
 }
 
 // serveRouted serves a request to a service port that routes apply to: it
@@ -1118,8 +1152,19 @@ func (o *Outbound) serveRouted(w http.ResponseWriter, r *http.Request, rt *route
 		to.app = r.Context()
 		r = r.WithContext(ctx)
 	}
-	code, ep := o.forward(w, r, rt, to)
+	var (
+		code int
+		ep   *endpoint
+	)
+	if o.cfg.Tracer != nil || o.cfg.AccessLog != nil {
+		span := o.cfg.Tracer.Start(r, tracing.Client)
+		defer func() { o.observed(r, w.Header(), start, span, code, ep) }()
+	}
+	code, ep = o.forward(w, r, rt, to)
 	be.seriesOf(ep, rule).ObserveHTTP(r, w.Header(), code, time.Since(start).Seconds())
+	if o.cfg.Tap.Active() {
+		o.cfg.Tap.Observe(false, ep.peerID(), r, w.Header(), code, time.Since(start))
+	}
 }
 
 // logNoBackend logs, about once a second per rule, a request that its

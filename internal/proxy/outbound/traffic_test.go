@@ -231,9 +231,11 @@ func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 func TestSlowEndpointGetsLessTraffic(t *testing.T) {
 	rig := newTrafficRig(t, 3, nil)
 	for i, p := range rig.peers {
-		delay := 2 * time.Millisecond
+		// 5 ms against 50 ms: ten times slower, with a base large enough
+		// that a busy machine's scheduling delays do not blur the two.
+		delay := 5 * time.Millisecond
 		if i == 2 {
-			delay = 20 * time.Millisecond
+			delay = 50 * time.Millisecond
 		}
 		p.set(func(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(delay)

@@ -244,7 +244,9 @@ func TestTrafficPolicyIdleTimeoutTCP(t *testing.T) {
 			}
 		}
 	})
-	const idle = time.Second
+	// Two seconds: twenty times the gap between pings below, so that a
+	// busy machine's delays never make the stream with traffic look idle.
+	const idle = 2 * time.Second
 	if err := rig.configurePolicy(meshv1.Protocol_PROTOCOL_TCP, &meshv1.TrafficPolicy{IdleTimeout: durationpb.New(idle)}); err != nil {
 		t.Fatal(err)
 	}
@@ -254,9 +256,9 @@ func TestTrafficPolicyIdleTimeoutTCP(t *testing.T) {
 	}
 	defer conn.Close()
 	r := bufio.NewReader(conn)
-	// Traffic every 100 ms for three idle timeouts keeps it open.
+	// Traffic every 100 ms for two idle timeouts keeps it open.
 	start := time.Now()
-	for i := 0; time.Since(start) < 3*idle; i++ {
+	for i := 0; time.Since(start) < 2*idle; i++ {
 		line := fmt.Sprintf("ping %d\n", i)
 		if _, err := io.WriteString(conn, line); err != nil {
 			t.Fatalf("write after %v: %v", time.Since(start), err)

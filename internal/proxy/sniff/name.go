@@ -31,7 +31,20 @@ var (
 	errManyHosts     = errors.New("sniff: more than one Host header")
 	errHostMismatch  = errors.New("sniff: Host header and absolute request target disagree")
 	errMissingHostV1 = errors.New("sniff: no Host header")
+	errBareLF        = errors.New("sniff: request head line ended by a bare LF")
+	errBadTarget     = errors.New("sniff: request target with '#' or more than one '@'")
 )
+
+// bareLF reports whether a line feed at or after b[i] is not preceded by
+// a carriage return.
+func bareLF(b []byte, i int) bool {
+	for ; i < len(b); i++ {
+		if b[i] == '\n' && (i == 0 || b[i-1] != '\r') {
+			return true
+		}
+	}
+	return false
+}
 
 // ServerName returns the server name of the TLS ClientHello that b starts
 // with: the host_name entry of its server_name extension, in lower case,
@@ -209,9 +222,19 @@ func hostName(b []byte) string {
 // must then agree with any Host header), without the port, in lower case.
 // It returns ErrIncomplete when b ends before the request head does, and
 // another error for a head longer than MaxHello, without a host, with
-// several Host headers, or with a host no DNS name or IP literal has.
+// several Host headers, with a host no DNS name or IP literal has, with a
+// line ended by a bare LF (servers differ on those), or with a request
+// target holding '#' or more than one '@' (parsers differ on which part
+// is the host).
 func HTTPHost(b []byte) (string, error) {
 	end := bytes.Index(b, []byte("\r\n\r\n"))
+	scan := b
+	if end >= 0 {
+		scan = b[:end]
+	}
+	if i := bytes.IndexByte(scan, '\n'); i >= 0 && bareLF(scan, i) {
+		return "", errBareLF
+	}
 	if end < 0 {
 		if len(b) >= MaxHello {
 			return "", errTooLong
@@ -227,6 +250,9 @@ func HTTPHost(b []byte) (string, error) {
 	fields := strings.Fields(line)
 	if len(fields) != 3 {
 		return "", errNoHeaderEnd
+	}
+	if t := fields[1]; strings.Contains(t, "#") || strings.Count(t, "@") > 1 {
+		return "", errBadTarget
 	}
 	var target string
 	if t := fields[1]; strings.Contains(t, "://") {
@@ -266,7 +292,7 @@ func HTTPHost(b []byte) (string, error) {
 	case !seen:
 		return "", errMissingHostV1
 	}
-	if _, after, ok := strings.Cut(host, "@"); ok {
+	if _, after, ok := strings.Cut(host, "@"); ok && target != "" {
 		host = after // userinfo of an absolute target
 	}
 	name := hostName([]byte(stripPort(host)))

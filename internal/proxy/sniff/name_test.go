@@ -132,6 +132,23 @@ func TestHTTPHost(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: ex ample.com\r\n\r\n", "", errOther},
 		{"GET / HTTP/1.1\r\nHost: \r\n\r\n", "", errOther},
 		{"GET /\r\n\r\n", "", errOther},
+		// Lines ended by a bare LF: servers that take LF alone as a line
+		// end would read another Host than a strict parser.
+		{"GET / HTTP/1.1\nHost: a.example.com\r\n\r\n", "", errOther},
+		{"GET / HTTP/1.1\r\nX: y\nHost: evil.example\r\nHost: a.example.com\r\n\r\n", "", errOther},
+		{"GET / HTTP/1.1\r\nHost: a.example.com\n\r\n\r\n", "", errOther},
+		{"\nGET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n", "", errOther},
+		// Refused as soon as seen, before the head ends.
+		{"GET / HTTP/1.1\nHost: a.example.com\n\n", "", errOther},
+		// A bare LF in the body is not the head's.
+		{"POST / HTTP/1.1\r\nHost: a.example.com\r\n\r\nx\ny", "a.example.com", nil},
+		// Targets whose host parsers disagree on.
+		{"GET http://good.example.com#@evil.example/ HTTP/1.1\r\n\r\n", "", errOther},
+		{"GET http://a@b@evil.example/ HTTP/1.1\r\n\r\n", "", errOther},
+		{"GET /a#b HTTP/1.1\r\nHost: a.example.com\r\n\r\n", "", errOther},
+		{"GET http://user@a.example.com/ HTTP/1.1\r\n\r\n", "a.example.com", nil},
+		// userinfo belongs to an absolute target only.
+		{"GET / HTTP/1.1\r\nHost: good.example.com@evil.example\r\n\r\n", "", errOther},
 		{"GET / HTTP/1.1\r\nX: " + strings.Repeat("a", sniff.MaxHello) + "\r\n\r\n", "", errOther},
 	}
 	for _, tt := range tests {

@@ -19,8 +19,14 @@ import (
 const (
 	DefaultInterval  = 5 * time.Second
 	DefaultQueueSize = 12 // a minute of reports at the default interval
-	// MinInterval is the shortest interval allowed.
+	// MinInterval is the shortest interval a Reporter takes.
 	MinInterval = 10 * time.Millisecond
+	// MinSentInterval and MaxSentInterval bound the interval a proxy is
+	// configured with (--telemetry-interval): the controller accepts
+	// reports of 1 s (less a ticker's jitter) to a minute, and its
+	// windows assume reports at least every few seconds.
+	MinSentInterval = time.Second
+	MaxSentInterval = time.Minute
 )
 
 // ReporterConfig configures a Reporter.

@@ -187,9 +187,11 @@ func Method(m string) string {
 }
 
 // PathPrefix returns the part of a request path that is counted: no query
-// string or fragment, at most the first PathSegments segments, at most
-// MaxPathBytes bytes (cut at a UTF-8 boundary). It returns a substring of
-// p: it does not allocate.
+// string or fragment, at most the first PathSegments segments, made valid
+// UTF-8 (each run of invalid bytes becomes U+FFFD) and then cut to at most
+// MaxPathBytes bytes at a character boundary, so that what is reported is
+// within the controller's bounds whatever the request's bytes. For a path
+// of valid UTF-8 it returns a substring of p: it does not allocate.
 func PathPrefix(p string) string {
 	if i := strings.IndexAny(p, "?#"); i >= 0 {
 		p = p[:i]
@@ -211,14 +213,27 @@ func PathPrefix(p string) string {
 		}
 		return "/"
 	}
-	if len(p) > MaxPathBytes {
-		n := MaxPathBytes
-		for n > 0 && !utf8.RuneStart(p[n]) {
-			n--
-		}
-		p = p[:n]
+	if len(p) > 4*MaxPathBytes {
+		// The first MaxPathBytes bytes of the result come from at most
+		// as many bytes of p: look no further.
+		p = p[:4*MaxPathBytes]
 	}
-	return p
+	if !utf8.ValidString(p) {
+		// Valid first, cut after: a replacement is three bytes for one.
+		p = strings.ToValidUTF8(p, "\uFFFD")
+	}
+	return cutUTF8(p, MaxPathBytes)
+}
+
+// cutUTF8 cuts s to at most n bytes, not within a character.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Aggregator holds the edges of one proxy. The zero value is not usable;

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/telemetry/sketch"
@@ -218,4 +219,31 @@ func BenchmarkEdgeRequest(b *testing.B) {
 			e.Request(r)
 		}
 	})
+}
+
+// A path of invalid bytes grows when made valid (one byte becomes three):
+// what is reported must still be within MaxPathBytes, or the controller
+// refuses it.
+func TestPathPrefixIsValidAndBoundedAfterReplacement(t *testing.T) {
+	for _, in := range []string{
+		"/" + strings.Repeat("a\xff", 60),
+		"/" + strings.Repeat("\xff", 200),
+		"/" + strings.Repeat("\x80", 5000),
+		"/" + strings.Repeat("é", 40) + strings.Repeat("\xc3", 100),
+		"/ok/" + strings.Repeat("\xe2\x82", 90),
+	} {
+		got := PathPrefix(in)
+		if len(got) > MaxPathBytes || !utf8.ValidString(got) || !strings.HasPrefix(got, "/") {
+			t.Errorf("PathPrefix(%q) = %q (%d bytes, valid %v): want at most %d bytes of UTF-8 starting with /",
+				in, got, len(got), utf8.ValidString(got), MaxPathBytes)
+		}
+	}
+	a := NewAggregator(time.Unix(0, 0))
+	e := a.Edge(EdgeKey{Direction: meshv1.Direction_DIRECTION_INBOUND})
+	e.Request(Request{Method: "GET", Path: "/" + strings.Repeat("a\xff", 60), Status: 403, Seconds: -1})
+	for _, rc := range a.Collect("w", time.Unix(5, 0), 0).GetEdges()[0].GetRequestCounts() {
+		if len(rc.GetPath()) > MaxPathBytes {
+			t.Fatalf("reported path of %d bytes, want at most %d", len(rc.GetPath()), MaxPathBytes)
+		}
+	}
 }

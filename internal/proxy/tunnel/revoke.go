@@ -33,7 +33,7 @@ func (s *connSet) add(c *tls.Conn, revoked *meshtls.Revocations) bool {
 	s.mu.Unlock()
 	if leaf != nil && revoked.Check(leaf) != nil {
 		s.remove(c)
-		c.Close()
+		closeNow(c)
 		return false
 	}
 	return true
@@ -58,9 +58,18 @@ func (s *connSet) closeMatching(match func(leaf *x509.Certificate) bool) int {
 	}
 	s.mu.Unlock()
 	for _, c := range doomed {
-		c.Close()
+		closeNow(c)
 	}
 	return len(doomed)
+}
+
+// closeNow closes c's connection without the TLS close_notify, which
+// tls.Conn.Close writes and may wait up to its write deadline for on a peer
+// that does not read: a revoked peer is owed no goodbye, and applying a
+// revocation list must not wait on one. Reads and writes on c fail at once;
+// its owner's Close later is harmless.
+func closeNow(c *tls.Conn) {
+	_ = c.NetConn().Close()
 }
 
 func (s *connSet) len() int {

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -119,10 +120,10 @@ func TestWorkloadsOverWindows(t *testing.T) {
 			t.Errorf("web inbound %d requests, want 0", web.Inbound.Requests)
 		}
 	}
-	// The window counts exactly its buckets: the last minute holds the 11
-	// intervals that ended in it (the newest bucket is still filling).
+	// The window counts exactly its buckets: the last minute holds the 12
+	// intervals that ended in it.
 	ws, _ := g.Workloads(Filter{Workload: "api", Namespace: "shop"})
-	if len(ws) != 1 || ws[0].Inbound.Requests != 11*50 {
+	if len(ws) != 1 || ws[0].Inbound.Requests != 12*50 {
 		t.Errorf("one minute of api: %+v", ws)
 	}
 	ws, _ = g.Workloads(Filter{Window: 10 * time.Minute})
@@ -294,14 +295,14 @@ func TestAddRefuses(t *testing.T) {
 
 func TestParseWindow(t *testing.T) {
 	for in, want := range map[string]time.Duration{
-		"": DefaultWindow, "5s": 5 * time.Second, "30s": 30 * time.Second, "1m": time.Minute,
+		"": DefaultWindow, "15s": 15 * time.Second, "30s": 30 * time.Second, "1m": time.Minute,
 		"60s": time.Minute, "2m": 2 * time.Minute, "10m": 10 * time.Minute,
 	} {
 		if got, err := ParseWindow(in); err != nil || got != want {
 			t.Errorf("ParseWindow(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"1", "0s", "-1m", "7s", "90s", "11m", "1h", "soon"} {
+	for _, in := range []string{"1", "0s", "-1m", "5s", "10s", "7s", "17s", "90s", "11m", "1h", "soon"} {
 		if _, err := ParseWindow(in); !errors.Is(err, ErrInvalid) {
 			t.Errorf("ParseWindow(%q) = %v, want ErrInvalid", in, err)
 		}
@@ -325,9 +326,9 @@ func TestQueuedReportsLandInTheirIntervals(t *testing.T) {
 	}
 	// Reports older than MaxPlacementLag are placed at it: none is lost
 	// from a one-minute window.
-	ws, _ := g.Workloads(Filter{Window: 10 * time.Second})
-	if got := ws[0].Outbound.Requests; got != 10 {
-		t.Errorf("last 10s hold %d requests, want the newest report's 10", got)
+	ws, _ := g.Workloads(Filter{Window: 15 * time.Second})
+	if got := ws[0].Outbound.Requests; got != 30 {
+		t.Errorf("last 15s hold %d requests, want the newest three reports' 30", got)
 	}
 	ws, _ = g.Workloads(Filter{})
 	if got := ws[0].Outbound.Requests; got != 60 {
@@ -349,5 +350,223 @@ func TestOverflowCountsForTheWorkloadOnly(t *testing.T) {
 	}
 	if es, _ := g.Edges(Filter{}); len(es) != 0 {
 		t.Errorf("the overflow entry made edges: %+v", es)
+	}
+}
+
+// TestRatesOverShortWindowsWithUnalignedReports: proxies report at their
+// own phase (not on bucket edges) and each report arrives a little after
+// its interval ends. At every moment, a window of at least three report
+// intervals gives the true rate: it ends at the last complete bucket, not
+// at now, whose bucket still waits for reports.
+func TestRatesOverShortWindowsWithUnalignedReports(t *testing.T) {
+	g, c := newGraph(t, Config{})
+	start := c.now()
+	type reporter struct {
+		name     string
+		interval time.Duration
+		phase    time.Duration // of the interval ends, after start
+		windows  []time.Duration
+		next     time.Time // the end of the next interval
+	}
+	const rps, transit = 10, 200 * time.Millisecond
+	rs := []*reporter{
+		{name: "every-5s", interval: 5 * time.Second, phase: 1300 * time.Millisecond,
+			windows: []time.Duration{15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 10 * time.Minute}},
+		{name: "every-1s", interval: time.Second, phase: 450 * time.Millisecond,
+			windows: []time.Duration{15 * time.Second, 30 * time.Second, time.Minute}},
+		{name: "every-10s", interval: 10 * time.Second, phase: 7900 * time.Millisecond,
+			windows: []time.Duration{30 * time.Second, time.Minute}},
+	}
+	for _, r := range rs {
+		r.next = start.Add(r.phase)
+	}
+	for step := range 3 * 60 * 10 { // three minutes in steps of 100 ms
+		c.advance(100 * time.Millisecond)
+		for _, r := range rs {
+			if c.now().Before(r.next.Add(transit)) {
+				continue
+			}
+			mustAdd(t, g, Report{Instance: r.name, ID: id("ns", r.name), Namespace: "ns", Workload: r.name,
+				Interval: r.interval, End: r.next,
+				Edges: []EdgeReport{{Direction: Outbound, Counts: Counts{Requests: uint64(rps * r.interval.Seconds())}}}})
+			r.next = r.next.Add(r.interval)
+		}
+		if c.now().Sub(start) < 70*time.Second || step%5 != 0 {
+			continue // every half second once every window is full
+		}
+		for _, r := range rs {
+			for _, w := range r.windows {
+				ws, err := g.Workloads(Filter{Namespace: "ns", Workload: r.name, Window: w})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Exact up to a minute; above, the oldest coarse bucket's
+				// reports may start before it: within an interval's share.
+				tol := 1e-9
+				if w > FineWindow {
+					tol = rps * r.interval.Seconds() / min(w, c.now().Sub(start)).Seconds()
+				}
+				if got := ws[0].Outbound.RequestsPerSecond; math.Abs(got-rps) > tol {
+					t.Fatalf("at %v, %s over %v: %v requests per second, want %v",
+						c.now().Sub(start), r.name, w, got, float64(rps))
+				}
+			}
+		}
+	}
+}
+
+// TestOneIdentityCannotEvictOthers: one identity reporting from ever more
+// instances, or ever more edges, evicts its own at the bounds, never an
+// honest identity's.
+func TestOneIdentityCannotEvictOthers(t *testing.T) {
+	honest := func() Report {
+		return Report{Instance: "honest", ID: id("shop", "api"), Namespace: "shop", Workload: "api", Interval: time.Second,
+			Edges: []EdgeReport{
+				{Direction: Inbound, PeerID: id("shop", "web"), Counts: Counts{Requests: 1}},
+				{Direction: Outbound, PeerID: id("shop", "db"), Counts: Counts{Requests: 1}},
+			}}
+	}
+	flood := func(inst string, edges int) Report {
+		r := Report{Instance: inst, ID: id("evil", "x"), Namespace: "evil", Workload: "x", Interval: time.Second}
+		for i := range edges {
+			r.Edges = append(r.Edges, EdgeReport{Direction: Outbound, PeerWorkload: fmt.Sprintf("p%d", i), Counts: Counts{Requests: 1}})
+		}
+		return r
+	}
+	for name, cfg := range map[string]Config{
+		"instances per identity": {MaxInstances: 100, MaxInstancesPerIdentity: 4},
+		"instances overall":      {MaxInstances: 8, MaxInstancesPerIdentity: 1000},
+		"edges overall":          {MaxInstances: 100, MaxEdges: 10, MaxEdgesPerInstance: 1000},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g, c := newGraph(t, cfg)
+			mustAdd(t, g, honest())
+			for i := range 200 {
+				c.advance(10 * time.Millisecond)
+				mustAdd(t, g, flood(fmt.Sprintf("evil-%d", i), 1+i%20))
+			}
+			if !g.Known("shop", "api") {
+				t.Fatal("the honest instance was evicted")
+			}
+			es, _ := g.Edges(Filter{Namespace: "shop"})
+			if len(es) != 2 {
+				t.Errorf("the honest instance holds %d edges, want 2: %+v", len(es), es)
+			}
+			if _, _, ev := g.Size(); ev == 0 {
+				t.Error("nothing evicted: the flood did not reach a bound")
+			}
+		})
+	}
+}
+
+// TestWorkloadRowsPerIdentity: two identities of a namespace may register
+// the same workload name; each gets its own row, so that one cannot make
+// the other's numbers.
+func TestWorkloadRowsPerIdentity(t *testing.T) {
+	g, c := newGraph(t, Config{})
+	c.advance(5 * time.Second)
+	for _, r := range []struct {
+		inst, sa string
+		n        uint64
+	}{{"web-1", "web", 100}, {"web-2", "web", 100}, {"fake", "intruder", 7}} {
+		mustAdd(t, g, Report{Instance: r.inst, ID: id("shop", r.sa), Namespace: "shop", Workload: "web", Interval: 5 * time.Second,
+			Edges: []EdgeReport{{Direction: Inbound, Counts: Counts{Requests: r.n, Failures: r.n}}}})
+	}
+	c.advance(15 * time.Second)
+	ws, err := g.Workloads(Filter{Namespace: "shop", Workload: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		Identities []string
+		Instances  int
+		Requests   uint64
+	}
+	var got []row
+	for _, w := range ws {
+		got = append(got, row{w.Identities, w.Instances, w.Inbound.Requests})
+	}
+	want := []row{
+		{[]string{"spiffe://example.org/ns/shop/sa/intruder"}, 1, 7},
+		{[]string{"spiffe://example.org/ns/shop/sa/web"}, 2, 200},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("rows (-want +got):\n%s", diff)
+	}
+}
+
+// TestTrafficOfANonReportingWorkloadOfASharedIdentity: workloads a and b
+// share an identity; only a's proxy reports. api saw both: what a did not
+// send is an edge of its own, seen by the destination.
+func TestTrafficOfANonReportingWorkloadOfASharedIdentity(t *testing.T) {
+	g, c := newGraph(t, Config{})
+	for range 12 {
+		c.advance(5 * time.Second)
+		mustAdd(t, g,
+			Report{Instance: "a-1", ID: id("shop", "client"), Namespace: "shop", Workload: "a", Interval: 5 * time.Second,
+				Edges: []EdgeReport{{Direction: Outbound, PeerID: id("shop", "api"), PeerWorkload: "api", MTLS: true, Counts: Counts{Requests: 40}}}},
+			Report{Instance: "api-1", ID: id("shop", "api"), Namespace: "shop", Workload: "api", Interval: 5 * time.Second,
+				Edges: []EdgeReport{{Direction: Inbound, PeerID: id("shop", "client"), MTLS: true, Counts: Counts{Requests: 100, Denied: 10}}}})
+	}
+	edges, err := g.Edges(Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(edges) != 2 {
+		t.Fatalf("edges %+v, want a's and the rest", edges)
+	}
+	rest, a := edges[0], edges[1] // the unknown workload sorts first
+	if a.Source.Workload != "a" || a.ReportedBy != ByBoth || a.Requests != 12*40 || a.Denied != 12*4 {
+		t.Errorf("a's edge: %s, %d requests, %d denied; want both, %d and %d", a.ReportedBy, a.Requests, a.Denied, 12*40, 12*4)
+	}
+	if rest.Source.Workload != "" || rest.Source.Identity != "spiffe://example.org/ns/shop/sa/client" ||
+		rest.ReportedBy != ByDestination || rest.Requests != 12*60 || rest.Denied != 12*6 || !rest.MTLS {
+		t.Errorf("the rest: %+v, want %d requests (%d denied) from the client identity, seen by the destination", rest, 12*60, 12*6)
+	}
+
+	// When the callers sent what the destination saw, give or take one
+	// interval's worth, there is no rest.
+	g, c = newGraph(t, Config{})
+	for i := range 12 {
+		c.advance(5 * time.Second)
+		out, in := webToAPI(20, 0, 0)
+		if i == 0 {
+			out.Edges[0].Requests = 0 // the caller's first interval fell before the window
+		}
+		mustAdd(t, g, out, in)
+	}
+	if edges, _ := g.Edges(Filter{}); len(edges) != 1 {
+		t.Errorf("edges %+v, want one", edges)
+	}
+}
+
+// TestEdgesMatchAmongManyCallers: every caller's outbound summary finds
+// its own inbound summary among thousands.
+func TestEdgesMatchAmongManyCallers(t *testing.T) {
+	g, c := newGraph(t, Config{MaxInstances: 10000, MaxInstancesPerIdentity: 10000, MaxEdges: 100000})
+	c.advance(5 * time.Second)
+	const n = 2000
+	for i := range n {
+		caller := id("load", fmt.Sprintf("c%d", i))
+		mustAdd(t, g, Report{Instance: fmt.Sprintf("c%d", i), ID: caller, Namespace: "load", Workload: fmt.Sprintf("c%d", i), Interval: 5 * time.Second,
+			Edges: []EdgeReport{{Direction: Outbound, PeerID: id("shop", "api"), MTLS: true, Counts: Counts{Requests: uint64(i + 1)}}}})
+	}
+	api := Report{Instance: "api-1", ID: id("shop", "api"), Namespace: "shop", Workload: "api", Interval: 5 * time.Second}
+	for i := range n {
+		api.Edges = append(api.Edges, EdgeReport{Direction: Inbound, PeerID: id("load", fmt.Sprintf("c%d", i)), MTLS: true,
+			Counts: Counts{Requests: uint64(i + 1), Denied: 1}})
+	}
+	mustAdd(t, g, api)
+	edges, err := g.Edges(Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(edges) != n {
+		t.Fatalf("%d edges, want %d", len(edges), n)
+	}
+	for _, e := range edges {
+		if e.ReportedBy != ByBoth || e.Destination.Workload != "api" || e.Denied != 1 {
+			t.Fatalf("edge %+v: want both sides matched, destination api, 1 denial", e)
+		}
 	}
 }

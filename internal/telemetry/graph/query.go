@@ -67,14 +67,18 @@ type Latency struct {
 	P99 float64 `json:"p99"`
 }
 
-// WorkloadStat is one workload, all its instances together.
+// WorkloadStat is one workload, all its instances of one identity
+// together. A workload name is not tied to a service account: two
+// identities of a namespace may register the same name, and their numbers
+// are never mixed; each gets its own row.
 type WorkloadStat struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 	// Instances is the number of proxies that reported for it in the
 	// window.
 	Instances int `json:"instances"`
-	// Identities are the SPIFFE IDs its instances hold, sorted.
+	// Identities holds the one SPIFFE ID its instances hold (a list for
+	// compatibility).
 	Identities []string `json:"identities"`
 	// Inbound is what it served, as its own proxies saw it.
 	Inbound Traffic `json:"inbound"`
@@ -124,7 +128,8 @@ type EdgeStat struct {
 
 // Workloads returns the workloads the graph holds (every workload that
 // reported in the last MaxWindow, with zeros when the window saw no
-// traffic), sorted by namespace and name. A workload's numbers come from its own proxies only:
+// traffic), one per namespace, name and identity, sorted by them. A
+// workload's numbers come from its own proxies only:
 // Inbound from their inbound summaries (the destination's view, which is
 // the one that counts denials), Outbound from their outbound summaries
 // (what the callers saw, failed connections included). No request is
@@ -139,7 +144,11 @@ func (g *Graph) Workloads(f Filter) ([]WorkloadStat, error) {
 		in, out, over      sum
 		inMTLS, outMT, ovM uint64
 	}
-	byName := make(map[[2]string]*acc)
+	type key struct {
+		namespace, name string
+		id              spiffeid.ID
+	}
+	byName := make(map[key]*acc)
 	now := g.now()
 	g.mu.Lock()
 	g.expireLocked(now)
@@ -147,7 +156,7 @@ func (g *Graph) Workloads(f Filter) ([]WorkloadStat, error) {
 		if !f.keeps(in.namespace, in.workload) {
 			continue
 		}
-		k := [2]string{in.namespace, in.workload}
+		k := key{in.namespace, in.workload, in.id}
 		a := byName[k]
 		if a == nil {
 			a = &acc{stat: WorkloadStat{Namespace: in.namespace, Name: in.workload}, ids: map[string]bool{}}
@@ -186,7 +195,8 @@ func (g *Graph) Workloads(f Filter) ([]WorkloadStat, error) {
 		out = append(out, a.stat)
 	}
 	slices.SortFunc(out, func(a, b WorkloadStat) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name),
+			slices.Compare(a.Identities, b.Identities))
 	})
 	return out, nil
 }
@@ -287,14 +297,27 @@ func (g *Graph) Edges(f Filter) ([]EdgeStat, error) {
 	}
 	g.mu.Unlock()
 
+	// The outbound sums by (caller, callee) identity: an inbound sum's
+	// candidates are those of (its peer, itself).
+	byPair := make(map[[2]spiffeid.ID][]*sideSum, len(outs))
+	for _, o := range outs {
+		if o.key.peerID.IsZero() {
+			continue // matches nothing
+		}
+		k := [2]spiffeid.ID{o.key.id, o.key.peerID}
+		byPair[k] = append(byPair[k], o)
+	}
 	var edges []EdgeStat
+	var matches []*sideSum
 	for _, in := range ins {
-		var matches []*sideSum
+		matches = matches[:0]
 		var total uint64
-		for _, o := range outs {
-			if matchEdge(o, in) {
-				matches = append(matches, o)
-				total += o.sum.Requests
+		if !in.key.peerID.IsZero() {
+			for _, o := range byPair[[2]spiffeid.ID{in.key.peerID, in.key.id}] {
+				if matchEdge(o, in) {
+					matches = append(matches, o)
+					total += o.sum.Requests
+				}
 			}
 		}
 		if len(matches) == 0 {
@@ -304,16 +327,31 @@ func (g *Graph) Edges(f Filter) ([]EdgeStat, error) {
 			}
 			continue
 		}
+		// The destination may have seen more from the identity than its
+		// reporting callers sent: a workload of the same identity whose
+		// proxy does not report. Beyond what the two sides' intervals
+		// falling differently explain, the rest is its own edge.
+		var rest uint64
+		if in.sum.Requests > total+remainderSlack(in, f.Window) {
+			rest = in.sum.Requests - total
+		}
+		denom := float64(total + rest)
 		for _, o := range matches {
 			share := 1 / float64(len(matches))
-			if total > 0 {
-				share = float64(o.sum.Requests) / float64(total)
+			if denom > 0 {
+				share = float64(o.sum.Requests) / denom
 			}
 			o.matched = true
 			o.inDenied += share * float64(in.sum.Denied)
 			o.inRate += share * float64(in.sum.RateLimited)
 			if o.key.peerWorkload == "" {
 				o.destWorkload = in.key.workload
+			}
+		}
+		if rest > 0 {
+			e := edgeFromInbound(in.part(rest))
+			if f.keepsEdge(&e) {
+				edges = append(edges, e)
 			}
 		}
 	}
@@ -333,6 +371,35 @@ func (g *Graph) Edges(f Filter) ([]EdgeStat, error) {
 		)
 	})
 	return edges, nil
+}
+
+// remainderSlack is how many more requests the destination may count from
+// an identity than its reporting callers did, in window w, without a
+// caller that does not report: the two sides' intervals end at different
+// moments, so one report interval's worth may fall inside the window on
+// one side only.
+func remainderSlack(in *sideSum, w time.Duration) uint64 {
+	if w <= 0 {
+		return 16
+	}
+	return 16 + uint64(float64(in.sum.Requests)*min(1, in.sum.interval.Seconds()/w.Seconds()))
+}
+
+// part is in scaled down to n of its requests: counts and bytes in
+// proportion; the latency sketch is the destination's for all of them.
+func (in *sideSum) part(n uint64) *sideSum {
+	p := &sideSum{key: in.key, sum: in.sum}
+	if in.sum.Requests == 0 {
+		return p
+	}
+	r := float64(n) / float64(in.sum.Requests)
+	scale := func(v uint64) uint64 { return uint64(math.Round(float64(v) * r)) }
+	p.sum.Counts = Counts{
+		Requests: n, Failures: scale(in.sum.Failures), Denied: scale(in.sum.Denied), RateLimited: scale(in.sum.RateLimited),
+		BytesSent: scale(in.sum.BytesSent), BytesReceived: scale(in.sum.BytesReceived),
+	}
+	p.mtls = scale(in.mtls)
+	return p
 }
 
 func (f Filter) keepsEdge(e *EdgeStat) bool {

@@ -1,0 +1,500 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
+	"github.com/rampart-mesh/rampart/internal/telemetry/graph"
+)
+
+// findChromium finds Debian's chromium (scripts/test-deps.sh installs it).
+// Under `make test` as root (RAMPART_REQUIRE_NETNS=1) a missing browser
+// fails the test; elsewhere it skips it.
+func findChromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("RAMPART_REQUIRE_NETNS") == "1" {
+		t.Fatal("chromium not found: run scripts/test-deps.sh (make test does)")
+	}
+	t.Skip("chromium not found: run scripts/test-deps.sh to install it for the dashboard's browser test")
+	return ""
+}
+
+// artifactsDir is where the test saves screenshots: RAMPART_ARTIFACTS_DIR
+// when set (CI keeps it), else a directory of the test's own.
+func artifactsDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("RAMPART_ARTIFACTS_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	dir = filepath.Join(dir, regexp.MustCompile(`[^A-Za-z0-9_.-]+`).ReplaceAllString(t.Name(), "_"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshots in %s", dir)
+	return dir
+}
+
+// browser is a headless Chromium on its own temporary profile, with the
+// console errors and uncaught exceptions of its page collected.
+type browser struct {
+	t   *testing.T
+	ctx context.Context
+	dir string // screenshots
+
+	mu       sync.Mutex
+	problems []string
+}
+
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	exe := findChromium(t)
+	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
+		chromedp.ExecPath(exe),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 1100),
+		chromedp.Flag("disable-dev-shm-usage", true),
+	)
+	if os.Geteuid() == 0 {
+		opts = append(opts, chromedp.NoSandbox) // Chromium's sandbox refuses to run as root
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	ctx, cancel := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
+	t.Cleanup(cancel)
+	b := &browser{t: t, ctx: ctx, dir: artifactsDir(t)}
+	err := chromedp.Listen(ctx, func(ev any) {
+		var p string
+		switch ev := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
+				var args []string
+				for _, a := range ev.Args {
+					args = append(args, string(a.Value)+a.Description)
+				}
+				p = "console." + string(ev.Type) + ": " + strings.Join(args, " ")
+			}
+		case *runtime.EventExceptionThrown:
+			p = "exception: " + ev.ExceptionDetails.Text
+			if ev.ExceptionDetails.Exception != nil {
+				p += " " + ev.ExceptionDetails.Exception.Description
+			}
+		case *log.EventEntryAdded:
+			if ev.Entry.Level == log.EntryLevelError {
+				p = "log: " + ev.Entry.Text + " " + ev.Entry.URL
+			}
+		}
+		if p != "" {
+			b.mu.Lock()
+			b.problems = append(b.problems, p)
+			b.mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return b
+}
+
+// takeProblems returns the console errors and exceptions seen so far and
+// forgets them.
+func (b *browser) takeProblems() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.problems
+	b.problems = nil
+	return p
+}
+
+func (b *browser) do(actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.t.Fatalf("browser: %v", err)
+	}
+}
+
+// eval evaluates a JavaScript expression on the page into v.
+func (b *browser) eval(expr string, v any) error {
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](expr))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, v)
+}
+
+// waitFor evaluates expr until check accepts its value, for at most
+// within.
+func waitFor[T any](b *browser, within time.Duration, expr string, check func(T) error) T {
+	b.t.Helper()
+	var v T
+	eventually(b.t, within, func() error {
+		var got T
+		if err := b.eval(expr, &got); err != nil {
+			return err
+		}
+		v = got
+		return check(got)
+	})
+	return v
+}
+
+func (b *browser) screenshot(name string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, name+".png"), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// The page's state as the test reads it.
+const (
+	jsNodes = `[...document.querySelectorAll('#graph [data-node]')].map(e => e.dataset.node).sort()`
+	jsEdges = `Object.fromEntries([...document.querySelectorAll('#graph [data-edge]')].map(e => [e.dataset.edge, e.dataset.state]))`
+	jsRows  = `Object.fromEntries([...document.querySelectorAll('#workloads tr[data-workload]')].map(e => [e.dataset.workload, Number(e.dataset.requests)]))`
+)
+
+// TestDashboardInBrowser runs the demo's shape (web calls orders, which
+// calls payments, all through proxies) and opens the controller's
+// dashboard in headless Chromium: the page loads without a console error,
+// shows the three workloads and their edges (mTLS and authorized), updates
+// when more traffic flows, says "unknown workload" for a workload that does
+// not exist, and shows a banner rather than a blank page when the
+// controller goes away. Screenshots of each step are saved.
+func TestDashboardInBrowser(t *testing.T) {
+	b := newBrowser(t)
+
+	payments := listen(t)
+	paySrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "paid")
+	})}
+	go paySrv.Serve(payments)
+	t.Cleanup(func() { paySrv.Close() })
+	// orders calls payments through its own proxy's outbound listener,
+	// known once that proxy runs.
+	var paymentsVia atomic.Pointer[string]
+	orders := listen(t)
+	ordersSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		addr := paymentsVia.Load()
+		if addr == nil {
+			http.Error(w, "no route to payments yet", http.StatusServiceUnavailable)
+			return
+		}
+		code, body, err := get(*addr, "/pay", nil)
+		if err != nil || code != http.StatusOK {
+			http.Error(w, fmt.Sprintf("payments: %d %v", code, err), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprint(w, "order placed, "+body)
+	})}
+	go ordersSrv.Serve(orders)
+	t.Cleanup(func() { ordersSrv.Close() })
+
+	m := newMesh(t, time.Hour, fmt.Sprintf(`apiVersion: rampart.dev/v1alpha1
+kind: Service
+metadata: {name: orders, namespace: %[1]s}
+spec:
+  selector: {app: orders}
+  serviceAccounts: [orders]
+  ports: [{name: http, port: 80, targetPort: %[2]d, protocol: HTTP}]
+---
+apiVersion: rampart.dev/v1alpha1
+kind: Service
+metadata: {name: payments, namespace: %[1]s}
+spec:
+  selector: {app: payments}
+  serviceAccounts: [payments]
+  ports: [{name: http, port: 80, targetPort: %[3]d, protocol: HTTP}]
+`, ns, port(orders), port(payments)), withAdmin)
+	m.startProxy(proxyOpts{name: "payments", labels: map[string]string{"app": "payments"}}, true)
+	ordersProxy := m.startProxy(proxyOpts{name: "orders", labels: map[string]string{"app": "orders"}, upstreams: []string{"payments"}}, true)
+	addr := ordersProxy.UpstreamAddr(0)
+	paymentsVia.Store(&addr)
+	web := m.startProxy(proxyOpts{name: "web", upstreams: []string{"orders"}}, true)
+
+	send := func(n int) {
+		t.Helper()
+		eventually(t, 10*time.Second, func() error { // the first may race the configuration
+			code, body, err := get(web.UpstreamAddr(0), "/order", nil)
+			if err != nil || code != 200 {
+				return fmt.Errorf("order: %d %q %v", code, body, err)
+			}
+			return nil
+		})
+		for i := 1; i < n; i++ {
+			if code, body, err := get(web.UpstreamAddr(0), fmt.Sprintf("/order/%d", i), nil); err != nil || code != 200 {
+				t.Fatalf("order %d: %d %q %v", i, code, body, err)
+			}
+		}
+	}
+	send(30)
+
+	base := "http://" + m.ctrl.AdminAddr() + "/dashboard/"
+	// The CLI prints the address the browser opens.
+	out, err := exec.Command(rampartCLI(t), "dashboard", "--controller-admin", m.ctrl.AdminAddr(), "--no-browser").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "Rampart dashboard: "+base {
+		t.Fatalf("rampart dashboard printed %q, %v; want the address %s", out, err, base)
+	}
+	b.do(chromedp.Navigate(base))
+
+	// The graph: three workloads, two edges, both mTLS and authorized. The
+	// proxies report every 5 s.
+	wantNodes := []string{ns + "/orders", ns + "/payments", ns + "/web"}
+	wantEdges := map[string]string{ns + "/web->" + ns + "/orders": "ok", ns + "/orders->" + ns + "/payments": "ok"}
+	waitFor(b, 45*time.Second, jsNodes+`.concat(Object.entries(`+jsEdges+`).map(([k, v]) => k + '=' + v))`, func(got []string) error {
+		var want []string
+		want = append(want, wantNodes...)
+		for k, v := range wantEdges {
+			want = append(want, k+"="+v)
+		}
+		for _, w := range want {
+			if !slices.Contains(got, w) {
+				return fmt.Errorf("the graph shows %v, want %v", got, want)
+			}
+		}
+		return nil
+	})
+	var nodes []string
+	if err := b.eval(jsNodes, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(nodes, wantNodes) {
+		t.Errorf("graph nodes %v, want %v", nodes, wantNodes)
+	}
+
+	// Golden signals: every workload has a row, orders and payments
+	// served what web sent.
+	rows := waitFor(b, 30*time.Second, jsRows, func(got map[string]float64) error {
+		if got[ns+"/orders"] < 30 || got[ns+"/payments"] < 30 || len(got) != 3 {
+			return fmt.Errorf("golden signals rows %v, want the three workloads, orders and payments with 30 requests served", got)
+		}
+		return nil
+	})
+	var cells map[string]string
+	if err := b.eval(`Object.fromEntries([...document.querySelectorAll('#workloads tr[data-workload="`+ns+`/orders"] td[data-field]')].map(e => [e.dataset.field, e.textContent]))`, &cells); err != nil {
+		t.Fatal(err)
+	}
+	if cells["success"] != "100.0%" || cells["mtls"] != "100.0%" || cells["instances"] != "1" || !strings.HasSuffix(cells["p99"], "ms") {
+		t.Errorf("orders row %v, want 100.0%% success and mTLS, 1 instance, a p99", cells)
+	}
+	var sparks int
+	if err := b.eval(`document.querySelectorAll('#workloads svg.spark polyline[points*=","]').length`, &sparks); err != nil {
+		t.Fatal(err)
+	}
+	if sparks < 4 {
+		t.Errorf("%d sparklines drawn, want one of rate and one of success for each of orders and payments", sparks)
+	}
+
+	// Certificates: the trust anchor, the issuer and the workloads'.
+	var certs []string
+	waitFor(b, 10*time.Second, `[...document.querySelectorAll('#certs tbody tr')].map(r => r.cells[0].textContent + ' ' + r.cells[1].textContent)`, func(got []string) error {
+		certs = got
+		joined := strings.Join(got, "\n")
+		for _, w := range []string{"trust anchor (active)", "issuer", "sa/web", "sa/orders", "sa/payments"} {
+			if !strings.Contains(joined, w) {
+				return fmt.Errorf("certificates %v lack %q", got, w)
+			}
+		}
+		return nil
+	})
+	var denialsEmpty, eventsEmpty string
+	if err := b.eval(`document.getElementById('denials-empty').hidden ? '' : document.getElementById('denials-empty').textContent`, &denialsEmpty); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.eval(`document.getElementById('events-empty').textContent`, &eventsEmpty); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(denialsEmpty, "No request was denied") || !strings.Contains(eventsEmpty, "No security events are recorded") {
+		t.Errorf("denials %q, security events %q; want their empty states", denialsEmpty, eventsEmpty)
+	}
+	b.screenshot("1-overview")
+	t.Logf("after 30 orders: rows %v, %d certificates", rows, len(certs))
+
+	// More traffic: the numbers follow without a reload.
+	send(20)
+	waitFor(b, 45*time.Second, jsRows, func(got map[string]float64) error {
+		if got[ns+"/orders"] < rows[ns+"/orders"]+20 || got[ns+"/payments"] < rows[ns+"/payments"]+20 {
+			var updated string
+			_ = b.eval(`document.getElementById('updated').textContent`, &updated)
+			var st graph.StatResponse
+			api := trafficCLI(t, rampartCLI(t), m.ctrl.AdminAddr(), &st, "stat")
+			return fmt.Errorf("requests served %v (%s; the API: %+v %v), want 20 more than %v", got, updated, st.Workloads, api, rows)
+		}
+		return nil
+	})
+	b.screenshot("2-updated")
+
+	// One workload, then one that does not exist, then a page that does
+	// not exist.
+	b.do(chromedp.Navigate(base + "#/workload/" + ns + "/orders"))
+	waitFor(b, 15*time.Second, `document.getElementById('detail').hidden ? '' : document.getElementById('detail').textContent`, func(got string) error {
+		if !strings.Contains(got, "Workload "+ns+"/orders") || !strings.Contains(got, "spiffe://"+trustDomain+"/ns/"+ns+"/sa/orders") ||
+			!strings.Contains(got, ns+"/web") || !strings.Contains(got, ns+"/payments") {
+			return fmt.Errorf("detail shows %q, want orders with its identity and its edges from web and to payments", got)
+		}
+		return nil
+	})
+	b.screenshot("3-workload")
+	for _, tc := range []struct{ hash, want string }{
+		{"#/workload/" + ns + "/nobody", "unknown workload " + ns + "/nobody"},
+		{"#/workload/" + ns + "/Not_A_Name", "unknown workload " + ns + "/Not_A_Name"},
+		{"#/nowhere", "There is no page"},
+	} {
+		b.do(chromedp.Navigate(base + tc.hash))
+		waitFor(b, 15*time.Second, `document.getElementById('detail').hidden ? '' : document.getElementById('detail').textContent`, func(got string) error {
+			if !strings.Contains(got, tc.want) {
+				return fmt.Errorf("%s shows %q, want %q", tc.hash, got, tc.want)
+			}
+			return nil
+		})
+	}
+	b.screenshot("4-unknown-page")
+	b.do(chromedp.Navigate(base + "#/workload/" + ns + "/nobody"))
+	waitFor(b, 15*time.Second, `(document.getElementById('unknown-workload') || {}).textContent || ''`, func(got string) error {
+		if !strings.Contains(got, "unknown workload "+ns+"/nobody") || !strings.Contains(got, "has not reported traffic in the last 10 minutes") {
+			return fmt.Errorf("unknown workload shows %q", got)
+		}
+		return nil
+	})
+	b.screenshot("5-unknown-workload")
+	if p := b.takeProblems(); len(p) > 0 {
+		t.Errorf("the page logged errors:\n%s", strings.Join(p, "\n"))
+	}
+
+	// The controller goes away: a banner says so and the last data stays.
+	b.do(chromedp.Navigate(base))
+	waitFor(b, 15*time.Second, `document.querySelectorAll('#workloads tr[data-workload]').length`, func(n int) error {
+		if n != 3 {
+			return fmt.Errorf("%d rows", n)
+		}
+		return nil
+	})
+	m.stopController()
+	waitFor(b, 15*time.Second, `document.getElementById('banner').hidden ? '' : document.getElementById('banner').textContent`, func(got string) error {
+		if !strings.Contains(got, "Cannot read the controller") {
+			return fmt.Errorf("banner %q", got)
+		}
+		return nil
+	})
+	var left int
+	if err := b.eval(`document.querySelectorAll('#workloads tr[data-workload]').length`, &left); err != nil || left != 3 {
+		t.Errorf("with the controller away the table holds %d rows (%v), want the last 3", left, err)
+	}
+	b.screenshot("6-controller-away")
+	// Only the failed fetches may be logged now.
+	for _, p := range b.takeProblems() {
+		if !strings.Contains(p, "ERR_CONNECTION_REFUSED") {
+			t.Errorf("with the controller away the page logged %q", p)
+		}
+	}
+}
+
+// TestDashboardServesFilesOnly checks the dashboard's HTTP surface on a
+// running controller without a browser: the page, its policy header, and
+// clear 404s for what is not a file of it.
+func TestDashboardServesFilesOnly(t *testing.T) {
+	m := newMesh(t, time.Hour, "", withAdmin)
+	base := "http://" + m.ctrl.AdminAddr()
+	for _, tc := range []struct {
+		path string
+		code int
+		ct   string
+	}{
+		{"/dashboard/", 200, "text/html; charset=utf-8"},
+		{"/dashboard/app.js", 200, "text/javascript; charset=utf-8"},
+		{"/dashboard/static/", 404, "text/plain; charset=utf-8"},
+		{"/dashboard", 200, "text/html; charset=utf-8"}, // redirected to /dashboard/
+		{"/api/v1/series?namespace=" + ns + "&workload=nobody", 404, "application/json"},
+	} {
+		resp, err := http.Get(base + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || resp.Header.Get("Content-Type") != tc.ct {
+			t.Errorf("GET %s = %d %s %.100q; want %d %s", tc.path, resp.StatusCode, resp.Header.Get("Content-Type"), body, tc.code, tc.ct)
+		}
+		if strings.HasPrefix(tc.path, "/dashboard/") && tc.code == 200 && !strings.Contains(resp.Header.Get("Content-Security-Policy"), "script-src 'self'") {
+			t.Errorf("GET %s: Content-Security-Policy %q", tc.path, resp.Header.Get("Content-Security-Policy"))
+		}
+	}
+}
+
+// TestDashboardShowsPlaintextAndDenials feeds the graph an edge with
+// denials and a plaintext caller, over the real control plane, and checks
+// their colours and the denials table in the browser.
+func TestDashboardShowsPlaintextAndDenials(t *testing.T) {
+	b := newBrowser(t)
+	m := newMesh(t, time.Hour, "", withAdmin)
+	client := m.fakeReporter("client", "client")
+	server := m.fakeReporter("server", "server")
+	client.send(t, "client", &meshv1.EdgeSummary{
+		Direction: meshv1.Direction_DIRECTION_OUTBOUND, PeerSpiffeId: server.id.String(), PeerWorkload: "server",
+		Service: ns + "/web", Mtls: true, Requests: 40, Failures: 8, Denied: 8,
+	})
+	server.send(t, "server",
+		&meshv1.EdgeSummary{Direction: meshv1.Direction_DIRECTION_INBOUND, PeerSpiffeId: client.id.String(),
+			Service: ns + "/web", Mtls: true, Requests: 40, Failures: 8, Denied: 8},
+		&meshv1.EdgeSummary{Direction: meshv1.Direction_DIRECTION_INBOUND, Service: ns + "/web", Requests: 10},
+	)
+
+	b.do(chromedp.Navigate("http://" + m.ctrl.AdminAddr() + "/dashboard/"))
+	want := map[string]string{ns + "/client->" + ns + "/server": "denied", "noproxy->" + ns + "/server": "plain"}
+	waitFor(b, 30*time.Second, jsEdges, func(got map[string]string) error {
+		for k, v := range want {
+			if got[k] != v {
+				return fmt.Errorf("edges %v, want %v", got, want)
+			}
+		}
+		return nil
+	})
+	var colours map[string]string
+	if err := b.eval(`Object.fromEntries([...document.querySelectorAll('#graph [data-edge] line')].map(l => [l.parentNode.dataset.edge, getComputedStyle(l).stroke]))`, &colours); err != nil {
+		t.Fatal(err)
+	}
+	if red, amber := colours[ns+"/client->"+ns+"/server"], colours["noproxy->"+ns+"/server"]; red != "rgb(197, 48, 48)" || amber != "rgb(214, 158, 46)" {
+		t.Errorf("edge colours: denied %q, plaintext %q; want red and amber", red, amber)
+	}
+	waitFor(b, 10*time.Second, `[...document.querySelectorAll('#denials tbody tr')].map(r => [...r.cells].map(c => c.textContent).join(' | '))`, func(got []string) error {
+		if len(got) != 1 || got[0] != ns+"/client | "+ns+"/server | "+ns+"/web | 8 | 80.0%" {
+			return fmt.Errorf("denials %q, want client to server, 8 denied, 80%% authorized", got)
+		}
+		return nil
+	})
+	b.screenshot("denials")
+	if p := b.takeProblems(); len(p) > 0 {
+		t.Errorf("the page logged errors:\n%s", strings.Join(p, "\n"))
+	}
+}

@@ -1,0 +1,541 @@
+// Rampart dashboard: polls the controller's JSON APIs every two seconds
+// and renders the traffic graph, golden signals, denials and certificate
+// expiry. Plain DOM, no framework; text goes in through textContent only.
+'use strict';
+
+(function () {
+  const POLL_MS = 2000;
+  const SVGNS = 'http://www.w3.org/2000/svg';
+  const DAY = 24 * 3600 * 1000;
+  // A namespace or workload name, as the controller accepts it.
+  const NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+  const state = { window: '1m', timer: null, lastOK: null, generation: 0 };
+
+  // ---- DOM and formatting ----------------------------------------------
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, opts, children) {
+    const e = document.createElement(tag);
+    setOpts(e, opts);
+    for (const c of children || []) e.append(c);
+    return e;
+  }
+
+  function sv(tag, opts, children) {
+    const e = document.createElementNS(SVGNS, tag);
+    setOpts(e, opts);
+    for (const c of children || []) e.append(c);
+    return e;
+  }
+
+  function setOpts(e, opts) {
+    if (!opts) return;
+    for (const [k, v] of Object.entries(opts)) {
+      if (v === undefined || v === null) continue;
+      if (k === 'text') e.textContent = v;
+      else if (k === 'data') for (const [dk, dv] of Object.entries(v)) e.dataset[dk] = dv;
+      else e.setAttribute(k, v);
+    }
+  }
+
+  function td(text, cls, field) {
+    return el('td', { text: text, class: cls, 'data-field': field });
+  }
+
+  class APIError extends Error {
+    constructor(path, message, status) {
+      super(message);
+      this.path = path;
+      this.status = status;
+    }
+  }
+
+  async function getJSON(path) {
+    let resp;
+    try {
+      resp = await fetch(path, { cache: 'no-store', headers: { Accept: 'application/json' } });
+    } catch (e) {
+      throw new APIError(path, 'the controller did not answer: ' + e.message, 0);
+    }
+    let body = null;
+    try {
+      body = await resp.json();
+    } catch (e) {
+      body = null;
+    }
+    if (!resp.ok) {
+      const msg = body && typeof body.error === 'string' ? body.error : resp.status + ' ' + resp.statusText;
+      throw new APIError(path, msg, resp.status);
+    }
+    if (body === null || typeof body !== 'object') {
+      throw new APIError(path, 'the answer is not JSON', resp.status);
+    }
+    return body;
+  }
+
+  function query(params) {
+    return new URLSearchParams(params).toString();
+  }
+
+  function rate(t) {
+    return t && t.requests > 0 ? t.requests_per_second.toFixed(1) : '–';
+  }
+
+  // A share as a percentage rounded down, so 99.96% never shows as 100.0%.
+  function pct(v) {
+    return v === null || v === undefined ? '–' : (Math.floor(v * 1000) / 10).toFixed(1) + '%';
+  }
+
+  function ms(v) {
+    if (v === null || v === undefined) return '–';
+    if (v >= 1000) return (v / 1000).toFixed(2) + 's';
+    if (v >= 100) return v.toFixed(0) + 'ms';
+    if (v >= 10) return v.toFixed(1) + 'ms';
+    return v.toFixed(2) + 'ms';
+  }
+
+  function left(ms) {
+    if (ms <= 0) return 'expired';
+    const d = Math.floor(ms / DAY);
+    if (d >= 2) return d + ' days';
+    const h = Math.floor(ms / 3600000);
+    if (h >= 1) return h + ' h';
+    return Math.max(1, Math.floor(ms / 60000)) + ' min';
+  }
+
+  function key(ns, name) { return ns + '/' + name; }
+
+  // ---- routing ----------------------------------------------------------
+
+  // route reads the location hash: the overview, one workload, or a page
+  // that does not exist.
+  function route() {
+    const h = location.hash.replace(/^#/, '');
+    if (h === '' || h === '/') return { kind: 'overview' };
+    const m = /^\/workload\/([^/]*)\/([^/]*)\/?$/.exec(h);
+    if (!m) return { kind: 'unknown', what: h };
+    let ns, name;
+    try {
+      ns = decodeURIComponent(m[1]);
+      name = decodeURIComponent(m[2]);
+    } catch (e) {
+      return { kind: 'workload', ns: m[1], name: m[2], invalid: true };
+    }
+    return { kind: 'workload', ns: ns, name: name, invalid: !NAME.test(ns) || !NAME.test(name) };
+  }
+
+  // ---- polling ----------------------------------------------------------
+
+  async function refresh() {
+    clearTimeout(state.timer);
+    const gen = ++state.generation;
+    const w = state.window;
+    const r = route();
+    const jobs = {
+      stat: getJSON('/api/v1/stat?' + query({ window: w })),
+      edges: getJSON('/api/v1/edges?' + query({ window: w })),
+      series: getJSON('/api/v1/series?' + query({ window: w })),
+      identity: getJSON('/identity'),
+    };
+    const got = {};
+    await settle(jobs, got);
+    // One workload's numbers are asked for only when the overview lists
+    // it: /api/v1/stat lists every workload that reported in the last
+    // 10 minutes, so one it lacks is unknown without a request that fails.
+    if (r.kind === 'workload' && !r.invalid && got.stat) {
+      got.known = (got.stat.workloads || []).some((x) => x.namespace === r.ns && x.name === r.name);
+      if (got.known) {
+        await settle({
+          detailStat: getJSON('/api/v1/stat?' + query({ namespace: r.ns, workload: r.name, window: w })),
+          detailEdges: getJSON('/api/v1/edges?' + query({ namespace: r.ns, workload: r.name, window: w })),
+        }, got);
+      }
+    }
+    if (gen !== state.generation) return; // a newer refresh started
+    const failed = [];
+    for (const n of ['stat', 'edges', 'series', 'identity']) {
+      if (got[n + 'Error']) failed.push(got[n + 'Error']);
+    }
+    // A missing workload is an answer for the detail view, not a failure.
+    for (const n of ['detailStat', 'detailEdges']) {
+      const e = got[n + 'Error'];
+      if (e && e.status !== 404 && e.status !== 400) failed.push(e);
+    }
+    try {
+      render(r, got);
+    } catch (e) {
+      failed.push(new APIError('', 'cannot show the answer: ' + e.message, 0));
+    }
+    showBanner(failed);
+    state.timer = setTimeout(refresh, POLL_MS);
+  }
+
+  // settle waits for the named requests, putting each answer in got[name]
+  // and each failure in got[name + 'Error'].
+  async function settle(jobs, got) {
+    const names = Object.keys(jobs);
+    const settled = await Promise.allSettled(names.map((n) => jobs[n]));
+    names.forEach((n, i) => {
+      if (settled[i].status === 'fulfilled') got[n] = settled[i].value;
+      else got[n + 'Error'] = settled[i].reason;
+    });
+  }
+
+  function showBanner(failed) {
+    const b = $('banner');
+    if (failed.length === 0) {
+      state.lastOK = new Date();
+      b.hidden = true;
+      b.textContent = '';
+      $('updated').textContent = 'updated ' + state.lastOK.toLocaleTimeString();
+      return;
+    }
+    // The same failure of every request (the controller is down) is said
+    // once.
+    const parts = [...new Set(failed.map((e) => (e.status === 0 ? '' : e.path + ': ') + e.message))];
+    const since = state.lastOK ? ' Showing the data of ' + state.lastOK.toLocaleTimeString() + '.' : '';
+    b.textContent = 'Cannot read the controller (retrying every 2 s): ' + parts.join('; ') + '.' + since;
+    b.hidden = false;
+    $('updated').textContent = 'not updated';
+  }
+
+  // ---- rendering --------------------------------------------------------
+
+  function render(r, got) {
+    if (got.identity) renderCerts(got.identity);
+    if (got.stat) renderWorkloads(got.stat, got.series, r);
+    if (got.edges) {
+      renderGraph(got.stat, got.edges, r);
+      renderDenials(got.edges);
+    }
+    renderDetail(r, got);
+  }
+
+  // endpoint names the graph node of one end of an edge.
+  function endpoint(end, isDest) {
+    if (end.workload) return { key: key(end.namespace, end.workload), label: end.workload, sub: end.namespace, known: true };
+    if (end.identity) return { key: 'id:' + end.identity, label: '(workload unknown)', sub: end.identity, known: false };
+    if (isDest && end.service) return { key: 'svc:' + end.service, label: '(no endpoint reached)', sub: end.service, known: false };
+    if (isDest) return { key: 'outside', label: '(outside the mesh)', sub: '', known: false };
+    return { key: 'noproxy', label: '(no proxy)', sub: 'plaintext', known: false };
+  }
+
+  function edgeClass(e) {
+    if (e.denied > 0) return 'denied';
+    if (!e.mtls) return 'plain';
+    return 'ok';
+  }
+
+  function renderGraph(stat, edges, r) {
+    const svg = $('graph');
+    const nodes = new Map();
+    for (const w of (stat && stat.workloads) || []) {
+      const k = key(w.namespace, w.name);
+      nodes.set(k, { key: k, label: w.name, sub: w.namespace, known: true });
+    }
+    // Edges between the same two nodes are drawn as one.
+    const links = new Map();
+    for (const e of edges.edges || []) {
+      const s = endpoint(e.source, false);
+      const d = endpoint(e.destination, true);
+      for (const n of [s, d]) if (!nodes.has(n.key)) nodes.set(n.key, n);
+      const lk = s.key + '->' + d.key;
+      let l = links.get(lk);
+      if (!l) {
+        l = { key: lk, from: s.key, to: d.key, requests: 0, rps: 0, denied: 0, mtls: true, services: [] };
+        links.set(lk, l);
+      }
+      l.requests += e.requests;
+      l.rps += e.requests_per_second;
+      l.denied += e.denied;
+      l.mtls = l.mtls && e.mtls;
+      if (e.destination.service) l.services.push(e.destination.service);
+    }
+    $('graph-empty').hidden = nodes.size > 0;
+    svg.hidden = nodes.size === 0;
+
+    // Columns by depth: callers left of what they call (cycles are cut
+    // at the number of nodes).
+    const depth = new Map([...nodes.keys()].map((k) => [k, 0]));
+    for (let i = 0; i < nodes.size; i++) {
+      let changed = false;
+      for (const l of links.values()) {
+        if (l.from === l.to) continue;
+        const d = Math.min(depth.get(l.from) + 1, nodes.size);
+        if (d > depth.get(l.to)) {
+          depth.set(l.to, d);
+          changed = true;
+        }
+      }
+      if (!changed) break;
+    }
+    const cols = [];
+    for (const k of [...nodes.keys()].sort()) {
+      const d = depth.get(k);
+      (cols[d] = cols[d] || []).push(k);
+    }
+    const used = cols.filter((c) => c && c.length);
+    const W = Math.max(svg.clientWidth || 900, 300);
+    const H = Math.max(320, 90 * Math.max(1, ...used.map((c) => c.length)));
+    svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+    svg.setAttribute('height', H);
+    const pos = new Map();
+    used.forEach((col, ci) => {
+      col.forEach((k, ri) => {
+        pos.set(k, { x: (W * (ci + 0.5)) / used.length, y: (H * (ri + 0.5)) / col.length });
+      });
+    });
+
+    const R = 24;
+    const children = [
+      sv('defs', null, [
+        sv('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: '10', refY: '5', markerWidth: '7', markerHeight: '7', orient: 'auto-start-reverse' }, [
+          sv('path', { d: 'M0,0 L10,5 L0,10 z' }),
+        ]),
+      ]),
+    ];
+    for (const l of links.values()) {
+      const a = pos.get(l.from);
+      const b = pos.get(l.to);
+      if (!a || !b || l.from === l.to) continue;
+      const dx = b.x - a.x;
+      const dy = b.y - a.y;
+      const len = Math.hypot(dx, dy) || 1;
+      const ux = dx / len;
+      const uy = dy / len;
+      // Two edges in opposite directions are drawn side by side.
+      const off = links.has(l.to + '->' + l.from) ? 5 : 0;
+      const ox = -uy * off;
+      const oy = ux * off;
+      const cls = edgeClass(l);
+      const title = l.from + ' → ' + l.to + (l.services.length ? ' (' + l.services.join(', ') + ')' : '') +
+        ': ' + l.rps.toFixed(1) + ' requests/s, ' + (l.mtls ? 'mutual TLS' : 'not all mutual TLS') +
+        (l.denied > 0 ? ', ' + l.denied + ' denied' : ', authorized');
+      children.push(sv('g', { class: 'edge ' + cls, data: { edge: l.key, state: cls, requests: String(l.requests) } }, [
+        sv('title', { text: title }),
+        sv('line', {
+          x1: (a.x + ux * R + ox).toFixed(1), y1: (a.y + uy * R + oy).toFixed(1),
+          x2: (b.x - ux * (R + 3) + ox).toFixed(1), y2: (b.y - uy * (R + 3) + oy).toFixed(1),
+          'marker-end': 'url(#arrow)',
+        }),
+        sv('text', { x: ((a.x + b.x) / 2 + ox * 3).toFixed(1), y: ((a.y + b.y) / 2 + oy * 3 - 6).toFixed(1), text: l.rps.toFixed(1) + '/s' }),
+      ]));
+    }
+    const selected = r.kind === 'workload' ? key(r.ns, r.name) : '';
+    for (const n of nodes.values()) {
+      const p = pos.get(n.key);
+      const shape = [
+        sv('title', { text: n.known ? n.key : n.label + (n.sub ? ' ' + n.sub : '') }),
+        sv('circle', { cx: p.x.toFixed(1), cy: p.y.toFixed(1), r: R }),
+        sv('text', { x: p.x.toFixed(1), y: (p.y + R + 14).toFixed(1), text: n.label }),
+        sv('text', { x: p.x.toFixed(1), y: (p.y + R + 28).toFixed(1), text: n.sub, class: 'muted' }),
+      ];
+      const cls = 'node' + (n.known ? '' : ' outside') + (n.key === selected ? ' selected' : '');
+      const body = n.known ? [sv('a', { href: '#/workload/' + n.key }, shape)] : shape;
+      children.push(sv('g', { class: cls, data: { node: n.key } }, body));
+    }
+    svg.replaceChildren(...children);
+  }
+
+  function spark(values, cls, title) {
+    const W = 120;
+    const H = 24;
+    const pts = [];
+    const finite = values.filter((v) => v !== null && v !== undefined);
+    const hi = Math.max(...finite, cls === 'success' ? 1 : 0) || 1;
+    const lo = cls === 'success' ? Math.min(...finite, 1) : 0;
+    const span = hi - lo || 1;
+    values.forEach((v, i) => {
+      if (v === null || v === undefined) return;
+      const x = values.length > 1 ? (i * W) / (values.length - 1) : W / 2;
+      const y = H - 2 - ((v - lo) / span) * (H - 4);
+      pts.push(x.toFixed(1) + ',' + y.toFixed(1));
+    });
+    const shapes = [sv('title', { text: title }), sv('polyline', { points: pts.join(' ') })];
+    // A lone value draws no line: mark it.
+    if (pts.length === 1) {
+      const [x, y] = pts[0].split(',');
+      shapes.push(sv('circle', { cx: x, cy: y, r: '2' }));
+    }
+    return sv('svg', { class: 'spark ' + cls, viewBox: '0 0 ' + W + ' ' + H, preserveAspectRatio: 'none' }, shapes);
+  }
+
+  function seriesOf(series, ns, name) {
+    for (const s of (series && series.workloads) || []) {
+      if (s.namespace === ns && s.name === name) return s;
+    }
+    return null;
+  }
+
+  // sparks draws a workload's rate and success over the window: what it
+  // served, or what it sent when it served nothing.
+  function sparks(s, step) {
+    if (!s) return [el('span', { class: 'muted', text: '–' }), el('span', { class: 'muted', text: '–' })];
+    const served = s.points.some((p) => p.inbound.requests > 0);
+    const side = (p) => (served ? p.inbound : p.outbound);
+    const what = served ? 'served' : 'sent';
+    const rates = s.points.map((p) => side(p).requests_per_second);
+    const success = s.points.map((p) => side(p).success_rate);
+    return [
+      spark(rates, 'rate', 'requests/s ' + what + ', one point per ' + step + ' s: ' + rates.map((v) => v.toFixed(1)).join(' ')),
+      spark(success, 'success', 'success rate of what it ' + what + ', one point per ' + step + ' s'),
+    ];
+  }
+
+  function renderWorkloads(stat, series, r) {
+    const body = $('workloads').tBodies[0];
+    const rows = [];
+    const selected = r.kind === 'workload' ? key(r.ns, r.name) : '';
+    for (const w of stat.workloads || []) {
+      const k = key(w.namespace, w.name);
+      const inb = w.inbound;
+      const lat = inb.latency_ms || {};
+      const [rs, ss] = sparks(seriesOf(series, w.namespace, w.name), series ? series.step_seconds : 0);
+      rows.push(el('tr', { class: k === selected ? 'selected' : null, data: { workload: k, requests: String(inb.requests), sent: String(w.outbound.requests) } }, [
+        el('td', null, [el('a', { href: '#/workload/' + k, text: k })]),
+        td(String(w.instances), 'num', 'instances'),
+        td(rate(inb), 'num', 'rps'),
+        td(pct(inb.success_rate), 'num', 'success'),
+        td(ms(lat.p50), 'num', 'p50'),
+        td(ms(lat.p95), 'num', 'p95'),
+        td(ms(lat.p99), 'num', 'p99'),
+        td(pct(inb.mtls_share), 'num', 'mtls'),
+        td(String(inb.denied), 'num', 'denied'),
+        td(rate(w.outbound), 'num', 'sent'),
+        el('td', null, [rs]),
+        el('td', null, [ss]),
+      ]));
+    }
+    if (rows.length === 0) {
+      rows.push(el('tr', null, [el('td', { colspan: '12', class: 'empty', text: 'No workload reported traffic in the last 10 minutes.' })]));
+    }
+    body.replaceChildren(...rows);
+  }
+
+  function endName(end, isDest) {
+    if (end.workload) return key(end.namespace, end.workload);
+    if (end.identity) return '(workload unknown) ' + end.identity;
+    if (isDest && end.service) return '(no endpoint reached)';
+    return isDest ? '(outside the mesh)' : '(no proxy)';
+  }
+
+  function renderDenials(edges) {
+    const rows = [];
+    for (const e of edges.edges || []) {
+      if (!(e.denied > 0)) continue;
+      rows.push(el('tr', { data: { denial: endName(e.source, false) + '->' + endName(e.destination, true) } }, [
+        td(endName(e.source, false)),
+        td(endName(e.destination, true)),
+        td(e.destination.service || '–'),
+        td(String(e.denied), 'num'),
+        td(pct(e.authorized_share), 'num'),
+      ]));
+    }
+    $('denials').tBodies[0].replaceChildren(...rows);
+    $('denials').hidden = rows.length === 0;
+    $('denials-empty').hidden = rows.length > 0;
+    $('denials-empty').textContent = 'No request was denied in the last ' + edges.window + '.';
+  }
+
+  function renderCerts(id) {
+    $('trust-domain').textContent = id.trust_domain ? 'trust domain ' + id.trust_domain : '';
+    const now = Date.now();
+    const rows = [];
+    const warnings = (id.warnings || []).map((w) => el('li', { class: w.startsWith('CRITICAL') ? 'crit' : 'warn', text: w }));
+    const add = (kind, subject, serial, notAfter, ca) => {
+      const t = Date.parse(notAfter);
+      const rest = t - now;
+      let cls = null;
+      // Roots and issuers live for months: warn under 30 days, alarm under
+      // 7. Workload certificates live for hours and renew at half-life.
+      if (ca && rest < 7 * DAY) cls = 'crit';
+      else if (ca && rest < 30 * DAY) cls = 'warn';
+      else if (!ca && rest <= 0) cls = 'crit';
+      rows.push(el('tr', { data: { cert: serial, expiry: cls || 'ok' } }, [
+        td(kind), td(subject), td(serial), td(isNaN(t) ? notAfter : new Date(t).toISOString().replace('.000Z', 'Z')), td(isNaN(t) ? '–' : left(rest), cls),
+      ]));
+    };
+    for (const a of id.trust_anchors || []) add('trust anchor (' + a.role + ')', a.subject, a.serial, a.not_after, true);
+    if (id.issuer) add('issuer', id.issuer.subject, id.issuer.serial, id.issuer.not_after, true);
+    for (const w of id.workloads || []) add(w.kind === 'serving' ? 'controller' : 'workload', w.spiffe_id, w.serial, w.not_after, false);
+    $('cert-warnings').replaceChildren(...warnings);
+    $('certs').tBodies[0].replaceChildren(...rows);
+  }
+
+  function renderDetail(r, got) {
+    const sec = $('detail');
+    const title = $('detail-title');
+    const body = $('detail-body');
+    if (r.kind === 'overview') {
+      sec.hidden = true;
+      return;
+    }
+    sec.hidden = false;
+    if (r.kind === 'unknown') {
+      title.textContent = 'Unknown page';
+      body.replaceChildren(el('p', { class: 'error-box', text: 'There is no page "' + r.what + '". Open a workload as #/workload/<namespace>/<name>, or go back to the overview.' }));
+      return;
+    }
+    const k = key(r.ns, r.name);
+    title.textContent = 'Workload ' + k;
+    const err = r.invalid ? null : got.detailStatError;
+    const unknown = got.known === false || (err && (err.status === 404 || err.status === 400));
+    if (r.invalid || unknown) {
+      let why = '"' + k + '" is not a namespace/name pair of lowercase letters, digits and dashes.';
+      if (err) why = err.message;
+      else if (!r.invalid) why = 'Workload ' + k + ' has not reported traffic in the last 10 minutes: check the name (the table below lists the workloads that did) and that its proxy is running.';
+      body.replaceChildren(el('div', { class: 'error-box', id: 'unknown-workload' }, [
+        el('strong', { text: 'unknown workload ' + k }),
+        el('p', { text: why }),
+      ]));
+      return;
+    }
+    const stat = got.detailStat;
+    if (!stat || !stat.workloads || stat.workloads.length === 0) {
+      if (!body.firstChild) body.replaceChildren(el('p', { class: 'muted', text: 'loading…' }));
+      return; // keep what is shown; the banner says why
+    }
+    const w = stat.workloads[0];
+    const kv = (k2, v) => [el('dt', { text: k2 }), el('dd', { text: v })];
+    const t = (x) => rate(x) + ' requests/s, success ' + pct(x.success_rate) +
+      ', p50/p95/p99 ' + ms((x.latency_ms || {}).p50) + ' / ' + ms((x.latency_ms || {}).p95) + ' / ' + ms((x.latency_ms || {}).p99) +
+      ', mTLS ' + pct(x.mtls_share) + ', ' + x.requests + ' requests, ' + x.failures + ' failed, ' + x.denied + ' denied';
+    const items = [].concat(
+      kv('identities', (w.identities || []).join(', ') || '–'),
+      kv('instances', String(w.instances)),
+      kv('served', t(w.inbound)),
+      kv('sent', t(w.outbound)),
+    );
+    const edgeRows = ((got.detailEdges && got.detailEdges.edges) || []).map((e) => el('tr', null, [
+      td(endName(e.source, false)), td(endName(e.destination, true)), td(e.destination.service || '–'),
+      td(rate(e), 'num'), td(pct(e.success_rate), 'num'), td(e.mtls ? 'yes' : 'no'), td(e.authorized ? 'yes' : 'no (' + e.denied + ' denied)'),
+    ]));
+    const edgeTable = edgeRows.length
+      ? el('table', null, [
+        el('thead', null, [el('tr', null, ['Source', 'Destination', 'Service', 'Requests/s', 'Success', 'mTLS', 'Authorized'].map((h) => el('th', { text: h })))]),
+        el('tbody', null, edgeRows),
+      ])
+      : el('p', { class: 'empty', text: 'No edge from or to it in the last ' + stat.window + '.' });
+    body.replaceChildren(el('dl', { class: 'kv' }, items), el('h2', { text: 'Edges' }), edgeTable);
+  }
+
+  // ---- start ------------------------------------------------------------
+
+  function start() {
+    const sel = $('window');
+    const fromQuery = new URLSearchParams(location.search).get('window');
+    if (fromQuery && [...sel.options].some((o) => o.value === fromQuery)) sel.value = fromQuery;
+    state.window = sel.value;
+    sel.addEventListener('change', () => {
+      state.window = sel.value;
+      refresh();
+    });
+    window.addEventListener('hashchange', refresh);
+    refresh();
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
+  else start();
+})();
