@@ -15,7 +15,9 @@ package httproute
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -119,6 +121,8 @@ func ptr[T any](v T) *T { return &v }
 //   - rules[].backendRefs: at least one; Services of the route's namespace,
 //     with a port, weights 0 to 1,000,000.
 //   - rules[].timeouts: request and backendRequest.
+//   - metadata.annotations[rampart.dev/idle-timeout]: the idle timeout of
+//     every rule (IdleTimeout).
 //
 // It refuses hostnames, query parameter matches, regular expressions, the
 // other filters, retry, sessionPersistence, useDefaultGateways and status.
@@ -133,6 +137,7 @@ func Validate(r *gatewayv1.HTTPRoute) error {
 		errs.Add("kind", "must be %q, not %s", Kind, quote(r.Kind))
 	}
 	v1alpha1.ValidateObjectMeta(&errs, &r.ObjectMeta)
+	validateAnnotations(&errs, r.Annotations)
 	ns := r.Namespace
 	if ns == "" {
 		ns = v1alpha1.DefaultNamespace
@@ -594,6 +599,62 @@ func validateTimeouts(errs *v1alpha1.FieldErrors, p string, t *gatewayv1.HTTPRou
 	}
 	if request > 0 && backend > request {
 		errs.Add(p+".backendRequest", "%s is longer than the request timeout %s, which it is part of", *t.BackendRequest, *t.Request)
+	}
+}
+
+// IdleTimeoutAnnotation is the annotation of an HTTPRoute that sets the
+// idle timeout of the requests its rules route, overriding that of the
+// service (its TrafficPolicy's idleTimeout, else the default). Gateway API
+// has no field for it; Linkerd reads timeout.linkerd.io/idle likewise.
+const IdleTimeoutAnnotation = "rampart.dev/idle-timeout"
+
+// annotationPrefix is the prefix of the annotations Rampart reads: any
+// other annotation under it is a mistake (a typo would otherwise be
+// ignored without a word).
+const annotationPrefix = "rampart.dev/"
+
+// Bounds of the idle timeout annotation, those of a TrafficPolicy's
+// idleTimeout.
+const (
+	MinIdleTimeout = v1alpha1.MinIdleTimeout
+	MaxIdleTimeout = v1alpha1.MaxIdleTimeout
+)
+
+// IdleTimeout returns the idle timeout the route's IdleTimeoutAnnotation
+// sets, or 0 when it has none: its requests then get the service's. The
+// value is a Go duration ("30s", "1m30s", "2h") from 1s to 24h.
+func IdleTimeout(r *gatewayv1.HTTPRoute) (time.Duration, error) {
+	v, ok := r.Annotations[IdleTimeoutAnnotation]
+	if !ok {
+		return 0, nil
+	}
+	return parseIdleTimeout(v)
+}
+
+func parseIdleTimeout(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %s: want a duration from 1s to 24h, such as 30s, 5m or 1h30m", quote(v))
+	}
+	if d < MinIdleTimeout || d > MaxIdleTimeout {
+		return 0, fmt.Errorf("%s is not within 1s..24h", quote(v))
+	}
+	return d, nil
+}
+
+func validateAnnotations(errs *v1alpha1.FieldErrors, annotations map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(annotations)) {
+		if !strings.HasPrefix(k, annotationPrefix) {
+			continue // another tool's
+		}
+		p := "metadata.annotations[" + k + "]"
+		if k != IdleTimeoutAnnotation {
+			errs.Add(p, "unknown annotation %s: the one Rampart reads on an HTTPRoute is %s (request timeouts go in rules[].timeouts): fix the name or remove it", quote(k), IdleTimeoutAnnotation)
+			continue
+		}
+		if _, err := parseIdleTimeout(annotations[k]); err != nil {
+			errs.Add(p, "%v", err)
+		}
 	}
 }
 

@@ -80,6 +80,27 @@ func TestValidate(t *testing.T) {
 			r.Spec.ParentRefs[0].Group = ptr(gatewayv1.Group("core"))
 			r.Spec.Rules[0].Timeouts = &gatewayv1.HTTPRouteTimeouts{Request: ptr(gatewayv1.Duration("0s")), BackendRequest: ptr(gatewayv1.Duration("1h"))}
 		}, nil},
+		{"idle timeout and another tool's annotation", func(r *gatewayv1.HTTPRoute) {
+			r.Annotations = map[string]string{IdleTimeoutAnnotation: "1h30m", "example.com/owner": "web-team"}
+		}, nil},
+		{"idle timeout annotations", func(r *gatewayv1.HTTPRoute) {
+			r.Annotations = map[string]string{
+				IdleTimeoutAnnotation:     "10 seconds",
+				"rampart.dev/idle-timout":  "10s",
+				"rampart.dev/retry-budget": "20%",
+				"timeout.linkerd.io/idle": "10s",
+			}
+		}, []string{
+			`metadata.annotations[rampart.dev/idle-timeout]: invalid duration "10 seconds": want a duration from 1s to 24h, such as 30s, 5m or 1h30m`,
+			`metadata.annotations[rampart.dev/idle-timout]: unknown annotation "rampart.dev/idle-timout": the one Rampart reads on an HTTPRoute is rampart.dev/idle-timeout`,
+			`metadata.annotations[rampart.dev/retry-budget]: unknown annotation`,
+		}},
+		{"idle timeout too short", func(r *gatewayv1.HTTPRoute) {
+			r.Annotations = map[string]string{IdleTimeoutAnnotation: "999ms"}
+		}, []string{`metadata.annotations[rampart.dev/idle-timeout]: "999ms" is not within 1s..24h`}},
+		{"idle timeout too long", func(r *gatewayv1.HTTPRoute) {
+			r.Annotations = map[string]string{IdleTimeoutAnnotation: "24h0m1s"}
+		}, []string{`metadata.annotations[rampart.dev/idle-timeout]: "24h0m1s" is not within 1s..24h`}},
 		{"path values", func(r *gatewayv1.HTTPRoute) {
 			for _, v := range []string{"/a//b", "/a/./b", "/a/..", "/a%2fb", "/a b", "/a#b", "/" + strings.Repeat("a", 1024), "/%41/ok~"} {
 				r.Spec.Rules[0].Matches = append(r.Spec.Rules[0].Matches, gatewayv1.HTTPRouteMatch{
@@ -204,6 +225,41 @@ func TestValidate(t *testing.T) {
 				t.Errorf("Validate() problems:\n%s\nwant, in order, problems containing:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
 		})
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		in   *string // nil: no annotation
+		want time.Duration
+		ok   bool
+	}{
+		{nil, 0, true},
+		{ptr("1s"), time.Second, true},
+		{ptr("90s"), 90 * time.Second, true},
+		{ptr("1h30m"), 90 * time.Minute, true},
+		{ptr("24h"), 24 * time.Hour, true},
+		{ptr("1.5s"), 1500 * time.Millisecond, true},
+		{ptr("0s"), 0, false},
+		{ptr("500ms"), 0, false},
+		{ptr("25h"), 0, false},
+		{ptr("-1m"), 0, false},
+		{ptr("10"), 0, false},
+		{ptr(""), 0, false},
+	} {
+		r := valid()
+		name := "none"
+		if tt.in != nil {
+			r.Annotations = map[string]string{IdleTimeoutAnnotation: *tt.in}
+			name = *tt.in
+		}
+		got, err := IdleTimeout(r)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("IdleTimeout(%q) = %v, %v; want %v, ok %v", name, got, err, tt.want, tt.ok)
+		}
+		if verr := Validate(r); (verr == nil) != tt.ok {
+			t.Errorf("Validate with idle timeout %q = %v; want ok %v", name, verr, tt.ok)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -189,9 +190,40 @@ func printTapLine(w io.Writer, l controller.TapLine) {
 			dir = "out"
 		}
 		src, dst := cmp.Or(l.Source, "(no identity)"), cmp.Or(l.Destination, "(no identity)")
-		fmt.Fprintf(w, "%-12s  %-3s  %-7s  %6d  %9s  %-30s  %s -> %s\n", ts, dir, l.Method, l.Status,
-			millis(l.DurationSeconds*1000), l.Authority+" "+l.Path, src, dst)
+		fmt.Fprintf(w, "%-12s  %-3s  %-7s  %6d  %9s  %-30s  %s -> %s\n", ts, dir, escapeControls(l.Method), l.Status,
+			millis(l.DurationSeconds*1000), escapeControls(l.Authority+" "+l.Path), escapeControls(src), escapeControls(dst))
 	case "end":
 		fmt.Fprintf(w, "Tap ended (%s): %d request(s), %d dropped.\n", l.Reason, l.Events, l.Dropped)
 	}
 }
+
+// escapeControls returns s with its control characters (C0, DEL and C1)
+// written as Go escapes, as strconv.Quote writes them, so that a request
+// cannot move the cursor, recolour or retitle the terminal that shows it;
+// a backslash is doubled when anything is escaped, so that the escapes
+// read unambiguously. Invalid UTF-8 is escaped byte by byte.
+func escapeControls(s string) string {
+	if !strings.ContainsFunc(s, isControl) && utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case isControl(r):
+			q := strconv.QuoteRune(r) // such as '\x1b' or '\u0085'
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// isControl reports whether r is a C0 or C1 control character or DEL.
+func isControl(r rune) bool { return r < 0x20 || r >= 0x7f && r <= 0x9f }

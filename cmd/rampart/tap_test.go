@@ -106,3 +106,21 @@ func TestTapSaysWhatTheControllerRefused(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+func TestTapEscapesControlCharacters(t *testing.T) {
+	var out bytes.Buffer
+	printTapLine(&out, controller.TapLine{Type: "request", Direction: "inbound", Method: "GET", Status: 200,
+		Authority: "a\x1b]0;owned\x07", Path: "/p\u009b31m\\\x7f\xff", Source: "spiffe://t/\r", Destination: "d"})
+	got := out.String()
+	if strings.ContainsFunc(strings.TrimSuffix(got, "\n"), isControl) {
+		t.Fatalf("control characters reach the terminal: %q", got)
+	}
+	for _, want := range []string{`a\x1b]0;owned\a`, `/p\u009b31m\\\x7f\xff`, `spiffe://t/\r -> d`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("row %q lacks %q", got, want)
+		}
+	}
+	if got := escapeControls(`/plain\path é`); got != `/plain\path é` {
+		t.Errorf("escapeControls changed a printable string to %q", got)
+	}
+}

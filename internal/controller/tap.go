@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -243,6 +244,39 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
+// TapWriteTimeout bounds each write of a tap's lines to its caller: a
+// caller that reads none for this long is gone.
+const TapWriteTimeout = 5 * time.Second
+
+// tapWriter returns a func that writes one line of a tap to w and flushes
+// it, within timeout; the first failure calls failed, and every write
+// after it fails at once.
+func tapWriter(w http.ResponseWriter, timeout time.Duration, failed func()) func(TapLine) error {
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	var broken error
+	return func(l TapLine) error {
+		if broken != nil {
+			return broken
+		}
+		err := rc.SetWriteDeadline(time.Now().Add(timeout))
+		if errors.Is(err, http.ErrNotSupported) {
+			err = nil // a writer without deadlines (a test's recorder)
+		}
+		if err == nil {
+			err = enc.Encode(l)
+		}
+		if err == nil {
+			err = rc.Flush()
+		}
+		if err != nil {
+			broken = err
+			failed()
+		}
+		return err
+	}
+}
+
 // serveTap is GET /api/v1/tap: it streams the request heads of a workload
 // as newline-delimited JSON, for callers holding the tap token.
 func (c *Controller) serveTap(w http.ResponseWriter, r *http.Request) {
@@ -255,21 +289,18 @@ func (c *Controller) serveTap(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: "query parameter " + err.Error()})
 		return
 	}
-	rc := http.NewResponseController(w)
-	enc := json.NewEncoder(w)
-	write := func(l TapLine) error {
-		if err := enc.Encode(l); err != nil {
-			return err
-		}
-		return rc.Flush()
-	}
+	// A caller that stops reading ends its tap, rather than hold one of
+	// the few tap slots.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	write := tapWriter(w, TapWriteTimeout, cancel)
 	spec.OnStart = func(instances int) {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusOK)
 		_ = write(TapLine{Type: "start", Instances: instances})
 	}
-	sum, err := c.cp.Tap(r.Context(), spec, func(instance string, req *meshv1.TapRequest) error {
+	sum, err := c.cp.Tap(ctx, spec, func(instance string, req *meshv1.TapRequest) error {
 		return write(tapLine(instance, req))
 	})
 	if err != nil {

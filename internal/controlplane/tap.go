@@ -151,11 +151,13 @@ type tapDelivery struct {
 type tapSession struct {
 	id     string
 	events chan tapDelivery
-	// done receives each stream that ended the tap or went away; sized
-	// so that it never fills (two per instance at most).
-	done    chan *tapStream
-	mu      sync.Mutex
-	pending map[*tapStream]bool // guarded by mu: instances still tapping
+	// done receives each stream that ended the tap or went away, once
+	// per stream; sized so that it never fills.
+	done chan *tapStream
+	mu   sync.Mutex
+	// pending holds the instances of the tap not yet counted out: true
+	// while tapping, false once ended with their notice in done.
+	pending map[*tapStream]bool // guarded by mu
 	dropped uint64              // guarded by mu
 }
 
@@ -300,18 +302,35 @@ func (ts telemetryService) Tap(stream grpc.BidiStreamingServer[meshv1.TapEvent, 
 				recvErr <- err
 				return
 			}
+			// A revocation after the stream opened ends it at the next
+			// event, which is not delivered.
+			if err := s.peerRevoked(c.certs[0]); err != nil {
+				recvErr <- err
+				return
+			}
 			s.taps.deliver(s.tapm, st, self, ev)
 		}
 	}()
+	revoked := func(err error) error {
+		return refuse(codes.PermissionDenied, meshtls.ReasonRevoked, err, "client certificate revoked: "+err.Error())
+	}
 	expiry := time.NewTimer(c.certs[0].NotAfter.Sub(s.now()))
 	defer expiry.Stop()
 	for {
 		select {
 		case cmd := <-st.cmds:
+			// Nor does a revoked proxy receive another command.
+			if err := s.peerRevoked(c.certs[0]); err != nil {
+				return revoked(err)
+			}
 			if err := stream.Send(cmd); err != nil {
 				return err
 			}
 		case err := <-recvErr:
+			var rev *meshtls.RevokedError
+			if errors.As(err, &rev) {
+				return revoked(err)
+			}
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
@@ -349,6 +368,7 @@ func (h *tapHub) remove(st *tapStream) {
 	for _, sess := range h.sessions {
 		sess.mu.Lock()
 		if sess.pending[st] {
+			sess.pending[st] = false
 			select {
 			case sess.done <- st:
 			default:
@@ -379,6 +399,9 @@ func (h *tapHub) deliver(m *tapMetrics, st *tapStream, self string, ev *meshv1.T
 		return
 	}
 	if ev.GetEnded() {
+		// Only the first: a stream ends a tap once (and later events
+		// from it are refused above).
+		sess.pending[st] = false
 		sess.dropped += ev.GetDropped()
 		select {
 		case sess.done <- st:

@@ -233,3 +233,43 @@ func TestTapStreamOverGRPC(t *testing.T) {
 		}
 	})
 }
+
+// Repeated Ended events from one stream count once: they cannot fill the
+// session's notices and lose another stream's.
+func TestTapEndedCountsOncePerStream(t *testing.T) {
+	m, err := newTapMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h tapHub
+	spec := TapSpec{Namespace: "shop", Workload: "web"}
+	if err := spec.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a := &tapStream{key: tapKey{"shop", "web"}, instance: "web@a", cmds: make(chan *meshv1.TapCommand, tapCommands)}
+	b := &tapStream{key: tapKey{"shop", "web"}, instance: "web@b", cmds: make(chan *meshv1.TapCommand, tapCommands)}
+	h.add(a)
+	h.add(b)
+	sess, n, err := h.start(spec)
+	if err != nil || n != 2 {
+		t.Fatalf("start: %d instances, %v", n, err)
+	}
+	const self = "spiffe://td/ns/shop/sa/web"
+	for range 10 {
+		h.deliver(m, a, self, &meshv1.TapEvent{TapId: sess.id, Ended: true, Dropped: 1})
+	}
+	h.remove(a) // gone after it ended: no second notice
+	h.deliver(m, a, self, &meshv1.TapEvent{TapId: sess.id, Request: &meshv1.TapRequest{Direction: meshv1.Direction_DIRECTION_INBOUND, Destination: self}})
+	h.deliver(m, b, self, &meshv1.TapEvent{TapId: sess.id, Ended: true})
+	var got []string
+	for len(sess.done) > 0 {
+		got = append(got, (<-sess.done).instance)
+	}
+	if strings.Join(got, ",") != "web@a,web@b" {
+		t.Errorf("notices %v, want one from each stream: web@a,web@b", got)
+	}
+	if sess.dropped != 1 || len(sess.events) != 0 {
+		t.Errorf("dropped %d, %d events; want the first Ended's 1 and no event after it", sess.dropped, len(sess.events))
+	}
+	h.finish(sess)
+}

@@ -125,11 +125,17 @@ func (m *Model) checkBackendsLocked(mr *meshv1.Route) {
 }
 
 // toRoute converts a defaulted, valid route as it attaches to ports of one
-// service of namespace ns.
+// service of namespace ns. Its idle timeout annotation is set on each
+// rule.
 func toRoute(r *gatewayv1.HTTPRoute, ns string, ports []uint32) *meshv1.Route {
 	out := &meshv1.Route{Namespace: ns, Name: r.Name, Ports: ports}
+	// The annotation applies to every rule; valid, it is never an error.
+	var idle *durationpb.Duration
+	if d, err := httproute.IdleTimeout(r); err == nil && d > 0 {
+		idle = durationpb.New(d)
+	}
 	for _, rule := range r.Spec.Rules {
-		mr := &meshv1.RouteRule{RequestHeaders: headerModifier(rule.Filters)}
+		mr := &meshv1.RouteRule{RequestHeaders: headerModifier(rule.Filters), IdleTimeout: idle}
 		if rule.Name != nil {
 			mr.Name = string(*rule.Name)
 		}

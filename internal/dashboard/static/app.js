@@ -107,6 +107,31 @@
 
   function key(ns, name) { return ns + '/' + name; }
 
+  // A workload is a namespace, a name and the identity its instances
+  // hold: two identities may report one name, and each is its own row and
+  // node. idKey is the key within the page; names gives what a workload is
+  // called on it: namespace/name, with the identity only when another
+  // identity reports the same name.
+  function idKey(ns, name, id) { return ns + '/' + name + ' ' + (id || ''); }
+  function statIdentity(w) { return (w.identities || [])[0] || ''; }
+
+  function names(stat, edges) {
+    const ids = new Map();
+    const add = (ns, name, id) => {
+      const k = key(ns, name);
+      if (!ids.has(k)) ids.set(k, new Set());
+      ids.get(k).add(id || '');
+    };
+    for (const w of (stat && stat.workloads) || []) add(w.namespace, w.name, statIdentity(w));
+    for (const e of (edges && edges.edges) || []) {
+      for (const end of [e.source, e.destination]) if (end.workload) add(end.namespace, end.workload, end.identity);
+    }
+    return (ns, name, id) => {
+      const k = key(ns, name);
+      return ids.has(k) && ids.get(k).size > 1 ? k + ' (' + (id || 'no identity') + ')' : k;
+    };
+  }
+
   // ---- routing ----------------------------------------------------------
 
   // route reads the location hash: the overview, one workload, or a page
@@ -205,7 +230,7 @@
 
   function render(r, got) {
     if (got.identity) renderCerts(got.identity);
-    if (got.stat) renderWorkloads(got.stat, got.series, r);
+    if (got.stat) renderWorkloads(got.stat, got.series, r, names(got.stat, got.edges));
     if (got.edges) {
       renderGraph(got.stat, got.edges, r);
       renderDenials(got.edges);
@@ -214,8 +239,13 @@
   }
 
   // endpoint names the graph node of one end of an edge.
-  function endpoint(end, isDest) {
-    if (end.workload) return { key: key(end.namespace, end.workload), label: end.workload, sub: end.namespace, known: true };
+  function endpoint(end, isDest, nameOf) {
+    if (end.workload) {
+      return {
+        key: idKey(end.namespace, end.workload, end.identity), name: nameOf(end.namespace, end.workload, end.identity),
+        href: key(end.namespace, end.workload), label: end.workload, sub: end.namespace, known: true,
+      };
+    }
     if (end.identity) return { key: 'id:' + end.identity, label: '(workload unknown)', sub: end.identity, known: false };
     if (isDest && end.service) return { key: 'svc:' + end.service, label: '(no endpoint reached)', sub: end.service, known: false };
     if (isDest) return { key: 'outside', label: '(outside the mesh)', sub: '', known: false };
@@ -230,21 +260,23 @@
 
   function renderGraph(stat, edges, r) {
     const svg = $('graph');
+    const nameOf = names(stat, edges);
     const nodes = new Map();
     for (const w of (stat && stat.workloads) || []) {
-      const k = key(w.namespace, w.name);
-      nodes.set(k, { key: k, label: w.name, sub: w.namespace, known: true });
+      const id = statIdentity(w);
+      const k = idKey(w.namespace, w.name, id);
+      nodes.set(k, { key: k, name: nameOf(w.namespace, w.name, id), href: key(w.namespace, w.name), label: w.name, sub: w.namespace, known: true });
     }
     // Edges between the same two nodes are drawn as one.
     const links = new Map();
     for (const e of edges.edges || []) {
-      const s = endpoint(e.source, false);
-      const d = endpoint(e.destination, true);
+      const s = endpoint(e.source, false, nameOf);
+      const d = endpoint(e.destination, true, nameOf);
       for (const n of [s, d]) if (!nodes.has(n.key)) nodes.set(n.key, n);
       const lk = s.key + '->' + d.key;
       let l = links.get(lk);
       if (!l) {
-        l = { key: lk, from: s.key, to: d.key, requests: 0, rps: 0, denied: 0, mtls: true, services: [] };
+        l = { key: lk, name: (s.name || s.key) + '->' + (d.name || d.key), from: s.key, to: d.key, requests: 0, rps: 0, denied: 0, mtls: true, services: [] };
         links.set(lk, l);
       }
       l.requests += e.requests;
@@ -310,10 +342,11 @@
       const ox = -uy * off;
       const oy = ux * off;
       const cls = edgeClass(l);
-      const title = l.from + ' → ' + l.to + (l.services.length ? ' (' + l.services.join(', ') + ')' : '') +
+      const nameOfKey = (k) => nodes.get(k).name || nodes.get(k).key;
+      const title = nameOfKey(l.from) + ' → ' + nameOfKey(l.to) + (l.services.length ? ' (' + l.services.join(', ') + ')' : '') +
         ': ' + l.rps.toFixed(1) + ' requests/s, ' + (l.mtls ? 'mutual TLS' : 'not all mutual TLS') +
         (l.denied > 0 ? ', ' + l.denied + ' denied' : ', authorized');
-      children.push(sv('g', { class: 'edge ' + cls, data: { edge: l.key, state: cls, requests: String(l.requests) } }, [
+      children.push(sv('g', { class: 'edge ' + cls, data: { edge: l.name, state: cls, requests: String(l.requests) } }, [
         sv('title', { text: title }),
         sv('line', {
           x1: (a.x + ux * R + ox).toFixed(1), y1: (a.y + uy * R + oy).toFixed(1),
@@ -327,14 +360,14 @@
     for (const n of nodes.values()) {
       const p = pos.get(n.key);
       const shape = [
-        sv('title', { text: n.known ? n.key : n.label + (n.sub ? ' ' + n.sub : '') }),
+        sv('title', { text: n.known ? n.name : n.label + (n.sub ? ' ' + n.sub : '') }),
         sv('circle', { cx: p.x.toFixed(1), cy: p.y.toFixed(1), r: R }),
         sv('text', { x: p.x.toFixed(1), y: (p.y + R + 14).toFixed(1), text: n.label }),
         sv('text', { x: p.x.toFixed(1), y: (p.y + R + 28).toFixed(1), text: n.sub, class: 'muted' }),
       ];
-      const cls = 'node' + (n.known ? '' : ' outside') + (n.key === selected ? ' selected' : '');
-      const body = n.known ? [sv('a', { href: '#/workload/' + n.key }, shape)] : shape;
-      children.push(sv('g', { class: cls, data: { node: n.key } }, body));
+      const cls = 'node' + (n.known ? '' : ' outside') + (n.known && n.href === selected ? ' selected' : '');
+      const body = n.known ? [sv('a', { href: '#/workload/' + n.href }, shape)] : shape;
+      children.push(sv('g', { class: cls, data: { node: n.known ? n.name : n.key } }, body));
     }
     svg.replaceChildren(...children);
   }
@@ -362,9 +395,11 @@
     return sv('svg', { class: 'spark ' + cls, viewBox: '0 0 ' + W + ' ' + H, preserveAspectRatio: 'none' }, shapes);
   }
 
-  function seriesOf(series, ns, name) {
+  // seriesOf finds the series of a workload; a row without an identity
+  // takes the first of its name.
+  function seriesOf(series, ns, name, id) {
     for (const s of (series && series.workloads) || []) {
-      if (s.namespace === ns && s.name === name) return s;
+      if (s.namespace === ns && s.name === name && (s.identity === id || !id)) return s;
     }
     return null;
   }
@@ -384,17 +419,19 @@
     ];
   }
 
-  function renderWorkloads(stat, series, r) {
+  function renderWorkloads(stat, series, r, nameOf) {
     const body = $('workloads').tBodies[0];
     const rows = [];
     const selected = r.kind === 'workload' ? key(r.ns, r.name) : '';
     for (const w of stat.workloads || []) {
       const k = key(w.namespace, w.name);
+      const id = statIdentity(w);
+      const shown = nameOf(w.namespace, w.name, id);
       const inb = w.inbound;
       const lat = inb.latency_ms || {};
-      const [rs, ss] = sparks(seriesOf(series, w.namespace, w.name), series ? series.step_seconds : 0);
-      rows.push(el('tr', { class: k === selected ? 'selected' : null, data: { workload: k, requests: String(inb.requests), sent: String(w.outbound.requests) } }, [
-        el('td', null, [el('a', { href: '#/workload/' + k, text: k })]),
+      const [rs, ss] = sparks(seriesOf(series, w.namespace, w.name, id), series ? series.step_seconds : 0);
+      rows.push(el('tr', { class: k === selected ? 'selected' : null, data: { workload: shown, identity: id, requests: String(inb.requests), sent: String(w.outbound.requests) } }, [
+        el('td', null, [el('a', { href: '#/workload/' + k, text: shown })]),
         td(String(w.instances), 'num', 'instances'),
         td(rate(inb), 'num', 'rps'),
         td(pct(inb.success_rate), 'num', 'success'),
@@ -497,17 +534,20 @@
       if (!body.firstChild) body.replaceChildren(el('p', { class: 'muted', text: 'loading…' }));
       return; // keep what is shown; the banner says why
     }
-    const w = stat.workloads[0];
     const kv = (k2, v) => [el('dt', { text: k2 }), el('dd', { text: v })];
     const t = (x) => rate(x) + ' requests/s, success ' + pct(x.success_rate) +
       ', p50/p95/p99 ' + ms((x.latency_ms || {}).p50) + ' / ' + ms((x.latency_ms || {}).p95) + ' / ' + ms((x.latency_ms || {}).p99) +
       ', mTLS ' + pct(x.mtls_share) + ', ' + x.requests + ' requests, ' + x.failures + ' failed, ' + x.denied + ' denied';
-    const items = [].concat(
+    // One list per identity that reports the name: each its own workload.
+    const lists = stat.workloads.map((w) => el('dl', { class: 'kv', data: { identity: statIdentity(w) } }, [].concat(
       kv('identities', (w.identities || []).join(', ') || '–'),
       kv('instances', String(w.instances)),
       kv('served', t(w.inbound)),
       kv('sent', t(w.outbound)),
-    );
+    )));
+    if (lists.length > 1) {
+      lists.unshift(el('p', { class: 'error-box', text: lists.length + ' identities report the name ' + k + ': each is shown apart, and only one of them is likely the workload you deployed.' }));
+    }
     const edgeRows = ((got.detailEdges && got.detailEdges.edges) || []).map((e) => el('tr', null, [
       td(endName(e.source, false)), td(endName(e.destination, true)), td(e.destination.service || '–'),
       td(rate(e), 'num'), td(pct(e.success_rate), 'num'), td(e.mtls ? 'yes' : 'no'), td(e.authorized ? 'yes' : 'no (' + e.denied + ' denied)'),
@@ -518,7 +558,7 @@
         el('tbody', null, edgeRows),
       ])
       : el('p', { class: 'empty', text: 'No edge from or to it in the last ' + stat.window + '.' });
-    body.replaceChildren(el('dl', { class: 'kv' }, items), el('h2', { text: 'Edges' }), edgeTable);
+    body.replaceChildren(...lists, el('h2', { text: 'Edges' }), edgeTable);
   }
 
   // ---- start ------------------------------------------------------------

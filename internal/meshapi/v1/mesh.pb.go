@@ -561,7 +561,9 @@ type CertifyRequest struct {
 	// Join token, required unless the caller presents a valid SVID.
 	JoinToken string `protobuf:"bytes,2,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
 	// PID of the app the calling proxy runs as its child (rampart-proxy --
-	// <command>), as the proxy sees it. Only meaningful over the controller's
+	// <command>). The controller looks it up in its own PID namespace, which
+	// the proxy must share (a proxy in a PID namespace of its own is refused
+	// app_not_child). Only meaningful over the controller's
 	// Unix attestation socket, where the controller checks that the process
 	// is a child of the caller and measures its executable as the workload's
 	// code. 0: the proxy runs no app; its own executable is measured.
@@ -1625,8 +1627,16 @@ type RouteRule struct {
 	// start to the end of its response. Absent or zero: no limit but
 	// request_timeout. Never more than a nonzero request_timeout.
 	BackendRequestTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=backend_request_timeout,json=backendRequestTimeout,proto3" json:"backend_request_timeout,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Overrides the idle timeout of the service the app addressed (its
+	// TrafficPolicy's idle_timeout, else the proxy's default) for the
+	// requests this rule routes, gRPC requests included: an attempt whose
+	// response and request sent nothing for this long fails (504, or a
+	// retry). From 1s to 24h; a proxy refuses a configuration with any other
+	// value. Absent: the service's. The controller sets it on every rule of
+	// an HTTPRoute annotated rampart.dev/idle-timeout.
+	IdleTimeout   *durationpb.Duration `protobuf:"bytes,7,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RouteRule) Reset() {
@@ -1697,6 +1707,13 @@ func (x *RouteRule) GetRequestTimeout() *durationpb.Duration {
 func (x *RouteRule) GetBackendRequestTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.BackendRequestTimeout
+	}
+	return nil
+}
+
+func (x *RouteRule) GetIdleTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.IdleTimeout
 	}
 	return nil
 }
@@ -4157,14 +4174,15 @@ const file_mesh_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
 	"\x05ports\x18\x03 \x03(\rR\x05ports\x120\n" +
-	"\x05rules\x18\x04 \x03(\v2\x1a.rampart.mesh.v1.RouteRuleR\x05rules\"\xf2\x02\n" +
+	"\x05rules\x18\x04 \x03(\v2\x1a.rampart.mesh.v1.RouteRuleR\x05rules\"\xb0\x03\n" +
 	"\tRouteRule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\amatches\x18\x02 \x03(\v2\x1b.rampart.mesh.v1.RouteMatchR\amatches\x129\n" +
 	"\bbackends\x18\x03 \x03(\v2\x1d.rampart.mesh.v1.RouteBackendR\bbackends\x12H\n" +
 	"\x0frequest_headers\x18\x04 \x01(\v2\x1f.rampart.mesh.v1.HeaderModifierR\x0erequestHeaders\x12B\n" +
 	"\x0frequest_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0erequestTimeout\x12Q\n" +
-	"\x17backend_request_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x15backendRequestTimeout\"\x8c\x01\n" +
+	"\x17backend_request_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x15backendRequestTimeout\x12<\n" +
+	"\fidle_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\"\x8c\x01\n" +
 	"\n" +
 	"RouteMatch\x12.\n" +
 	"\x04path\x18\x01 \x01(\v2\x1a.rampart.mesh.v1.PathMatchR\x04path\x12\x16\n" +
@@ -4494,63 +4512,64 @@ var file_mesh_proto_depIdxs = []int32{
 	30, // 25: rampart.mesh.v1.RouteRule.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
 	59, // 26: rampart.mesh.v1.RouteRule.request_timeout:type_name -> google.protobuf.Duration
 	59, // 27: rampart.mesh.v1.RouteRule.backend_request_timeout:type_name -> google.protobuf.Duration
-	27, // 28: rampart.mesh.v1.RouteMatch.path:type_name -> rampart.mesh.v1.PathMatch
-	28, // 29: rampart.mesh.v1.RouteMatch.headers:type_name -> rampart.mesh.v1.HeaderMatch
-	3,  // 30: rampart.mesh.v1.PathMatch.type:type_name -> rampart.mesh.v1.PathMatchType
-	4,  // 31: rampart.mesh.v1.HeaderMatch.type:type_name -> rampart.mesh.v1.HeaderMatchType
-	30, // 32: rampart.mesh.v1.RouteBackend.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
-	31, // 33: rampart.mesh.v1.HeaderModifier.set:type_name -> rampart.mesh.v1.Header
-	31, // 34: rampart.mesh.v1.HeaderModifier.add:type_name -> rampart.mesh.v1.Header
-	0,  // 35: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
-	0,  // 36: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
-	59, // 37: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
-	1,  // 38: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
-	5,  // 39: rampart.mesh.v1.WorkloadPolicy.default_authorization:type_name -> rampart.mesh.v1.DefaultAuthorization
-	37, // 40: rampart.mesh.v1.WorkloadPolicy.tls:type_name -> rampart.mesh.v1.TLSPolicy
-	39, // 41: rampart.mesh.v1.WorkloadPolicy.policies:type_name -> rampart.mesh.v1.AuthorizationPolicy
-	43, // 42: rampart.mesh.v1.WorkloadPolicy.rate_limits:type_name -> rampart.mesh.v1.RateLimit
-	6,  // 43: rampart.mesh.v1.TLSPolicy.mode:type_name -> rampart.mesh.v1.TLSMode
-	38, // 44: rampart.mesh.v1.TLSPolicy.ports:type_name -> rampart.mesh.v1.PortTLS
-	6,  // 45: rampart.mesh.v1.PortTLS.mode:type_name -> rampart.mesh.v1.TLSMode
-	7,  // 46: rampart.mesh.v1.AuthorizationPolicy.action:type_name -> rampart.mesh.v1.PolicyAction
-	40, // 47: rampart.mesh.v1.AuthorizationPolicy.rules:type_name -> rampart.mesh.v1.Rule
-	41, // 48: rampart.mesh.v1.Rule.from:type_name -> rampart.mesh.v1.Source
-	42, // 49: rampart.mesh.v1.Rule.to:type_name -> rampart.mesh.v1.Operation
-	41, // 50: rampart.mesh.v1.RateLimit.from:type_name -> rampart.mesh.v1.Source
-	42, // 51: rampart.mesh.v1.RateLimit.to:type_name -> rampart.mesh.v1.Operation
-	8,  // 52: rampart.mesh.v1.RateLimit.per:type_name -> rampart.mesh.v1.RateLimitKey
-	59, // 53: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
-	58, // 54: rampart.mesh.v1.TelemetryReport.start:type_name -> google.protobuf.Timestamp
-	59, // 55: rampart.mesh.v1.TelemetryReport.interval:type_name -> google.protobuf.Duration
-	46, // 56: rampart.mesh.v1.TelemetryReport.edges:type_name -> rampart.mesh.v1.EdgeSummary
-	9,  // 57: rampart.mesh.v1.EdgeSummary.direction:type_name -> rampart.mesh.v1.Direction
-	47, // 58: rampart.mesh.v1.EdgeSummary.latency:type_name -> rampart.mesh.v1.LatencySketch
-	57, // 59: rampart.mesh.v1.EdgeSummary.request_counts:type_name -> rampart.mesh.v1.EdgeSummary.RequestCount
-	49, // 60: rampart.mesh.v1.TapCommand.filter:type_name -> rampart.mesh.v1.TapFilter
-	59, // 61: rampart.mesh.v1.TapCommand.duration:type_name -> google.protobuf.Duration
-	51, // 62: rampart.mesh.v1.TapEvent.request:type_name -> rampart.mesh.v1.TapRequest
-	9,  // 63: rampart.mesh.v1.TapRequest.direction:type_name -> rampart.mesh.v1.Direction
-	58, // 64: rampart.mesh.v1.TapRequest.time:type_name -> google.protobuf.Timestamp
-	59, // 65: rampart.mesh.v1.TapRequest.duration:type_name -> google.protobuf.Duration
-	52, // 66: rampart.mesh.v1.TapRequest.request_headers:type_name -> rampart.mesh.v1.TapHeader
-	52, // 67: rampart.mesh.v1.TapRequest.response_headers:type_name -> rampart.mesh.v1.TapHeader
-	55, // 68: rampart.mesh.v1.TrafficPolicy.Retry.retry_on:type_name -> rampart.mesh.v1.TrafficPolicy.RetryOn
-	59, // 69: rampart.mesh.v1.TrafficPolicy.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	10, // 70: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
-	12, // 71: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
-	13, // 72: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
-	44, // 73: rampart.mesh.v1.Telemetry.Report:input_type -> rampart.mesh.v1.TelemetryReport
-	50, // 74: rampart.mesh.v1.Telemetry.Tap:input_type -> rampart.mesh.v1.TapEvent
-	11, // 75: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
-	16, // 76: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
-	14, // 77: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
-	45, // 78: rampart.mesh.v1.Telemetry.Report:output_type -> rampart.mesh.v1.TelemetryAck
-	48, // 79: rampart.mesh.v1.Telemetry.Tap:output_type -> rampart.mesh.v1.TapCommand
-	75, // [75:80] is the sub-list for method output_type
-	70, // [70:75] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	59, // 28: rampart.mesh.v1.RouteRule.idle_timeout:type_name -> google.protobuf.Duration
+	27, // 29: rampart.mesh.v1.RouteMatch.path:type_name -> rampart.mesh.v1.PathMatch
+	28, // 30: rampart.mesh.v1.RouteMatch.headers:type_name -> rampart.mesh.v1.HeaderMatch
+	3,  // 31: rampart.mesh.v1.PathMatch.type:type_name -> rampart.mesh.v1.PathMatchType
+	4,  // 32: rampart.mesh.v1.HeaderMatch.type:type_name -> rampart.mesh.v1.HeaderMatchType
+	30, // 33: rampart.mesh.v1.RouteBackend.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
+	31, // 34: rampart.mesh.v1.HeaderModifier.set:type_name -> rampart.mesh.v1.Header
+	31, // 35: rampart.mesh.v1.HeaderModifier.add:type_name -> rampart.mesh.v1.Header
+	0,  // 36: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
+	0,  // 37: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
+	59, // 38: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
+	1,  // 39: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
+	5,  // 40: rampart.mesh.v1.WorkloadPolicy.default_authorization:type_name -> rampart.mesh.v1.DefaultAuthorization
+	37, // 41: rampart.mesh.v1.WorkloadPolicy.tls:type_name -> rampart.mesh.v1.TLSPolicy
+	39, // 42: rampart.mesh.v1.WorkloadPolicy.policies:type_name -> rampart.mesh.v1.AuthorizationPolicy
+	43, // 43: rampart.mesh.v1.WorkloadPolicy.rate_limits:type_name -> rampart.mesh.v1.RateLimit
+	6,  // 44: rampart.mesh.v1.TLSPolicy.mode:type_name -> rampart.mesh.v1.TLSMode
+	38, // 45: rampart.mesh.v1.TLSPolicy.ports:type_name -> rampart.mesh.v1.PortTLS
+	6,  // 46: rampart.mesh.v1.PortTLS.mode:type_name -> rampart.mesh.v1.TLSMode
+	7,  // 47: rampart.mesh.v1.AuthorizationPolicy.action:type_name -> rampart.mesh.v1.PolicyAction
+	40, // 48: rampart.mesh.v1.AuthorizationPolicy.rules:type_name -> rampart.mesh.v1.Rule
+	41, // 49: rampart.mesh.v1.Rule.from:type_name -> rampart.mesh.v1.Source
+	42, // 50: rampart.mesh.v1.Rule.to:type_name -> rampart.mesh.v1.Operation
+	41, // 51: rampart.mesh.v1.RateLimit.from:type_name -> rampart.mesh.v1.Source
+	42, // 52: rampart.mesh.v1.RateLimit.to:type_name -> rampart.mesh.v1.Operation
+	8,  // 53: rampart.mesh.v1.RateLimit.per:type_name -> rampart.mesh.v1.RateLimitKey
+	59, // 54: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
+	58, // 55: rampart.mesh.v1.TelemetryReport.start:type_name -> google.protobuf.Timestamp
+	59, // 56: rampart.mesh.v1.TelemetryReport.interval:type_name -> google.protobuf.Duration
+	46, // 57: rampart.mesh.v1.TelemetryReport.edges:type_name -> rampart.mesh.v1.EdgeSummary
+	9,  // 58: rampart.mesh.v1.EdgeSummary.direction:type_name -> rampart.mesh.v1.Direction
+	47, // 59: rampart.mesh.v1.EdgeSummary.latency:type_name -> rampart.mesh.v1.LatencySketch
+	57, // 60: rampart.mesh.v1.EdgeSummary.request_counts:type_name -> rampart.mesh.v1.EdgeSummary.RequestCount
+	49, // 61: rampart.mesh.v1.TapCommand.filter:type_name -> rampart.mesh.v1.TapFilter
+	59, // 62: rampart.mesh.v1.TapCommand.duration:type_name -> google.protobuf.Duration
+	51, // 63: rampart.mesh.v1.TapEvent.request:type_name -> rampart.mesh.v1.TapRequest
+	9,  // 64: rampart.mesh.v1.TapRequest.direction:type_name -> rampart.mesh.v1.Direction
+	58, // 65: rampart.mesh.v1.TapRequest.time:type_name -> google.protobuf.Timestamp
+	59, // 66: rampart.mesh.v1.TapRequest.duration:type_name -> google.protobuf.Duration
+	52, // 67: rampart.mesh.v1.TapRequest.request_headers:type_name -> rampart.mesh.v1.TapHeader
+	52, // 68: rampart.mesh.v1.TapRequest.response_headers:type_name -> rampart.mesh.v1.TapHeader
+	55, // 69: rampart.mesh.v1.TrafficPolicy.Retry.retry_on:type_name -> rampart.mesh.v1.TrafficPolicy.RetryOn
+	59, // 70: rampart.mesh.v1.TrafficPolicy.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	10, // 71: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
+	12, // 72: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
+	13, // 73: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
+	44, // 74: rampart.mesh.v1.Telemetry.Report:input_type -> rampart.mesh.v1.TelemetryReport
+	50, // 75: rampart.mesh.v1.Telemetry.Tap:input_type -> rampart.mesh.v1.TapEvent
+	11, // 76: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
+	16, // 77: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
+	14, // 78: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
+	45, // 79: rampart.mesh.v1.Telemetry.Report:output_type -> rampart.mesh.v1.TelemetryAck
+	48, // 80: rampart.mesh.v1.Telemetry.Tap:output_type -> rampart.mesh.v1.TapCommand
+	76, // [76:81] is the sub-list for method output_type
+	71, // [71:76] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_mesh_proto_init() }

@@ -123,9 +123,12 @@ func (l *Logger) Log(e *Entry) {
 // whether the answer is a refusal by a proxy's authorization policy or
 // rate limit, and returns the decision and its ID; "" for both when it
 // is not.
+//
+// Only a header that reads exactly as a proxy writes it counts: one value
+// of DecisionIDLen lower-case hex digits.
 func Decision(status int, h http.Header) (decision, id string) {
 	v := h[HeaderDecisionID]
-	if len(v) == 0 {
+	if len(v) != 1 || !validDecisionID(v[0]) {
 		return "", ""
 	}
 	grpc := ""
@@ -139,6 +142,24 @@ func Decision(status int, h http.Header) (decision, id string) {
 		return DecisionRateLimited, v[0]
 	}
 	return DecisionInvalid, v[0]
+}
+
+// DecisionIDLen is the length of a decision ID: 12 hex digits, 6 random
+// bytes.
+const DecisionIDLen = 12
+
+// validDecisionID reports whether id is DecisionIDLen lower-case hex
+// digits.
+func validDecisionID(id string) bool {
+	if len(id) != DecisionIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // ResponseBytes is the declared length of a response body with headers

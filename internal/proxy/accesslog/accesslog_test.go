@@ -115,9 +115,10 @@ func TestOneWritePerLine(t *testing.T) {
 }
 
 func TestDecision(t *testing.T) {
-	id := http.Header{HeaderDecisionID: {"abc"}}
+	const abc = "0a1b2c3d4e5f" // as a proxy writes it
+	id := http.Header{HeaderDecisionID: {abc}}
 	grpc := func(code string) http.Header {
-		return http.Header{HeaderDecisionID: {"abc"}, "Grpc-Status": {code}}
+		return http.Header{HeaderDecisionID: {abc}, "Grpc-Status": {code}}
 	}
 	tests := []struct {
 		status           int
@@ -126,12 +127,19 @@ func TestDecision(t *testing.T) {
 	}{
 		{200, http.Header{}, "", ""},
 		{403, http.Header{}, "", ""}, // the app's own 403
-		{403, id, DecisionDeny, "abc"},
-		{429, id, DecisionRateLimited, "abc"},
-		{400, id, DecisionInvalid, "abc"},
-		{200, grpc("7"), DecisionDeny, "abc"},
-		{200, grpc("8"), DecisionRateLimited, "abc"},
-		{200, grpc("3"), DecisionInvalid, "abc"},
+		{403, id, DecisionDeny, abc},
+		{429, id, DecisionRateLimited, abc},
+		{400, id, DecisionInvalid, abc},
+		{200, grpc("7"), DecisionDeny, abc},
+		{200, grpc("8"), DecisionRateLimited, abc},
+		{200, grpc("3"), DecisionInvalid, abc},
+		// Not as a proxy writes it: not a decision.
+		{403, http.Header{HeaderDecisionID: {"abc"}}, "", ""},
+		{403, http.Header{HeaderDecisionID: {"0A1B2C3D4E5F"}}, "", ""},
+		{403, http.Header{HeaderDecisionID: {"0a1b2c3d4e5g"}}, "", ""},
+		{403, http.Header{HeaderDecisionID: {abc + "0"}}, "", ""},
+		{403, http.Header{HeaderDecisionID: {"\x1b[31m0a1b2c3"}}, "", ""},
+		{403, http.Header{HeaderDecisionID: {abc, abc}}, "", ""},
 	}
 	for _, tt := range tests {
 		d, gotID := Decision(tt.status, tt.h)

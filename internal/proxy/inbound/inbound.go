@@ -434,12 +434,41 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, rt http.RoundT
 	if err != nil {
 		return h.appFailed(w, app, err)
 	}
+	stripDecisionID(res)
 	if err := x.WriteResponse(res); err != nil {
 		// The body broke off: abort, so that the client sees the
 		// response incomplete.
 		panic(http.ErrAbortHandler)
 	}
 	return res.StatusCode
+}
+
+// stripDecisionID removes Rampart-Decision-Id from the app's response,
+// header and trailers: only the proxy marks an answer as its policy's
+// refusal, and an app's own mark would otherwise reach the caller and the
+// access log as a decision.
+func stripDecisionID(res *http.Response) {
+	delete(res.Header, HeaderDecisionID)
+	delete(res.Trailer, HeaderDecisionID)
+	if res.Body != nil && res.Body != http.NoBody {
+		// Trailers arrive with the end of the body, announced or not.
+		res.Body = &trailerStripper{ReadCloser: res.Body, res: res}
+	}
+}
+
+// trailerStripper removes Rampart-Decision-Id from its response's
+// trailers once the body ends, when they have arrived.
+type trailerStripper struct {
+	io.ReadCloser
+	res *http.Response
+}
+
+func (b *trailerStripper) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		delete(b.res.Trailer, HeaderDecisionID)
+	}
+	return n, err
 }
 
 // setPath sets the path of u to p, a normalized path, so that it is sent

@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -89,5 +93,50 @@ func TestInboundSpansAndAccessLog(t *testing.T) {
 		if _, hasID := line["decision_id"]; hasID != (tt.decision == "deny") {
 			t.Errorf("%s: decision_id present %v, want only on the refusal: %s", tt.uri, hasID, lines[i])
 		}
+	}
+}
+
+// An app's own Rampart-Decision-Id, in its header or trailers, neither
+// reaches the caller nor makes its answer a policy's refusal in the log.
+func TestAppDecisionIDStripped(t *testing.T) {
+	const forged = "0123456789ab" // the format a proxy writes
+	a := &appServer{Server: httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", accesslog.HeaderDecisionID)
+		w.Header().Set(accesslog.HeaderDecisionID, forged)
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, "the app's own refusal")
+		w.Header().Set(accesslog.HeaderDecisionID, forged)
+		w.Header().Set(http.TrailerPrefix+"Grpc-Status", "7")
+	}))}
+	t.Cleanup(a.Close)
+	_, p, _ := net.SplitHostPort(a.Listener.Addr().String())
+	a.port, _ = strconv.Atoi(p)
+
+	var logBuf bytes.Buffer
+	h, err := New(Config{Metrics: metrics.New(), AccessLog: accesslog.New(&logBuf), Identity: "spiffe://example.org/ns/shop/sa/orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.SetConfig([]*meshv1.InboundPort{{Port: uint32(a.port), Protocol: meshv1.Protocol_PROTOCOL_HTTP}},
+		compile(t, shopPolicy(uint32(a.port)), nil))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, tunnelRequest("GET", "/orders/7", "orders", a.port, false))
+	res := rec.Result()
+	io.Copy(io.Discard, res.Body)
+	if res.StatusCode != http.StatusForbidden {
+		t.Fatalf("status %d, want the app's 403", res.StatusCode)
+	}
+	if v := res.Header.Values(accesslog.HeaderDecisionID); len(v) != 0 {
+		t.Errorf("the app's decision ID %q reached the caller in the header", v)
+	}
+	if v := res.Trailer.Values(accesslog.HeaderDecisionID); len(v) != 0 {
+		t.Errorf("the app's decision ID %q reached the caller in the trailers", v)
+	}
+	var line map[string]any
+	if err := json.Unmarshal(logBuf.Bytes(), &line); err != nil {
+		t.Fatalf("access log %q: %v", logBuf.String(), err)
+	}
+	if line["decision"] != accesslog.DecisionAllow || line["decision_id"] != nil {
+		t.Errorf("the app's answer logged as decision %v, id %v; want allow, none", line["decision"], line["decision_id"])
 	}
 }

@@ -326,7 +326,7 @@ func (p plainHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	code := 0
 	if h.cfg.Tracer != nil || h.cfg.AccessLog != nil {
-		span := h.cfg.Tracer.Start(r, tracing.Server)
+		span := h.cfg.Tracer.Start(r, tracing.Unverified)
 		defer func() { h.observed(r, w.Header(), src, start, span, code) }()
 	}
 	code = h.serveRequest(w, r, st, app, rt, src)

@@ -1273,14 +1273,17 @@ func (o *Outbound) forward(w http.ResponseWriter, r *http.Request, rt *route, to
 	policy, svcName := &rt.traffic.retry, rt.dest.svc.name
 	rt.budget.Deposit()
 	req := retry.Request{Method: r.Method, GRPC: isGRPC(r)}
-	// The idle timeout, of the service the app addressed: each attempt
-	// ends when neither its answer nor the app's body moved for it.
+	// The idle timeout, of the rule when it sets one, else of the service
+	// the app addressed: each attempt ends when neither its answer nor the
+	// app's body moved for it.
 	var (
 		idle *idleState
 		iw   *idleWatch
 	)
 	defer func() { iw.stop() }()
-	if t := rt.traffic.idleHTTP; t > 0 && !req.GRPC {
+	if to.rule != nil && to.rule.IdleTimeout > 0 {
+		idle = newIdleState(to.rule.IdleTimeout)
+	} else if t := rt.traffic.idleHTTP; t > 0 && !req.GRPC {
 		idle = newIdleState(t)
 	} else if t := rt.traffic.idleGRPC; t > 0 && req.GRPC {
 		idle = newIdleState(t)

@@ -32,6 +32,13 @@ import (
 // MaxWeight is the largest weight of a backend.
 const MaxWeight = 1_000_000
 
+// Bounds of a rule's idle timeout, as the controller validates the
+// annotation that sets it.
+const (
+	MinIdleTimeout = time.Second
+	MaxIdleTimeout = 24 * time.Hour
+)
+
 // Limits on what one route may hold, as the controller's: a route larger
 // than this comes from a broken controller.
 const (
@@ -99,6 +106,10 @@ type Rule struct {
 	// RequestTimeout bounds the whole request, every attempt included;
 	// BackendRequestTimeout one attempt. Zero means no limit.
 	RequestTimeout, BackendRequestTimeout time.Duration
+	// IdleTimeout, when not zero, replaces the idle timeout of the service
+	// the app addressed for the requests of the rule (gRPC included):
+	// from MinIdleTimeout to MaxIdleTimeout.
+	IdleTimeout time.Duration
 
 	headers modifier
 	cum     []uint64 // cumulative weights of Backends
@@ -266,6 +277,14 @@ func compileRule(mr *meshv1.RouteRule, services []*meshv1.Service, index map[[2]
 	}
 	if rule.BackendRequestTimeout, err = duration(mr.GetBackendRequestTimeout()); err != nil {
 		return nil, fmt.Errorf("backend_request_timeout: %w", err)
+	}
+	if d := mr.GetIdleTimeout(); d != nil {
+		if rule.IdleTimeout, err = duration(d); err != nil {
+			return nil, fmt.Errorf("idle_timeout: %w", err)
+		}
+		if rule.IdleTimeout < MinIdleTimeout || rule.IdleTimeout > MaxIdleTimeout {
+			return nil, fmt.Errorf("idle_timeout: %v is not within 1s..24h", rule.IdleTimeout)
+		}
 	}
 	if n := len(mr.GetBackends()); n > maxBackends {
 		return nil, fmt.Errorf("%d backends, at most %d", n, maxBackends)

@@ -327,6 +327,7 @@ func TestModifyRequest(t *testing.T) {
 		}},
 		RequestTimeout:        durationpb.New(5 * time.Second),
 		BackendRequestTimeout: durationpb.New(time.Second),
+		IdleTimeout:           durationpb.New(30 * time.Second),
 	}
 	rule, _ := mustTable(t, services(&meshv1.Route{Namespace: "shop", Name: "r", Rules: []*meshv1.RouteRule{r}}), 80).Match("GET", "/", nil)
 	h := http.Header{
@@ -348,6 +349,22 @@ func TestModifyRequest(t *testing.T) {
 	}
 	if rule.RequestTimeout != 5*time.Second || rule.BackendRequestTimeout != time.Second {
 		t.Errorf("timeouts = %v, %v, want 5s, 1s", rule.RequestTimeout, rule.BackendRequestTimeout)
+	}
+	if rule.IdleTimeout != 30*time.Second {
+		t.Errorf("idle timeout = %v, want 30s", rule.IdleTimeout)
+	}
+	// Absent, the rule has none of its own: the service's applies.
+	r.IdleTimeout = nil
+	rule, _ = mustTable(t, services(&meshv1.Route{Namespace: "shop", Name: "r", Rules: []*meshv1.RouteRule{r}}), 80).Match("GET", "/", nil)
+	if rule.IdleTimeout != 0 {
+		t.Errorf("idle timeout without one = %v, want 0", rule.IdleTimeout)
+	}
+	// The bounds themselves are accepted.
+	for _, d := range []time.Duration{MinIdleTimeout, MaxIdleTimeout} {
+		r.IdleTimeout = durationpb.New(d)
+		if _, err := Compile(services(&meshv1.Route{Namespace: "shop", Name: "r", Rules: []*meshv1.RouteRule{r}})); err != nil {
+			t.Errorf("idle timeout %v: %v", d, err)
+		}
 	}
 }
 
@@ -392,6 +409,11 @@ func TestCompileRefuses(t *testing.T) {
 			r.Rules[0].RequestHeaders = &meshv1.HeaderModifier{Add: []*meshv1.Header{{Name: "x-a", Value: "1\r\nx-b: 2"}}}
 		}, "invalid value"},
 		{"negative timeout", func(r *meshv1.Route) { r.Rules[0].RequestTimeout = durationpb.New(-time.Second) }, "negative"},
+		{"zero idle timeout", func(r *meshv1.Route) { r.Rules[0].IdleTimeout = durationpb.New(0) }, "idle_timeout: 0s is not within 1s..24h"},
+		{"idle timeout too short", func(r *meshv1.Route) { r.Rules[0].IdleTimeout = durationpb.New(999 * time.Millisecond) }, "idle_timeout: 999ms is not within"},
+		{"idle timeout too long", func(r *meshv1.Route) { r.Rules[0].IdleTimeout = durationpb.New(24*time.Hour + time.Second) }, "idle_timeout: 24h0m1s is not within"},
+		{"negative idle timeout", func(r *meshv1.Route) { r.Rules[0].IdleTimeout = durationpb.New(-time.Minute) }, "idle_timeout: negative"},
+		{"invalid idle timeout", func(r *meshv1.Route) { r.Rules[0].IdleTimeout = &durationpb.Duration{Seconds: 5, Nanos: -1} }, "idle_timeout:"},
 		{"too many rules", func(r *meshv1.Route) {
 			for range maxRules {
 				r.Rules = append(r.Rules, ok())

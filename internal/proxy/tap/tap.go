@@ -19,6 +19,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -330,13 +331,20 @@ func Headers(h http.Header) []*meshv1.TapHeader {
 	return out
 }
 
-// clip cuts s to at most n bytes of valid UTF-8.
+// clip cuts s to at most n bytes of valid UTF-8, with its control
+// characters (C0, DEL, C1) replaced by U+FFFD: what it returns is shown
+// on terminals and pages, where they could act.
 func clip(s string, n int) string {
 	if len(s) > n {
 		s = s[:n]
 	}
-	if !utf8.ValidString(s) {
-		s = string([]rune(s)) // invalid bytes become U+FFFD
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, isControl) {
+		s = strings.Map(func(r rune) rune { // invalid bytes become U+FFFD too
+			if isControl(r) {
+				return utf8.RuneError
+			}
+			return r
+		}, s)
 		for len(s) > n {
 			_, size := utf8.DecodeLastRuneInString(s)
 			s = s[:len(s)-size]
@@ -344,6 +352,9 @@ func clip(s string, n int) string {
 	}
 	return s
 }
+
+// isControl reports whether r is a C0 or C1 control character or DEL.
+func isControl(r rune) bool { return r < 0x20 || r >= 0x7f && r <= 0x9f }
 
 // command applies one command from the controller.
 func (t *Tapper) command(c *meshv1.TapCommand) {
@@ -459,11 +470,16 @@ func (t *Tapper) ActiveTaps() int {
 // backoff when it fails. The taps of a stream end with it.
 func (t *Tapper) Run(ctx context.Context) error {
 	cur := time.Duration(0)
+	var connected atomic.Bool
 	for {
-		err := t.stream(ctx, func() { cur = 0 })
+		connected.Store(false)
+		err := t.stream(ctx, &connected)
 		t.stopAll()
 		if ctx.Err() != nil {
 			return nil
+		}
+		if connected.Load() {
+			cur = 0
 		}
 		if cur == 0 {
 			cur = t.cfg.MinBackoff
@@ -484,9 +500,10 @@ func (t *Tapper) Run(ctx context.Context) error {
 
 var errNoConn = errors.New("tap: no connection to the controller")
 
-// stream runs one Tap stream; connected is called once the controller
-// has accepted it (its first command, or the stream's headers).
-func (t *Tapper) stream(ctx context.Context, connected func()) error {
+// stream runs one Tap stream; connected is set once the controller has
+// accepted it (its first command). It returns once its receive goroutine
+// has, so that no command applies after the stream's taps are stopped.
+func (t *Tapper) stream(ctx context.Context, connected *atomic.Bool) error {
 	conn := t.cfg.Conn()
 	if conn == nil {
 		return errNoConn
@@ -501,16 +518,22 @@ func (t *Tapper) stream(ctx context.Context, connected func()) error {
 		return err
 	}
 	recvErr := make(chan error, 1)
+	recvDone := make(chan struct{})
 	go func() {
+		defer close(recvDone)
 		for {
 			c, err := st.Recv()
 			if err != nil {
 				recvErr <- err
 				return
 			}
-			connected()
+			connected.Store(true)
 			t.command(c)
 		}
+	}()
+	defer func() {
+		cancel() // ends Recv
+		<-recvDone
 	}()
 	for {
 		select {

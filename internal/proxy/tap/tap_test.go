@@ -272,4 +272,10 @@ func TestClip(t *testing.T) {
 	if got := clip(strings.Repeat("é", 10), 5); len(got) > 5 || got != "éé" {
 		t.Fatalf("clip = %q", got)
 	}
+	if got := clip("/a\x1b[2J\tb\x7f\u009bc", 100); got != "/a\uFFFD[2J\uFFFDb\uFFFD\uFFFDc" {
+		t.Fatalf("clip control characters: %q", got)
+	}
+	if got := clip("\x1b\x1b", 4); len(got) > 4 || got != "\uFFFD" {
+		t.Fatalf("clip of replaced control characters = %q, want one U+FFFD within 4 bytes", got)
+	}
 }

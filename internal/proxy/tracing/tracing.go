@@ -7,7 +7,9 @@
 // traceparent it passes on, so that the app's spans and the peers' spans
 // join one trace. Sampling is parent-based: a sampled caller's trace stays
 // whole, and a request without a trace context starts one, sampled at the
-// configured ratio.
+// configured ratio. A caller without a verified identity (plaintext) keeps
+// its trace ID, but its sampled flag does not count: the ratio decides, so
+// that it cannot make the proxy export a span for each of its requests.
 //
 // A nil *Tracer is tracing turned off: Start returns an inert Span and
 // costs no allocation. Opaque TCP streams are never traced: their bytes
@@ -24,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -44,6 +47,9 @@ const MaxPathBytes = 512
 
 // maxHostBytes bounds the server.address attribute.
 const maxHostBytes = 256
+
+// maxMethodBytes bounds the span name and http.request.method attribute.
+const maxMethodBytes = 64
 
 // Attribute keys beyond OpenTelemetry's semantic conventions.
 const (
@@ -66,7 +72,8 @@ type Config struct {
 	Insecure bool
 	// SampleRatio is the share of new traces (requests without a trace
 	// context) that are sampled, in [0, 1]. A request that arrives with
-	// one follows its caller's decision.
+	// one follows its caller's decision, unless the caller has no
+	// verified identity (Unverified): the ratio decides then too.
 	SampleRatio float64
 	// Workload, Namespace and Identity describe the proxy in its spans.
 	Workload  string
@@ -168,7 +175,10 @@ func New(cfg Config) (*Tracer, error) {
 	}
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(counted, sdktrace.WithBatchTimeout(cfg.BatchTimeout)),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.SampleRatio))),
+		sdktrace.WithSampler(sampler{
+			parent: sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.SampleRatio)),
+			ratio:  sdktrace.TraceIDRatioBased(cfg.SampleRatio),
+		}),
 		sdktrace.WithResource(res),
 	)
 	return &Tracer{
@@ -198,7 +208,31 @@ const (
 	// Server is the inbound side: a request from a peer, on its way to
 	// the app.
 	Server
+	// Unverified is the inbound side of a request from a caller without a
+	// verified identity (plaintext): its trace context is followed, but
+	// its sampled flag is not; the sample ratio decides.
+	Unverified
 )
+
+// unverifiedKey marks the context of a span started for Unverified.
+type unverifiedKey struct{}
+
+// sampler is parent-based, except for a remote parent from an
+// Unverified caller, whose decision the ratio makes.
+type sampler struct{ parent, ratio sdktrace.Sampler }
+
+func (s sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	if p.ParentContext != nil && p.ParentContext.Value(unverifiedKey{}) != nil {
+		if psc := trace.SpanContextFromContext(p.ParentContext); psc.IsValid() && psc.IsRemote() {
+			return s.ratio.ShouldSample(p)
+		}
+	}
+	return s.parent.ShouldSample(p)
+}
+
+func (s sampler) Description() string {
+	return "RampartSampler{" + s.parent.Description() + ", unverified callers: " + s.ratio.Description() + "}"
+}
 
 // Start starts the span of r, the child of the trace context r carries,
 // and replaces r's traceparent (and tracestate) with the span's, so that
@@ -211,15 +245,19 @@ func (t *Tracer) Start(r *http.Request, kind Kind) Span {
 	carrier := propagation.HeaderCarrier(r.Header)
 	ctx := t.prop.Extract(context.Background(), carrier)
 	sk := trace.SpanKindClient
-	if kind == Server {
+	if kind != Client {
 		sk = trace.SpanKindServer
+	}
+	if kind == Unverified {
+		ctx = context.WithValue(ctx, unverifiedKey{}, true)
 	}
 	path := ""
 	if r.URL != nil {
 		path = CutPath(r.URL.Path)
 	}
-	ctx, s := t.tracer.Start(ctx, r.Method, trace.WithSpanKind(sk), trace.WithAttributes(
-		attribute.String("http.request.method", r.Method),
+	method := cutUTF8(r.Method, maxMethodBytes)
+	ctx, s := t.tracer.Start(ctx, method, trace.WithSpanKind(sk), trace.WithAttributes(
+		attribute.String("http.request.method", method),
 		attribute.String("url.path", path),
 		attribute.String("server.address", hostOf(r.Host)),
 	))
@@ -269,7 +307,7 @@ func (s Span) End(o Outcome) {
 	}
 	if s.s.IsRecording() {
 		src, dst := s.self, o.Peer
-		if s.kind == Server {
+		if s.kind != Client {
 			src, dst = o.Peer, s.self
 		}
 		attrs := make([]attribute.KeyValue, 0, 4)
@@ -298,27 +336,34 @@ func (s Span) End(o Outcome) {
 	s.s.End()
 }
 
-// CutPath returns p cut to at most MaxPathBytes, on a character boundary.
-func CutPath(p string) string {
-	if len(p) <= MaxPathBytes {
-		return p
+// CutPath returns p as valid UTF-8 (each invalid byte sequence replaced
+// by U+FFFD), cut to at most MaxPathBytes on a character boundary. A
+// decoded path may hold any bytes, and OTLP refuses a string attribute
+// that is not UTF-8 along with the whole batch it came in.
+func CutPath(p string) string { return cutUTF8(p, MaxPathBytes) }
+
+// cutUTF8 returns s as valid UTF-8, cut to at most n bytes on a character
+// boundary.
+func cutUTF8(s string, n int) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
-	n := MaxPathBytes
-	for n > 0 && !utf8.RuneStart(p[n]) {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
-	return p[:n]
+	return s[:n]
 }
 
-// hostOf is the host of a Host header, without its port, bounded.
+// hostOf is the host of a Host header, without its port, as valid UTF-8,
+// bounded.
 func hostOf(h string) string {
 	if host, _, err := net.SplitHostPort(h); err == nil {
 		h = host
 	}
-	if len(h) > maxHostBytes {
-		h = h[:maxHostBytes]
-	}
-	return h
+	return cutUTF8(h, maxHostBytes)
 }
 
 // TraceIDOf returns the trace ID of the traceparent in h, if h holds a

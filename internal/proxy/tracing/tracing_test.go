@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
@@ -183,6 +184,51 @@ func TestParentBasedSampling(t *testing.T) {
 	}
 }
 
+// A caller without a verified identity keeps its trace, but its sampled
+// flag does not override the ratio; a verified caller's does.
+func TestUnverifiedCallerDoesNotChooseSampling(t *testing.T) {
+	tests := []struct {
+		name        string
+		kind        Kind
+		ratio       float64
+		traceparent string
+		exported    bool
+	}{
+		{"unverified sampled caller at ratio 0", Unverified, 0, sampledParent, false},
+		{"unverified unsampled caller at ratio 1", Unverified, 1, unsampled, true},
+		{"unverified caller without context at ratio 1", Unverified, 1, "", true},
+		{"verified sampled caller at ratio 0", Server, 0, sampledParent, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr, exp, _ := newTracer(t, tt.ratio)
+			r := httptest.NewRequest("GET", "http://svc/", nil)
+			if tt.traceparent != "" {
+				r.Header.Set("Traceparent", tt.traceparent)
+			}
+			sp := tr.Start(r, tt.kind)
+			if tt.traceparent != "" && sp.TraceID() != parentTrace {
+				t.Errorf("trace %s, want the caller's %s", sp.TraceID(), parentTrace)
+			}
+			want := "-00"
+			if tt.exported {
+				want = "-01"
+			}
+			if got := r.Header.Get("Traceparent"); !strings.HasSuffix(got, want) {
+				t.Errorf("forwarded traceparent %q, want flags %s", got, want)
+			}
+			sp.End(Outcome{Status: 200, Peer: caller})
+			spans := finish(t, tr, exp)
+			if (len(spans) == 1) != tt.exported {
+				t.Fatalf("%d spans exported, want exported=%v", len(spans), tt.exported)
+			}
+			if tt.exported && (spans[0].SpanKind != trace.SpanKindServer || attrs(spans[0])[AttrDestinationIdentity].AsString() != self) {
+				t.Errorf("span kind %v, attributes %v; want a server span to the proxy", spans[0].SpanKind, attrs(spans[0]))
+			}
+		})
+	}
+}
+
 func TestNilTracerIsInert(t *testing.T) {
 	var tr *Tracer
 	r := httptest.NewRequest("GET", "http://svc/", nil)
@@ -276,6 +322,36 @@ func TestCutPath(t *testing.T) {
 	}
 	if got := CutPath("/short"); got != "/short" {
 		t.Errorf("CutPath(/short) = %q", got)
+	}
+	// A decoded path may hold any bytes; what comes out is UTF-8.
+	for _, in := range []string{"/a\xff\xfeb", "/\xc3", "/" + strings.Repeat("\xff", 600), "/" + strings.Repeat("a", MaxPathBytes-2) + "\xe2\x82"} {
+		if got := CutPath(in); !utf8.ValidString(got) || len(got) > MaxPathBytes {
+			t.Errorf("CutPath(%q...) = %q...: not UTF-8 or over %d bytes", in[:min(len(in), 8)], got[:min(len(got), 8)], MaxPathBytes)
+		}
+	}
+}
+
+func TestAttributesAreUTF8(t *testing.T) {
+	tr, exp, _ := newTracer(t, 1)
+	r := httptest.NewRequest("GET", "http://svc/", nil)
+	r.URL.Path = "/caf\xe9/\xff"
+	r.Host = "h\xffst:80"
+	r.Method = "G\xffT"
+	tr.Start(r, Server).End(Outcome{Status: 200})
+	spans := finish(t, tr, exp)
+	if len(spans) != 1 {
+		t.Fatalf("%d spans, want 1", len(spans))
+	}
+	if !utf8.ValidString(spans[0].Name) {
+		t.Errorf("span name %q is not UTF-8", spans[0].Name)
+	}
+	for k, v := range attrs(spans[0]) {
+		if v.Type() == attribute.STRING && !utf8.ValidString(v.AsString()) {
+			t.Errorf("attribute %s = %q is not UTF-8", k, v.AsString())
+		}
+	}
+	if got := attrs(spans[0])["url.path"].AsString(); got != "/caf\uFFFD/\uFFFD" {
+		t.Errorf("url.path %q, want the invalid bytes replaced", got)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // SeriesResponse is the answer of GET /api/v1/series: each workload's
@@ -19,11 +21,14 @@ type SeriesResponse struct {
 }
 
 // WorkloadSeries is one workload's traffic over a window, one point per
-// bucket, oldest first.
+// bucket, oldest first. As in WorkloadStat, instances of one name that
+// hold different identities are different workloads.
 type WorkloadSeries struct {
-	Namespace string        `json:"namespace"`
-	Name      string        `json:"name"`
-	Points    []SeriesPoint `json:"points"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Identity is the SPIFFE ID the workload's instances hold.
+	Identity string        `json:"identity"`
+	Points   []SeriesPoint `json:"points"`
 }
 
 // SeriesPoint is one complete bucket of a workload's traffic.
@@ -49,9 +54,9 @@ func SeriesStep(d time.Duration) time.Duration {
 // bucket without traffic is a point of zeros. As in Workloads, only
 // complete buckets count: the newest point is the newest bucket that one
 // of the workload's instances has completed. The workloads are those of
-// Workloads, sorted the same way; numbers come from the workload's own
-// proxies (inbound and outbound summaries; overflow entries are on no
-// point). Errors wrap ErrInvalid.
+// Workloads (one per namespace, name and identity), sorted the same way;
+// numbers come from the workload's own proxies (inbound and outbound
+// summaries; overflow entries are on no point). Errors wrap ErrInvalid.
 func (g *Graph) Series(f Filter) ([]WorkloadSeries, error) {
 	if err := f.check(); err != nil {
 		return nil, err
@@ -67,7 +72,11 @@ func (g *Graph) Series(f Filter) ([]WorkloadSeries, error) {
 		last      int64 // epoch of the newest point
 		points    []point
 	}
-	byName := make(map[[2]string]*acc)
+	type key struct {
+		namespace, name string
+		id              spiffeid.ID
+	}
+	byName := make(map[key]*acc)
 	now := g.now()
 
 	g.mu.Lock()
@@ -76,7 +85,7 @@ func (g *Graph) Series(f Filter) ([]WorkloadSeries, error) {
 		if !f.keeps(in.namespace, in.workload) {
 			continue
 		}
-		k := [2]string{in.namespace, in.workload}
+		k := key{in.namespace, in.workload, in.id}
 		a := byName[k]
 		if a == nil {
 			a = &acc{last: math.MinInt64, points: make([]point, n)}
@@ -131,7 +140,7 @@ func (g *Graph) Series(f Filter) ([]WorkloadSeries, error) {
 	out := make([]WorkloadSeries, 0, len(byName))
 	for k, a := range byName {
 		first := a.last - n + 1
-		ws := WorkloadSeries{Namespace: k[0], Name: k[1], Points: make([]SeriesPoint, n)}
+		ws := WorkloadSeries{Namespace: k.namespace, Name: k.name, Identity: k.id.String(), Points: make([]SeriesPoint, n)}
 		for i := range a.points {
 			p := &a.points[i]
 			ws.Points[i] = SeriesPoint{
@@ -143,7 +152,7 @@ func (g *Graph) Series(f Filter) ([]WorkloadSeries, error) {
 		out = append(out, ws)
 	}
 	slices.SortFunc(out, func(a, b WorkloadSeries) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Identity, b.Identity))
 	})
 	return out, nil
 }

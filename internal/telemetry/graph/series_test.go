@@ -2,6 +2,8 @@ package graph
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -98,5 +100,39 @@ func TestSeries(t *testing.T) {
 	}
 	if _, err := g.Series(Filter{Window: 7 * time.Second}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("window 7s: %v, want ErrInvalid", err)
+	}
+}
+
+// TestSeriesPerIdentity: as in Workloads, two identities that report the
+// same workload name have a series each.
+func TestSeriesPerIdentity(t *testing.T) {
+	g, c := newGraph(t, Config{})
+	c.advance(5 * time.Second)
+	for _, r := range []struct {
+		inst, sa string
+		n        uint64
+	}{{"web-1", "web", 100}, {"web-2", "web", 100}, {"fake", "intruder", 7}} {
+		mustAdd(t, g, Report{Instance: r.inst, ID: id("shop", r.sa), Namespace: "shop", Workload: "web", Interval: 5 * time.Second,
+			Edges: []EdgeReport{{Direction: Inbound, Counts: Counts{Requests: r.n}}}})
+	}
+	c.advance(5 * time.Second)
+	ws, err := g.Series(Filter{Namespace: "shop", Workload: "web", Window: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range ws {
+		var n uint64
+		for _, p := range w.Points {
+			n += p.Inbound.Requests
+		}
+		got = append(got, fmt.Sprintf("%s/%s %s %d", w.Namespace, w.Name, w.Identity, n))
+	}
+	want := []string{
+		"shop/web spiffe://example.org/ns/shop/sa/intruder 7",
+		"shop/web spiffe://example.org/ns/shop/sa/web 200",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("series:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
