@@ -85,10 +85,10 @@ func TestValidate(t *testing.T) {
 		}, nil},
 		{"idle timeout annotations", func(r *gatewayv1.HTTPRoute) {
 			r.Annotations = map[string]string{
-				IdleTimeoutAnnotation:     "10 seconds",
+				IdleTimeoutAnnotation:      "10 seconds",
 				"rampart.dev/idle-timout":  "10s",
 				"rampart.dev/retry-budget": "20%",
-				"timeout.linkerd.io/idle": "10s",
+				"timeout.linkerd.io/idle":  "10s",
 			}
 		}, []string{
 			`metadata.annotations[rampart.dev/idle-timeout]: invalid duration "10 seconds": want a duration from 1s to 24h, such as 30s, 5m or 1h30m`,
