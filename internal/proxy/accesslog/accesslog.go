@@ -79,6 +79,31 @@ type Entry struct {
 	Decision, DecisionID string
 }
 
+// RequestEntry returns the entry of request r answered with headers hdr
+// and status code (0 when the answer broke off) after elapsed: the fields
+// the exchange itself gives. traceID is the request's span's; "" takes
+// the trace ID the caller sent, if any. The caller sets the direction,
+// the identities and the decision.
+func RequestEntry(r *http.Request, hdr http.Header, code int, start time.Time, elapsed time.Duration, traceID string) *Entry {
+	if traceID == "" {
+		traceID = tracing.TraceIDOf(r.Header)
+	}
+	reqBytes := r.ContentLength
+	if reqBytes < 0 {
+		reqBytes = -1
+	}
+	return &Entry{
+		Start:         start,
+		Method:        r.Method,
+		Path:          r.URL.Path,
+		Status:        code,
+		Duration:      elapsed,
+		RequestBytes:  reqBytes,
+		ResponseBytes: ResponseBytes(hdr),
+		TraceID:       traceID,
+	}
+}
+
 // Log writes e as one line.
 func (l *Logger) Log(e *Entry) {
 	if l == nil {

@@ -23,27 +23,8 @@ func (h *Handler) observed(r *http.Request, hdr http.Header, src *peer, start ti
 	if h.cfg.AccessLog == nil {
 		return
 	}
-	traceID := span.TraceID()
-	if traceID == "" {
-		traceID = tracing.TraceIDOf(r.Header)
-	}
-	reqBytes := r.ContentLength
-	if reqBytes < 0 {
-		reqBytes = -1
-	}
-	h.cfg.AccessLog.Log(&accesslog.Entry{
-		Start:         start,
-		Direction:     metrics.Inbound,
-		Method:        r.Method,
-		Path:          r.URL.Path,
-		Status:        code,
-		Duration:      elapsed,
-		RequestBytes:  reqBytes,
-		ResponseBytes: accesslog.ResponseBytes(hdr),
-		Source:        src.name(),
-		Destination:   h.cfg.Identity,
-		TraceID:       traceID,
-		Decision:      decision,
-		DecisionID:    id,
-	})
+	e := accesslog.RequestEntry(r, hdr, code, start, elapsed, span.TraceID())
+	e.Direction, e.Source, e.Destination = metrics.Inbound, src.name(), h.cfg.Identity
+	e.Decision, e.DecisionID = decision, id
+	h.cfg.AccessLog.Log(e)
 }

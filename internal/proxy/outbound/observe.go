@@ -25,27 +25,8 @@ func (o *Outbound) observed(r *http.Request, hdr http.Header, start time.Time, s
 	if o.cfg.AccessLog == nil {
 		return
 	}
-	traceID := span.TraceID()
-	if traceID == "" {
-		traceID = tracing.TraceIDOf(r.Header)
-	}
-	reqBytes := r.ContentLength
-	if reqBytes < 0 {
-		reqBytes = -1
-	}
-	o.cfg.AccessLog.Log(&accesslog.Entry{
-		Start:         start,
-		Direction:     metrics.Outbound,
-		Method:        r.Method,
-		Path:          r.URL.Path,
-		Status:        code,
-		Duration:      elapsed,
-		RequestBytes:  reqBytes,
-		ResponseBytes: accesslog.ResponseBytes(hdr),
-		Source:        o.cfg.Identity,
-		Destination:   dst,
-		TraceID:       traceID,
-		Decision:      decision,
-		DecisionID:    id,
-	})
+	e := accesslog.RequestEntry(r, hdr, code, start, elapsed, span.TraceID())
+	e.Direction, e.Source, e.Destination = metrics.Outbound, o.cfg.Identity, dst
+	e.Decision, e.DecisionID = decision, id
+	o.cfg.AccessLog.Log(e)
 }
