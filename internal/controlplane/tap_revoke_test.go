@@ -2,77 +2,16 @@ package controlplane
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"errors"
-	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
-	"github.com/rampart-mesh/rampart/internal/telemetry/graph"
 )
-
-// newRevocableTelemetryEnv is newTelemetryEnv with a revocation set the
-// test replaces.
-func newRevocableTelemetryEnv(t *testing.T) (*telemetryEnv, *atomic.Pointer[meshtls.RevocationSet]) {
-	t.Helper()
-	e := newEnv(t)
-	c := &clock{t: time.Now()}
-	g, err := graph.New(graph.Config{Now: c.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	revoked := new(atomic.Pointer[meshtls.RevocationSet])
-	reg := prometheus.NewRegistry()
-	srv, err := New(Config{CA: e.ca, Tokens: e.tokens, Model: e.model, Bundle: e.bundle, Registerer: reg,
-		SVIDTTL: time.Hour, Now: c.Now, Telemetry: g, EndpointGrace: -1, ReconnectGrace: -1,
-		Revocations: revoked.Load})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain, err := e.ca.IssueServing(key.Public(), e.serverID, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving := &meshtls.SVID{}
-	if err := serving.Set(&x509svid.SVID{ID: e.serverID, Certificates: chain, PrivateKey: key}); err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(grpc.Creds(ServerCredentials(&tls.Config{
-		MinVersion:     tls.VersionTLS13,
-		ClientAuth:     tls.RequestClientCert,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serving.Certificate() },
-	})))
-	srv.Register(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = gs.Serve(lis) })
-	t.Cleanup(func() {
-		srv.Drain()
-		gs.GracefulStop()
-		wg.Wait()
-	})
-	e.addr = lis.Addr().String()
-	return &telemetryEnv{env: e, clock: c, graph: g, srv: srv, reg: reg}, revoked
-}
 
 // A proxy whose certificate is revoked after its Tap stream opened loses
 // the stream: at its next event (which is not delivered), or before the

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,15 +41,25 @@ type telemetryEnv struct {
 
 func newTelemetryEnv(t *testing.T) *telemetryEnv {
 	t.Helper()
+	te, _ := newRevocableTelemetryEnv(t)
+	return te
+}
+
+// newRevocableTelemetryEnv is newTelemetryEnv with a revocation set the
+// test replaces (nil: nothing is revoked).
+func newRevocableTelemetryEnv(t *testing.T) (*telemetryEnv, *atomic.Pointer[meshtls.RevocationSet]) {
+	t.Helper()
 	e := newEnv(t)
 	c := &clock{t: time.Now()}
 	g, err := graph.New(graph.Config{Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
+	revoked := new(atomic.Pointer[meshtls.RevocationSet])
 	reg := prometheus.NewRegistry()
 	srv, err := New(Config{CA: e.ca, Tokens: e.tokens, Model: e.model, Bundle: e.bundle, Registerer: reg,
-		SVIDTTL: time.Hour, Now: c.Now, Telemetry: g, EndpointGrace: -1, ReconnectGrace: -1})
+		SVIDTTL: time.Hour, Now: c.Now, Telemetry: g, EndpointGrace: -1, ReconnectGrace: -1,
+		Revocations: revoked.Load})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +94,7 @@ func newTelemetryEnv(t *testing.T) *telemetryEnv {
 	})
 	// The Watch streams opened by tests go to this server too.
 	e.addr = lis.Addr().String()
-	return &telemetryEnv{env: e, clock: c, graph: g, srv: srv, reg: reg}
+	return &telemetryEnv{env: e, clock: c, graph: g, srv: srv, reg: reg}, revoked
 }
 
 // settle moves the clock on until the intervals reported so far are in
