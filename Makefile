@@ -54,8 +54,9 @@ bench: build
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-## generate: regenerate protobuf code (committed) from internal/**/*.proto
-generate: deps-generate
+## generate: regenerate protobuf code (committed) from internal/**/*.proto,
+## then the CRDs and deep-copy code from api/v1alpha1 (generate-crds)
+generate: deps-generate generate-crds
 	for f in $$(git ls-files '*.proto'); do \
 		d=$$(dirname $$f); \
 		protoc -I $$d -I /usr/include --go_out=$$d --go_opt=paths=source_relative \
@@ -64,7 +65,17 @@ generate: deps-generate
 
 ## check-generated: fail if generated code differs from its sources
 check-generated: generate
-	git diff --exit-code -- '*.pb.go'
+	git diff --exit-code -- '*.pb.go' '*/zz_generated.deepcopy.go' deploy/crds
+	@untracked=$$(git ls-files --others --exclude-standard -- deploy/crds); \
+	if [ -n "$$untracked" ]; then echo "generated but not committed:"; echo "$$untracked"; exit 1; fi
+
+## generate-crds: regenerate the CRDs in deploy/crds (one file per kind) and
+## api/v1alpha1/zz_generated.deepcopy.go with controller-gen (a tool in go.mod)
+.PHONY: generate-crds
+generate-crds:
+	rm -f deploy/crds/rampart.dev_*.yaml
+	$(GO) tool controller-gen object paths=./api/v1alpha1/... \
+		crd:crdVersions=v1 output:crd:artifacts:config=deploy/crds
 
 # The race detector needs a C toolchain; the end-to-end tests need
 # iproute2, iptables, Redis, h2spec and the gRPC interop binaries.
@@ -74,6 +85,18 @@ deps-test:
 deps-generate:
 	@command -v protoc >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq protobuf-compiler; }
 	@GOBIN=$(TOOLS_BIN) $(GO) install tool
+
+## k8s-test-env: build etcd and Kubernetes from Go modules and start a test
+## cluster on loopback in .cache/k8s-env (docs/kubernetes.md, "Test cluster")
+K8S_TEST_ENV_DIR := $(CACHE)/k8s-env
+.PHONY: k8s-test-env k8s-test-env-stop
+k8s-test-env:
+	GO=$(GO) bash scripts/k8s-test-env.sh build
+	bash scripts/k8s-test-env.sh start $(K8S_TEST_ENV_DIR)
+
+## k8s-test-env-stop: stop the test cluster started by k8s-test-env
+k8s-test-env-stop:
+	bash scripts/k8s-test-env.sh stop $(K8S_TEST_ENV_DIR)
 
 clean:
 	rm -rf $(BIN)

@@ -33,6 +33,10 @@ const KindWorkloadAttestationPolicy = "WorkloadAttestationPolicy"
 //
 // When several policies apply to an identity, each must admit the
 // workload: a namespace's policy cannot be weakened by a more specific one.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Namespaced,categories=rampart,shortName=attestpolicy
+// +kubebuilder:printcolumn:name="Service Account",type="string",JSONPath=".spec.serviceAccount"
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 type WorkloadAttestationPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -45,6 +49,7 @@ type WorkloadAttestationPolicy struct {
 type WorkloadAttestationPolicySpec struct {
 	// ServiceAccount names the identity the policy applies to within its
 	// namespace. Empty: every service account.
+	// +kubebuilder:validation:MaxLength=63
 	ServiceAccount string `json:"serviceAccount,omitempty"`
 	// Code, when set, is the code that may receive the identity, however it
 	// is attested: a workload whose attested code digest it does not
@@ -74,19 +79,27 @@ type CodePolicy struct {
 	// Digests are SHA-256 digests of admitted executables,
 	// "sha256:<64 lower-case hex digits>" (what `sha256sum` prints, with the
 	// prefix).
+	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:items:Pattern=`^sha256:[0-9a-f]{64}$`
 	Digests []string `json:"digests,omitempty"`
 	// Signers are public keys; code is admitted when a detached signature
 	// by one of them over its digest verifies (in local mode, the file
 	// <executable>.sig; see docs/attestation.md).
+	// +kubebuilder:validation:MaxItems=1024
 	Signers []CodeSigner `json:"signers,omitempty"`
 }
 
 // CodeSigner is a key that signs builds.
 type CodeSigner struct {
 	// Name identifies the key in logs. Required, unique in the policy.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 	// PublicKey is one PEM "PUBLIC KEY" block (PKIX): Ed25519 or ECDSA
 	// P-256.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
 	PublicKey string `json:"publicKey"`
 }
 
@@ -95,8 +108,14 @@ type CodeSigner struct {
 // (the effective IDs of the process when it connected).
 type UnixAttestation struct {
 	// UIDs the process may run as; empty means any.
+	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:items:Minimum=0
+	// +kubebuilder:validation:items:Maximum=4294967294
 	UIDs []int64 `json:"uids,omitempty"`
 	// GIDs the process may run as (its effective group); empty means any.
+	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:items:Minimum=0
+	// +kubebuilder:validation:items:Maximum=4294967294
 	GIDs []int64 `json:"gids,omitempty"`
 }
 

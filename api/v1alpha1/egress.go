@@ -30,6 +30,9 @@ const (
 // selecting the workload admits it; with none, nothing outside the mesh is
 // reachable. A policy in RootNamespace applies to the workloads of every
 // namespace that its selector selects.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Namespaced,categories=rampart,shortName=egresspolicy
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 type EgressPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -48,13 +51,18 @@ type EgressPolicySpec struct {
 	// case-insensitively against the TLS server name or HTTP host the app
 	// sends. The destination address must also be one the name resolves
 	// to. No IP addresses: those go in CIDRs.
+	// +kubebuilder:validation:MaxItems=256
 	Hosts []string `json:"hosts,omitempty"`
 	// CIDRs are IPv4 or IPv6 networks ("203.0.113.0/24",
 	// "2001:db8::/32"), or single addresses, that the destination address
 	// must be in.
+	// +kubebuilder:validation:MaxItems=256
 	CIDRs []string `json:"cidrs,omitempty"`
 	// Ports restricts the policy to these destination ports; empty means
 	// any port.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:Minimum=1
+	// +kubebuilder:validation:items:Maximum=65535
 	Ports []int32 `json:"ports,omitempty"`
 }
 

@@ -40,6 +40,10 @@ type WorkloadSelector struct {
 
 // AuthorizationPolicy allows, denies or audits requests to the workloads
 // it selects.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Namespaced,categories=rampart,shortName=authzpolicy
+// +kubebuilder:printcolumn:name="Action",type="string",JSONPath=".spec.action"
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 type AuthorizationPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -62,6 +66,7 @@ type AuthorizationPolicySpec struct {
 }
 
 // AuthorizationAction is what a policy does with the requests it matches.
+// +kubebuilder:validation:Enum=ALLOW;DENY;AUDIT
 type AuthorizationAction string
 
 // Authorization actions.
@@ -102,7 +107,11 @@ type RuleFrom struct {
 // matches. An entry must set at least one field.
 type RuleTo struct {
 	// Ports of the workload (the port its app listens on).
-	Ports    []int32 `json:"ports,omitempty"`
+	// +kubebuilder:validation:items:Minimum=1
+	// +kubebuilder:validation:items:Maximum=65535
+	Ports []int32 `json:"ports,omitempty"`
+	// +kubebuilder:validation:items:Minimum=1
+	// +kubebuilder:validation:items:Maximum=65535
 	NotPorts []int32 `json:"notPorts,omitempty"`
 	// Methods are HTTP methods, in upper case.
 	Methods    []string `json:"methods,omitempty"`
@@ -119,6 +128,10 @@ type RuleTo struct {
 
 // MeshTLSPolicy sets whether workloads accept plaintext, for a namespace
 // (no selector), some workloads (a selector) and some of their ports.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Namespaced,categories=rampart,shortName=mtlspolicy
+// +kubebuilder:printcolumn:name="Mode",type="string",JSONPath=".spec.mode"
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 type MeshTLSPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -141,6 +154,7 @@ type MeshTLSPolicySpec struct {
 }
 
 // TLSMode says whether a workload accepts plaintext.
+// +kubebuilder:validation:Enum=STRICT;PERMISSIVE
 type TLSMode string
 
 // TLS modes.
@@ -154,6 +168,8 @@ const (
 
 // PortTLS is the TLS mode of one port.
 type PortTLS struct {
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
 	Port int32   `json:"port"`
 	Mode TLSMode `json:"mode"`
 }
@@ -163,6 +179,10 @@ type PortTLS struct {
 // RootNamespace it sets the mesh-wide default, which a namespace's own
 // NamespacePolicy overrides. Without either, the default is
 // allow-authenticated.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Namespaced,categories=rampart,shortName=nspolicy
+// +kubebuilder:printcolumn:name="Default",type="string",JSONPath=".spec.defaultAuthorization"
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 type NamespacePolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -179,6 +199,7 @@ type NamespacePolicySpec struct {
 }
 
 // DefaultAuthorization is a namespace's default authorization.
+// +kubebuilder:validation:Enum=deny-all;allow-same-namespace;allow-authenticated
 type DefaultAuthorization string
 
 // Default authorizations, strictest first.
@@ -194,6 +215,9 @@ const (
 )
 
 // RateLimitPolicy limits the rate of requests to the workloads it selects.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Namespaced,categories=rampart,shortName=rlpolicy
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 type RateLimitPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -208,6 +232,7 @@ type RateLimitPolicySpec struct {
 	Selector *WorkloadSelector `json:"selector,omitempty"`
 	// Limits apply in order; a request must have a token in each limit
 	// that matches it. At least one.
+	// +kubebuilder:validation:MinItems=1
 	Limits []RateLimit `json:"limits"`
 }
 
@@ -216,6 +241,9 @@ type RateLimit struct {
 	// Name identifies the limit in metrics and logs; a limit keeps its
 	// buckets across configuration changes while its name stays the
 	// same. Required, unique in the policy.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 	// Match selects the requests the limit counts; empty counts all.
 	Match RateLimitMatch `json:"match,omitempty"`
@@ -224,8 +252,12 @@ type RateLimit struct {
 	// overall (one bucket). Required.
 	Per RateLimitKey `json:"per"`
 	// RequestsPerSecond is the rate at which a bucket refills.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1048576
 	RequestsPerSecond int32 `json:"requestsPerSecond"`
 	// Burst is the size of a bucket; defaults to RequestsPerSecond.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1048576
 	Burst int32 `json:"burst,omitempty"`
 	// OnExceed cuts a source off for a while when it keeps exceeding the
 	// limit. Only with per: source.
@@ -242,6 +274,7 @@ type RateLimitMatch struct {
 }
 
 // RateLimitKey says what gets a bucket of its own.
+// +kubebuilder:validation:Enum=source;route;overall
 type RateLimitKey string
 
 // Rate limit keys.
@@ -256,6 +289,8 @@ type RateLimitExceed struct {
 	// ConsecutiveWindows is how many one-second windows in a row the
 	// source must have been refused in before it is cut off; defaults
 	// to 3.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
 	ConsecutiveWindows int32 `json:"consecutiveWindows,omitempty"`
 	// CoolDown is how long the source is then refused everything, from 1s
 	// to 24h. Required.

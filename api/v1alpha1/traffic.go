@@ -25,6 +25,11 @@ const KindTrafficPolicy = "TrafficPolicy"
 //
 // When several policies target one Service, the oldest (by creation time,
 // then namespace/name) applies and the others are reported.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Namespaced,categories=rampart,shortName=trafficpolicy
+// +kubebuilder:printcolumn:name="Target",type="string",JSONPath=".spec.targetRefs[0].name"
+// +kubebuilder:printcolumn:name="Load Balancer",type="string",JSONPath=".spec.loadBalancer"
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 type TrafficPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -36,6 +41,8 @@ type TrafficPolicy struct {
 type TrafficPolicySpec struct {
 	// TargetRefs names the Service the policy applies to: exactly one
 	// entry, a Service of the policy's namespace.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=1
 	TargetRefs []TrafficTargetRef `json:"targetRefs"`
 	// LoadBalancer is how callers pick an endpoint: PeakEWMA (the
 	// default) or RoundRobin.
@@ -61,12 +68,17 @@ type TrafficTargetRef struct {
 	// Services.
 	Group string `json:"group,omitempty"`
 	// Kind is "Service".
+	// +kubebuilder:validation:Enum=Service
 	Kind string `json:"kind"`
 	// Name is the Service's name, in the policy's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 }
 
 // LoadBalancer is how callers pick an endpoint.
+// +kubebuilder:validation:Enum=PeakEWMA;RoundRobin
 type LoadBalancer string
 
 // Load balancers.
@@ -82,6 +94,8 @@ const (
 type TrafficRetry struct {
 	// Attempts bounds the attempts of one request, the first included:
 	// 1 turns retries off. From 1 to 10; left out: 3.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10
 	Attempts *int32 `json:"attempts,omitempty"`
 	// Budget bounds how much retrying callers do for the service.
 	Budget *RetryBudget `json:"budget,omitempty"`
@@ -96,9 +110,13 @@ type TrafficRetry struct {
 type RetryBudget struct {
 	// RetryPercent is the retries allowed per 100 requests, from 0 to
 	// 100; left out: 20.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
 	RetryPercent *int32 `json:"retryPercent,omitempty"`
 	// MinRetriesPerSecond is the retries allowed whatever the traffic,
 	// for callers that send few requests, from 0 to 1000; left out: 10.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
 	MinRetriesPerSecond *int32 `json:"minRetriesPerSecond,omitempty"`
 }
 
@@ -107,10 +125,13 @@ type RetryBudget struct {
 type RetryOn struct {
 	// HTTPStatuses (500 to 599) after which an idempotent request (GET,
 	// HEAD, OPTIONS, TRACE, PUT, DELETE) is retried.
+	// +kubebuilder:validation:items:Minimum=500
+	// +kubebuilder:validation:items:Maximum=599
 	HTTPStatuses []int32 `json:"httpStatuses,omitempty"`
 	// GRPCStatuses are gRPC status names ("UNAVAILABLE",
 	// "RESOURCE_EXHAUSTED") after which a gRPC request is retried,
 	// whatever its method.
+	// +kubebuilder:validation:items:Enum=CANCELLED;UNKNOWN;INVALID_ARGUMENT;DEADLINE_EXCEEDED;NOT_FOUND;ALREADY_EXISTS;PERMISSION_DENIED;RESOURCE_EXHAUSTED;FAILED_PRECONDITION;ABORTED;OUT_OF_RANGE;UNIMPLEMENTED;INTERNAL;UNAVAILABLE;DATA_LOSS;UNAUTHENTICATED
 	GRPCStatuses []string `json:"grpcStatuses,omitempty"`
 }
 
@@ -119,10 +140,14 @@ type RetryOn struct {
 type OutlierDetection struct {
 	// ConsecutiveFailures ejects an endpoint after this many failures in
 	// a row, from 1 to 1000; 0 turns the rule off; left out: 5.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
 	ConsecutiveFailures *int32 `json:"consecutiveFailures,omitempty"`
 	// FailurePercent ejects an endpoint whose failures over 10 seconds
 	// are at least this share of its requests (once there were 20), from
 	// 1 to 100; 0 turns the rule off; left out: 50.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
 	FailurePercent *int32 `json:"failurePercent,omitempty"`
 	// BaseEjectionTime is how long a first ejection lasts; the N-th
 	// lasts N times as long, at most 5 minutes or BaseEjectionTime if
@@ -131,6 +156,8 @@ type OutlierDetection struct {
 	// MaxEjectedPercent caps the share of the service's endpoints out at
 	// once, rounded down, from 1 to 100; whatever it says, one endpoint
 	// always stays in. Left out: 50.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
 	MaxEjectedPercent *int32 `json:"maxEjectedPercent,omitempty"`
 }
 

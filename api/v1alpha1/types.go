@@ -23,6 +23,7 @@ const (
 const DefaultNamespace = "default"
 
 // Protocol is what a service port speaks between the app and its proxy.
+// +kubebuilder:validation:Enum=Auto;TCP;HTTP;HTTP2;GRPC
 type Protocol string
 
 // Protocols.
@@ -46,6 +47,9 @@ const (
 // Service is a named set of workloads reachable through the mesh. Its
 // endpoints are the workloads of its namespace whose labels match the
 // selector (and, when ServiceAccounts is set, whose identity is one of them).
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Namespaced,categories=rampart
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 type Service struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -57,12 +61,16 @@ type Service struct {
 type ServiceSpec struct {
 	// Selector picks the workloads behind the service by label. Required:
 	// an empty selector would select every workload of the namespace.
+	// +kubebuilder:validation:MinProperties=1
 	Selector map[string]string `json:"selector"`
 	// ServiceAccounts, when set, restricts the endpoints to workloads running
 	// as one of these service accounts, so that a workload cannot join a
 	// service by copying its labels.
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
 	// Ports the service exposes. At least one.
+	// +kubebuilder:validation:MinItems=1
 	Ports []ServicePort `json:"ports"`
 	// Addresses are virtual IP addresses of the service (on Kubernetes,
 	// its ClusterIPs). A proxy that intercepts its app's traffic sends a
@@ -73,10 +81,16 @@ type ServiceSpec struct {
 // ServicePort is one port of a Service.
 type ServicePort struct {
 	// Name is required when the service has more than one port.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name,omitempty"`
 	// Port is the service port (1-65535).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
 	Port int32 `json:"port"`
 	// TargetPort is the app's port on its workload's loopback; defaults to Port.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
 	TargetPort int32 `json:"targetPort,omitempty"`
 	// Protocol defaults to Auto, except on the well-known ports of
 	// server-first protocols (see ServerFirstPorts), where it defaults to
@@ -87,6 +101,11 @@ type ServicePort struct {
 // Workload is one instance of a piece of code with a mesh identity. Proxies
 // register their workload when they connect; a Workload document declares
 // one statically.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Namespaced,categories=rampart,shortName=rwl
+// +kubebuilder:printcolumn:name="Service Account",type="string",JSONPath=".spec.serviceAccount"
+// +kubebuilder:printcolumn:name="Tunnel Address",type="string",JSONPath=".spec.tunnelAddress"
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 type Workload struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -98,9 +117,13 @@ type Workload struct {
 type WorkloadSpec struct {
 	// ServiceAccount names the workload's identity within its namespace:
 	// spiffe://<trust-domain>/ns/<namespace>/sa/<serviceAccount>.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	ServiceAccount string `json:"serviceAccount"`
 	// TunnelAddress is the host:port where the workload's proxy accepts
 	// tunnel connections from its peers.
+	// +kubebuilder:validation:MinLength=1
 	TunnelAddress string `json:"tunnelAddress"`
 	// Address is the IP address of the workload itself, which apps may
 	// dial directly as they dial a pod IP. Empty means the host of
