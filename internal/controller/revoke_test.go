@@ -86,30 +86,6 @@ func gaugeValue(t *testing.T, c *Controller, name, kind string) float64 {
 	return 0
 }
 
-func refusedRevoked(t *testing.T, c *Controller) float64 {
-	t.Helper()
-	mfs, err := c.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "rampart_controller_certify_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				labels[lp.GetName()] = lp.GetValue()
-			}
-			if labels["result"] == controlplane.ResultRefused && labels["reason"] == controlplane.CertifyRevoked {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatal("no certify_total{result=refused,reason=revoked}")
-	return 0
-}
-
 func poll(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -172,12 +148,12 @@ func TestRevocation(t *testing.T) {
 	if got := gaugeValue(t, c, "rampart_controller_revocations", RevokedCertificates); got != 2 {
 		t.Errorf("revocations{kind=certificate} = %v, want 2", got)
 	}
-	before := refusedRevoked(t, c)
+	before := refusedCount(t, c, controlplane.CertifyRevoked)
 	err := certifyOn(t, p.cc, web, "")
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("renewal with a revoked certificate = %v, want PermissionDenied", err)
 	}
-	if got := refusedRevoked(t, c); got != before+1 {
+	if got := refusedCount(t, c, controlplane.CertifyRevoked); got != before+1 {
 		t.Errorf("certify_total{refused,revoked} = %v, want %v", got, before+1)
 	}
 	// Attesting again yields a new certificate.
