@@ -421,6 +421,15 @@ func toGraphEdge(e *meshv1.EdgeSummary, maxRequests uint64, skipped *skippedCoun
 		ge.Service = svc
 	}
 	checkRequestCounts(e, skipped)
+	if rcs := e.GetRequestCounts(); len(rcs) > 0 {
+		ge.Routes = make([]graph.RouteCount, len(rcs))
+		for i, rc := range rcs {
+			ge.Routes[i] = graph.RouteCount{
+				Method: rc.GetMethod(), Path: rc.GetPath(), Truncated: rc.GetTruncated(),
+				StatusClass: uint8(rc.GetStatusClass()), Count: rc.GetCount(),
+			}
+		}
+	}
 	ge.MTLS = e.GetMtls()
 	ge.Counts = graph.Counts{
 		Requests: e.GetRequests(), Failures: e.GetFailures(), Denied: e.GetDenied(), RateLimited: e.GetRateLimited(),

@@ -398,6 +398,55 @@ func (TLSMode) EnumDescriptor() ([]byte, []int) {
 	return file_mesh_proto_rawDescGZIP(), []int{6}
 }
 
+type PolicyMode int32
+
+const (
+	PolicyMode_POLICY_MODE_UNSPECIFIED PolicyMode = 0
+	PolicyMode_POLICY_MODE_ENFORCE     PolicyMode = 1
+	PolicyMode_POLICY_MODE_AUDIT       PolicyMode = 2
+)
+
+// Enum value maps for PolicyMode.
+var (
+	PolicyMode_name = map[int32]string{
+		0: "POLICY_MODE_UNSPECIFIED",
+		1: "POLICY_MODE_ENFORCE",
+		2: "POLICY_MODE_AUDIT",
+	}
+	PolicyMode_value = map[string]int32{
+		"POLICY_MODE_UNSPECIFIED": 0,
+		"POLICY_MODE_ENFORCE":     1,
+		"POLICY_MODE_AUDIT":       2,
+	}
+)
+
+func (x PolicyMode) Enum() *PolicyMode {
+	p := new(PolicyMode)
+	*p = x
+	return p
+}
+
+func (x PolicyMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PolicyMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_mesh_proto_enumTypes[7].Descriptor()
+}
+
+func (PolicyMode) Type() protoreflect.EnumType {
+	return &file_mesh_proto_enumTypes[7]
+}
+
+func (x PolicyMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PolicyMode.Descriptor instead.
+func (PolicyMode) EnumDescriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{7}
+}
+
 type PolicyAction int32
 
 const (
@@ -434,11 +483,11 @@ func (x PolicyAction) String() string {
 }
 
 func (PolicyAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[7].Descriptor()
+	return file_mesh_proto_enumTypes[8].Descriptor()
 }
 
 func (PolicyAction) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[7]
+	return &file_mesh_proto_enumTypes[8]
 }
 
 func (x PolicyAction) Number() protoreflect.EnumNumber {
@@ -447,7 +496,7 @@ func (x PolicyAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PolicyAction.Descriptor instead.
 func (PolicyAction) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{7}
+	return file_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 type RateLimitKey int32
@@ -486,11 +535,11 @@ func (x RateLimitKey) String() string {
 }
 
 func (RateLimitKey) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[8].Descriptor()
+	return file_mesh_proto_enumTypes[9].Descriptor()
 }
 
 func (RateLimitKey) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[8]
+	return &file_mesh_proto_enumTypes[9]
 }
 
 func (x RateLimitKey) Number() protoreflect.EnumNumber {
@@ -499,7 +548,72 @@ func (x RateLimitKey) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RateLimitKey.Descriptor instead.
 func (RateLimitKey) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{8}
+	return file_mesh_proto_rawDescGZIP(), []int{9}
+}
+
+type SecurityKind int32
+
+const (
+	SecurityKind_SECURITY_KIND_UNSPECIFIED SecurityKind = 0
+	// A handshake whose peer certificate chains to no trusted root.
+	SecurityKind_SECURITY_KIND_TLS_UNKNOWN_CA SecurityKind = 1
+	// A handshake with a revoked certificate or identity.
+	SecurityKind_SECURITY_KIND_TLS_REVOKED SecurityKind = 2
+	// A handshake refused for another certificate problem: expired, not yet
+	// valid, no or several SPIFFE IDs, another trust domain, no client
+	// certificate.
+	SecurityKind_SECURITY_KIND_TLS_BAD_CERTIFICATE SecurityKind = 3
+	// A plaintext connection or request refused on a STRICT port.
+	SecurityKind_SECURITY_KIND_PLAINTEXT_ON_STRICT SecurityKind = 4
+	// A handshake with a quarantined identity.
+	SecurityKind_SECURITY_KIND_TLS_QUARANTINED SecurityKind = 5
+)
+
+// Enum value maps for SecurityKind.
+var (
+	SecurityKind_name = map[int32]string{
+		0: "SECURITY_KIND_UNSPECIFIED",
+		1: "SECURITY_KIND_TLS_UNKNOWN_CA",
+		2: "SECURITY_KIND_TLS_REVOKED",
+		3: "SECURITY_KIND_TLS_BAD_CERTIFICATE",
+		4: "SECURITY_KIND_PLAINTEXT_ON_STRICT",
+		5: "SECURITY_KIND_TLS_QUARANTINED",
+	}
+	SecurityKind_value = map[string]int32{
+		"SECURITY_KIND_UNSPECIFIED":         0,
+		"SECURITY_KIND_TLS_UNKNOWN_CA":      1,
+		"SECURITY_KIND_TLS_REVOKED":         2,
+		"SECURITY_KIND_TLS_BAD_CERTIFICATE": 3,
+		"SECURITY_KIND_PLAINTEXT_ON_STRICT": 4,
+		"SECURITY_KIND_TLS_QUARANTINED":     5,
+	}
+)
+
+func (x SecurityKind) Enum() *SecurityKind {
+	p := new(SecurityKind)
+	*p = x
+	return p
+}
+
+func (x SecurityKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SecurityKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_mesh_proto_enumTypes[10].Descriptor()
+}
+
+func (SecurityKind) Type() protoreflect.EnumType {
+	return &file_mesh_proto_enumTypes[10]
+}
+
+func (x SecurityKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SecurityKind.Descriptor instead.
+func (SecurityKind) EnumDescriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 type Direction int32
@@ -537,11 +651,11 @@ func (x Direction) String() string {
 }
 
 func (Direction) Descriptor() protoreflect.EnumDescriptor {
-	return file_mesh_proto_enumTypes[9].Descriptor()
+	return file_mesh_proto_enumTypes[11].Descriptor()
 }
 
 func (Direction) Type() protoreflect.EnumType {
-	return &file_mesh_proto_enumTypes[9]
+	return &file_mesh_proto_enumTypes[11]
 }
 
 func (x Direction) Number() protoreflect.EnumNumber {
@@ -550,7 +664,7 @@ func (x Direction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Direction.Descriptor instead.
 func (Direction) EnumDescriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{9}
+	return file_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 type CertifyRequest struct {
@@ -936,7 +1050,14 @@ type ProxyConfig struct {
 	Revocations *Revocations `protobuf:"bytes,8,opt,name=revocations,proto3" json:"revocations,omitempty"`
 	// Destinations outside the mesh the workload may reach when
 	// settings.egress is EGRESS_ALLOW_LISTED.
-	Egress        *EgressPolicy `protobuf:"bytes,9,opt,name=egress,proto3" json:"egress,omitempty"`
+	Egress *EgressPolicy `protobuf:"bytes,9,opt,name=egress,proto3" json:"egress,omitempty"`
+	// Identities every proxy isolates for a while (rampart quarantine): a
+	// TLS handshake with one of them fails, in either direction, and the
+	// connections already open with one are closed. Unlike a revocation,
+	// the quarantined workload keeps its certificate and its control-plane
+	// streams, so that releasing it needs no new attestation. Every proxy
+	// gets the whole list.
+	Quarantine    *Quarantine `protobuf:"bytes,10,opt,name=quarantine,proto3" json:"quarantine,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1034,6 +1155,124 @@ func (x *ProxyConfig) GetEgress() *EgressPolicy {
 	return nil
 }
 
+func (x *ProxyConfig) GetQuarantine() *Quarantine {
+	if x != nil {
+		return x.Quarantine
+	}
+	return nil
+}
+
+// Quarantine lists the identities isolated by rampart quarantine or by a
+// detection whose response is to quarantine.
+type Quarantine struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Identities    []*QuarantinedIdentity `protobuf:"bytes,1,rep,name=identities,proto3" json:"identities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quarantine) Reset() {
+	*x = Quarantine{}
+	mi := &file_mesh_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quarantine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quarantine) ProtoMessage() {}
+
+func (x *Quarantine) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quarantine.ProtoReflect.Descriptor instead.
+func (*Quarantine) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Quarantine) GetIdentities() []*QuarantinedIdentity {
+	if x != nil {
+		return x.Identities
+	}
+	return nil
+}
+
+// QuarantinedIdentity is one identity isolated until a time.
+type QuarantinedIdentity struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// When the quarantine ends on its own; the controller drops the entry
+	// then, and a proxy ignores an entry whose time has passed.
+	Until *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until,proto3" json:"until,omitempty"`
+	// Why, for logs: the detection and its event ID, or the operator's
+	// reason. At most 256 bytes.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuarantinedIdentity) Reset() {
+	*x = QuarantinedIdentity{}
+	mi := &file_mesh_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuarantinedIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuarantinedIdentity) ProtoMessage() {}
+
+func (x *QuarantinedIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuarantinedIdentity.ProtoReflect.Descriptor instead.
+func (*QuarantinedIdentity) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *QuarantinedIdentity) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *QuarantinedIdentity) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *QuarantinedIdentity) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Revocations lists what peers must refuse: a TLS handshake with a revoked
 // certificate fails, and connections already open with one are closed.
 type Revocations struct {
@@ -1046,7 +1285,7 @@ type Revocations struct {
 
 func (x *Revocations) Reset() {
 	*x = Revocations{}
-	mi := &file_mesh_proto_msgTypes[7]
+	mi := &file_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1297,7 @@ func (x *Revocations) String() string {
 func (*Revocations) ProtoMessage() {}
 
 func (x *Revocations) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[7]
+	mi := &file_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1310,7 @@ func (x *Revocations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocations.ProtoReflect.Descriptor instead.
 func (*Revocations) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{7}
+	return file_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Revocations) GetCertificates() []*RevokedCertificate {
@@ -1104,7 +1343,7 @@ type RevokedCertificate struct {
 
 func (x *RevokedCertificate) Reset() {
 	*x = RevokedCertificate{}
-	mi := &file_mesh_proto_msgTypes[8]
+	mi := &file_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1355,7 @@ func (x *RevokedCertificate) String() string {
 func (*RevokedCertificate) ProtoMessage() {}
 
 func (x *RevokedCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[8]
+	mi := &file_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1368,7 @@ func (x *RevokedCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokedCertificate.ProtoReflect.Descriptor instead.
 func (*RevokedCertificate) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{8}
+	return file_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RevokedCertificate) GetSerial() string {
@@ -1166,7 +1405,7 @@ type RevokedIdentity struct {
 
 func (x *RevokedIdentity) Reset() {
 	*x = RevokedIdentity{}
-	mi := &file_mesh_proto_msgTypes[9]
+	mi := &file_mesh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1417,7 @@ func (x *RevokedIdentity) String() string {
 func (*RevokedIdentity) ProtoMessage() {}
 
 func (x *RevokedIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[9]
+	mi := &file_mesh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1430,7 @@ func (x *RevokedIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokedIdentity.ProtoReflect.Descriptor instead.
 func (*RevokedIdentity) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{9}
+	return file_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RevokedIdentity) GetSpiffeId() string {
@@ -1225,7 +1464,7 @@ type EgressPolicy struct {
 
 func (x *EgressPolicy) Reset() {
 	*x = EgressPolicy{}
-	mi := &file_mesh_proto_msgTypes[10]
+	mi := &file_mesh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1476,7 @@ func (x *EgressPolicy) String() string {
 func (*EgressPolicy) ProtoMessage() {}
 
 func (x *EgressPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[10]
+	mi := &file_mesh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1489,7 @@ func (x *EgressPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EgressPolicy.ProtoReflect.Descriptor instead.
 func (*EgressPolicy) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{10}
+	return file_mesh_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EgressPolicy) GetRules() []*EgressRule {
@@ -1278,7 +1517,7 @@ type EgressRule struct {
 
 func (x *EgressRule) Reset() {
 	*x = EgressRule{}
-	mi := &file_mesh_proto_msgTypes[11]
+	mi := &file_mesh_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1529,7 @@ func (x *EgressRule) String() string {
 func (*EgressRule) ProtoMessage() {}
 
 func (x *EgressRule) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[11]
+	mi := &file_mesh_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1542,7 @@ func (x *EgressRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EgressRule.ProtoReflect.Descriptor instead.
 func (*EgressRule) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{11}
+	return file_mesh_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EgressRule) GetSource() string {
@@ -1369,7 +1608,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_mesh_proto_msgTypes[12]
+	mi := &file_mesh_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1620,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[12]
+	mi := &file_mesh_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1633,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{12}
+	return file_mesh_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Service) GetName() string {
@@ -1469,7 +1708,7 @@ type TrafficPolicy struct {
 
 func (x *TrafficPolicy) Reset() {
 	*x = TrafficPolicy{}
-	mi := &file_mesh_proto_msgTypes[13]
+	mi := &file_mesh_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1720,7 @@ func (x *TrafficPolicy) String() string {
 func (*TrafficPolicy) ProtoMessage() {}
 
 func (x *TrafficPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[13]
+	mi := &file_mesh_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1733,7 @@ func (x *TrafficPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrafficPolicy.ProtoReflect.Descriptor instead.
 func (*TrafficPolicy) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{13}
+	return file_mesh_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TrafficPolicy) GetLoadBalancer() LoadBalancer {
@@ -1542,7 +1781,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_mesh_proto_msgTypes[14]
+	mi := &file_mesh_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1793,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[14]
+	mi := &file_mesh_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1806,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{14}
+	return file_mesh_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Route) GetNamespace() string {
@@ -1641,7 +1880,7 @@ type RouteRule struct {
 
 func (x *RouteRule) Reset() {
 	*x = RouteRule{}
-	mi := &file_mesh_proto_msgTypes[15]
+	mi := &file_mesh_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1892,7 @@ func (x *RouteRule) String() string {
 func (*RouteRule) ProtoMessage() {}
 
 func (x *RouteRule) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[15]
+	mi := &file_mesh_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1905,7 @@ func (x *RouteRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRule.ProtoReflect.Descriptor instead.
 func (*RouteRule) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{15}
+	return file_mesh_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RouteRule) GetName() string {
@@ -1740,7 +1979,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_mesh_proto_msgTypes[16]
+	mi := &file_mesh_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1991,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[16]
+	mi := &file_mesh_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +2004,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{16}
+	return file_mesh_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RouteMatch) GetPath() *PathMatch {
@@ -1804,7 +2043,7 @@ type PathMatch struct {
 
 func (x *PathMatch) Reset() {
 	*x = PathMatch{}
-	mi := &file_mesh_proto_msgTypes[17]
+	mi := &file_mesh_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +2055,7 @@ func (x *PathMatch) String() string {
 func (*PathMatch) ProtoMessage() {}
 
 func (x *PathMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[17]
+	mi := &file_mesh_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +2068,7 @@ func (x *PathMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
 func (*PathMatch) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{17}
+	return file_mesh_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PathMatch) GetType() PathMatchType {
@@ -1862,7 +2101,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_mesh_proto_msgTypes[18]
+	mi := &file_mesh_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +2113,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[18]
+	mi := &file_mesh_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2126,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{18}
+	return file_mesh_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HeaderMatch) GetType() HeaderMatchType {
@@ -1935,7 +2174,7 @@ type RouteBackend struct {
 
 func (x *RouteBackend) Reset() {
 	*x = RouteBackend{}
-	mi := &file_mesh_proto_msgTypes[19]
+	mi := &file_mesh_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2186,7 @@ func (x *RouteBackend) String() string {
 func (*RouteBackend) ProtoMessage() {}
 
 func (x *RouteBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[19]
+	mi := &file_mesh_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2199,7 @@ func (x *RouteBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteBackend.ProtoReflect.Descriptor instead.
 func (*RouteBackend) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{19}
+	return file_mesh_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RouteBackend) GetService() string {
@@ -2018,7 +2257,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_mesh_proto_msgTypes[20]
+	mi := &file_mesh_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2030,7 +2269,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[20]
+	mi := &file_mesh_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2043,7 +2282,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{20}
+	return file_mesh_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HeaderModifier) GetSet() []*Header {
@@ -2080,7 +2319,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_mesh_proto_msgTypes[21]
+	mi := &file_mesh_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2092,7 +2331,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[21]
+	mi := &file_mesh_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2105,7 +2344,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{21}
+	return file_mesh_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Header) GetName() string {
@@ -2135,7 +2374,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_mesh_proto_msgTypes[22]
+	mi := &file_mesh_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2386,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[22]
+	mi := &file_mesh_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2399,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{22}
+	return file_mesh_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ServicePort) GetName() string {
@@ -2210,7 +2449,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_mesh_proto_msgTypes[23]
+	mi := &file_mesh_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2461,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[23]
+	mi := &file_mesh_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2474,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{23}
+	return file_mesh_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -2276,7 +2515,7 @@ type InboundPort struct {
 
 func (x *InboundPort) Reset() {
 	*x = InboundPort{}
-	mi := &file_mesh_proto_msgTypes[24]
+	mi := &file_mesh_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2288,7 +2527,7 @@ func (x *InboundPort) String() string {
 func (*InboundPort) ProtoMessage() {}
 
 func (x *InboundPort) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[24]
+	mi := &file_mesh_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2301,7 +2540,7 @@ func (x *InboundPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundPort.ProtoReflect.Descriptor instead.
 func (*InboundPort) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{24}
+	return file_mesh_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InboundPort) GetPort() uint32 {
@@ -2330,7 +2569,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_mesh_proto_msgTypes[25]
+	mi := &file_mesh_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2581,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[25]
+	mi := &file_mesh_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2594,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{25}
+	return file_mesh_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Settings) GetConnectTimeout() *durationpb.Duration {
@@ -2394,7 +2633,7 @@ type WorkloadPolicy struct {
 
 func (x *WorkloadPolicy) Reset() {
 	*x = WorkloadPolicy{}
-	mi := &file_mesh_proto_msgTypes[26]
+	mi := &file_mesh_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2645,7 @@ func (x *WorkloadPolicy) String() string {
 func (*WorkloadPolicy) ProtoMessage() {}
 
 func (x *WorkloadPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[26]
+	mi := &file_mesh_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2658,7 @@ func (x *WorkloadPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadPolicy.ProtoReflect.Descriptor instead.
 func (*WorkloadPolicy) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{26}
+	return file_mesh_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WorkloadPolicy) GetNamespace() string {
@@ -2477,7 +2716,7 @@ type TLSPolicy struct {
 
 func (x *TLSPolicy) Reset() {
 	*x = TLSPolicy{}
-	mi := &file_mesh_proto_msgTypes[27]
+	mi := &file_mesh_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2489,7 +2728,7 @@ func (x *TLSPolicy) String() string {
 func (*TLSPolicy) ProtoMessage() {}
 
 func (x *TLSPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[27]
+	mi := &file_mesh_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2502,7 +2741,7 @@ func (x *TLSPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLSPolicy.ProtoReflect.Descriptor instead.
 func (*TLSPolicy) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{27}
+	return file_mesh_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TLSPolicy) GetMode() TLSMode {
@@ -2536,7 +2775,7 @@ type PortTLS struct {
 
 func (x *PortTLS) Reset() {
 	*x = PortTLS{}
-	mi := &file_mesh_proto_msgTypes[28]
+	mi := &file_mesh_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2548,7 +2787,7 @@ func (x *PortTLS) String() string {
 func (*PortTLS) ProtoMessage() {}
 
 func (x *PortTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[28]
+	mi := &file_mesh_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2561,7 +2800,7 @@ func (x *PortTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortTLS.ProtoReflect.Descriptor instead.
 func (*PortTLS) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{28}
+	return file_mesh_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PortTLS) GetPort() uint32 {
@@ -2579,18 +2818,23 @@ func (x *PortTLS) GetMode() TLSMode {
 }
 
 type AuthorizationPolicy struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Action        PolicyAction           `protobuf:"varint,3,opt,name=action,proto3,enum=rampart.mesh.v1.PolicyAction" json:"action,omitempty"`
-	Rules         []*Rule                `protobuf:"bytes,4,rep,name=rules,proto3" json:"rules,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Action    PolicyAction           `protobuf:"varint,3,opt,name=action,proto3,enum=rampart.mesh.v1.PolicyAction" json:"action,omitempty"`
+	Rules     []*Rule                `protobuf:"bytes,4,rep,name=rules,proto3" json:"rules,omitempty"`
+	// ENFORCE (or unspecified): the policy takes part in the decision.
+	// AUDIT: the proxy decides without it, then decides again as if it were
+	// enforced, and records every request whose decision would differ
+	// (docs/authorization.md, "Trying a policy in AUDIT mode").
+	Mode          PolicyMode `protobuf:"varint,5,opt,name=mode,proto3,enum=rampart.mesh.v1.PolicyMode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuthorizationPolicy) Reset() {
 	*x = AuthorizationPolicy{}
-	mi := &file_mesh_proto_msgTypes[29]
+	mi := &file_mesh_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2602,7 +2846,7 @@ func (x *AuthorizationPolicy) String() string {
 func (*AuthorizationPolicy) ProtoMessage() {}
 
 func (x *AuthorizationPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[29]
+	mi := &file_mesh_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2615,7 +2859,7 @@ func (x *AuthorizationPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizationPolicy.ProtoReflect.Descriptor instead.
 func (*AuthorizationPolicy) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{29}
+	return file_mesh_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AuthorizationPolicy) GetNamespace() string {
@@ -2646,6 +2890,13 @@ func (x *AuthorizationPolicy) GetRules() []*Rule {
 	return nil
 }
 
+func (x *AuthorizationPolicy) GetMode() PolicyMode {
+	if x != nil {
+		return x.Mode
+	}
+	return PolicyMode_POLICY_MODE_UNSPECIFIED
+}
+
 type Rule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	From  []*Source              `protobuf:"bytes,1,rep,name=from,proto3" json:"from,omitempty"`
@@ -2658,7 +2909,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_mesh_proto_msgTypes[30]
+	mi := &file_mesh_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2670,7 +2921,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[30]
+	mi := &file_mesh_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2683,7 +2934,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{30}
+	return file_mesh_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Rule) GetFrom() []*Source {
@@ -2721,7 +2972,7 @@ type Source struct {
 
 func (x *Source) Reset() {
 	*x = Source{}
-	mi := &file_mesh_proto_msgTypes[31]
+	mi := &file_mesh_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2733,7 +2984,7 @@ func (x *Source) String() string {
 func (*Source) ProtoMessage() {}
 
 func (x *Source) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[31]
+	mi := &file_mesh_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2746,7 +2997,7 @@ func (x *Source) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Source.ProtoReflect.Descriptor instead.
 func (*Source) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{31}
+	return file_mesh_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Source) GetPrincipals() []string {
@@ -2807,7 +3058,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_mesh_proto_msgTypes[32]
+	mi := &file_mesh_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2819,7 +3070,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[32]
+	mi := &file_mesh_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2832,7 +3083,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{32}
+	return file_mesh_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Operation) GetPorts() []uint32 {
@@ -2910,7 +3161,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_mesh_proto_msgTypes[33]
+	mi := &file_mesh_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3173,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[33]
+	mi := &file_mesh_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3186,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{33}
+	return file_mesh_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RateLimit) GetPolicy() string {
@@ -3018,13 +3269,19 @@ type TelemetryReport struct {
 	// (the controller unreachable for longer than the queue holds): the
 	// intervals they covered are missing.
 	DroppedReports uint64 `protobuf:"varint,6,opt,name=dropped_reports,json=droppedReports,proto3" json:"dropped_reports,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Security-relevant refusals in the interval that no request edge
+	// carries (handshakes that failed, plaintext refused), one entry per
+	// kind, peer address and presented identity, at most 64; the others are
+	// counted in security_overflow.
+	Security         []*SecurityCount `protobuf:"bytes,7,rep,name=security,proto3" json:"security,omitempty"`
+	SecurityOverflow uint64           `protobuf:"varint,8,opt,name=security_overflow,json=securityOverflow,proto3" json:"security_overflow,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TelemetryReport) Reset() {
 	*x = TelemetryReport{}
-	mi := &file_mesh_proto_msgTypes[34]
+	mi := &file_mesh_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3036,7 +3293,7 @@ func (x *TelemetryReport) String() string {
 func (*TelemetryReport) ProtoMessage() {}
 
 func (x *TelemetryReport) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[34]
+	mi := &file_mesh_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3049,7 +3306,7 @@ func (x *TelemetryReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TelemetryReport.ProtoReflect.Descriptor instead.
 func (*TelemetryReport) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{34}
+	return file_mesh_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TelemetryReport) GetWorkload() string {
@@ -3094,6 +3351,122 @@ func (x *TelemetryReport) GetDroppedReports() uint64 {
 	return 0
 }
 
+func (x *TelemetryReport) GetSecurity() []*SecurityCount {
+	if x != nil {
+		return x.Security
+	}
+	return nil
+}
+
+func (x *TelemetryReport) GetSecurityOverflow() uint64 {
+	if x != nil {
+		return x.SecurityOverflow
+	}
+	return 0
+}
+
+// SecurityCount is how many times one kind of refusal happened with one
+// peer in the interval.
+type SecurityCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  SecurityKind           `protobuf:"varint,1,opt,name=kind,proto3,enum=rampart.mesh.v1.SecurityKind" json:"kind,omitempty"`
+	// The peer's IP address, as the proxy saw it.
+	PeerIp string `protobuf:"bytes,2,opt,name=peer_ip,json=peerIp,proto3" json:"peer_ip,omitempty"`
+	// The SPIFFE ID in the certificate the peer presented, whether or not
+	// it verified; empty when it presented none or one without a SPIFFE ID.
+	// A claim, not an identity: only a verified handshake proves one.
+	PresentedSpiffeId string `protobuf:"bytes,3,opt,name=presented_spiffe_id,json=presentedSpiffeId,proto3" json:"presented_spiffe_id,omitempty"`
+	// The presented leaf's serial number (lower-case hexadecimal), when any.
+	PresentedSerial string `protobuf:"bytes,4,opt,name=presented_serial,json=presentedSerial,proto3" json:"presented_serial,omitempty"`
+	// The presented leaf's issuer, as an RFC 4514 string of at most 256
+	// bytes, when any.
+	PresentedIssuer string `protobuf:"bytes,5,opt,name=presented_issuer,json=presentedIssuer,proto3" json:"presented_issuer,omitempty"`
+	// The local port that refused.
+	Port          uint32 `protobuf:"varint,6,opt,name=port,proto3" json:"port,omitempty"`
+	Count         uint64 `protobuf:"varint,7,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecurityCount) Reset() {
+	*x = SecurityCount{}
+	mi := &file_mesh_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecurityCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecurityCount) ProtoMessage() {}
+
+func (x *SecurityCount) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecurityCount.ProtoReflect.Descriptor instead.
+func (*SecurityCount) Descriptor() ([]byte, []int) {
+	return file_mesh_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *SecurityCount) GetKind() SecurityKind {
+	if x != nil {
+		return x.Kind
+	}
+	return SecurityKind_SECURITY_KIND_UNSPECIFIED
+}
+
+func (x *SecurityCount) GetPeerIp() string {
+	if x != nil {
+		return x.PeerIp
+	}
+	return ""
+}
+
+func (x *SecurityCount) GetPresentedSpiffeId() string {
+	if x != nil {
+		return x.PresentedSpiffeId
+	}
+	return ""
+}
+
+func (x *SecurityCount) GetPresentedSerial() string {
+	if x != nil {
+		return x.PresentedSerial
+	}
+	return ""
+}
+
+func (x *SecurityCount) GetPresentedIssuer() string {
+	if x != nil {
+		return x.PresentedIssuer
+	}
+	return ""
+}
+
+func (x *SecurityCount) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *SecurityCount) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type TelemetryAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3102,7 +3475,7 @@ type TelemetryAck struct {
 
 func (x *TelemetryAck) Reset() {
 	*x = TelemetryAck{}
-	mi := &file_mesh_proto_msgTypes[35]
+	mi := &file_mesh_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3114,7 +3487,7 @@ func (x *TelemetryAck) String() string {
 func (*TelemetryAck) ProtoMessage() {}
 
 func (x *TelemetryAck) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[35]
+	mi := &file_mesh_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3127,7 +3500,7 @@ func (x *TelemetryAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TelemetryAck.ProtoReflect.Descriptor instead.
 func (*TelemetryAck) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{35}
+	return file_mesh_proto_rawDescGZIP(), []int{38}
 }
 
 // EdgeSummary is what one proxy saw of one edge during one interval.
@@ -3168,7 +3541,7 @@ type EdgeSummary struct {
 
 func (x *EdgeSummary) Reset() {
 	*x = EdgeSummary{}
-	mi := &file_mesh_proto_msgTypes[36]
+	mi := &file_mesh_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3180,7 +3553,7 @@ func (x *EdgeSummary) String() string {
 func (*EdgeSummary) ProtoMessage() {}
 
 func (x *EdgeSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[36]
+	mi := &file_mesh_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3193,7 +3566,7 @@ func (x *EdgeSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeSummary.ProtoReflect.Descriptor instead.
 func (*EdgeSummary) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{36}
+	return file_mesh_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *EdgeSummary) GetDirection() Direction {
@@ -3316,7 +3689,7 @@ type LatencySketch struct {
 
 func (x *LatencySketch) Reset() {
 	*x = LatencySketch{}
-	mi := &file_mesh_proto_msgTypes[37]
+	mi := &file_mesh_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3328,7 +3701,7 @@ func (x *LatencySketch) String() string {
 func (*LatencySketch) ProtoMessage() {}
 
 func (x *LatencySketch) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[37]
+	mi := &file_mesh_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3341,7 +3714,7 @@ func (x *LatencySketch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencySketch.ProtoReflect.Descriptor instead.
 func (*LatencySketch) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{37}
+	return file_mesh_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LatencySketch) GetCounts() []uint64 {
@@ -3377,7 +3750,7 @@ type TapCommand struct {
 
 func (x *TapCommand) Reset() {
 	*x = TapCommand{}
-	mi := &file_mesh_proto_msgTypes[38]
+	mi := &file_mesh_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3389,7 +3762,7 @@ func (x *TapCommand) String() string {
 func (*TapCommand) ProtoMessage() {}
 
 func (x *TapCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[38]
+	mi := &file_mesh_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3402,7 +3775,7 @@ func (x *TapCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TapCommand.ProtoReflect.Descriptor instead.
 func (*TapCommand) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{38}
+	return file_mesh_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TapCommand) GetId() string {
@@ -3457,7 +3830,7 @@ type TapFilter struct {
 
 func (x *TapFilter) Reset() {
 	*x = TapFilter{}
-	mi := &file_mesh_proto_msgTypes[39]
+	mi := &file_mesh_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3469,7 +3842,7 @@ func (x *TapFilter) String() string {
 func (*TapFilter) ProtoMessage() {}
 
 func (x *TapFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[39]
+	mi := &file_mesh_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3482,7 +3855,7 @@ func (x *TapFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TapFilter.ProtoReflect.Descriptor instead.
 func (*TapFilter) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{39}
+	return file_mesh_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TapFilter) GetMethod() string {
@@ -3534,7 +3907,7 @@ type TapEvent struct {
 
 func (x *TapEvent) Reset() {
 	*x = TapEvent{}
-	mi := &file_mesh_proto_msgTypes[40]
+	mi := &file_mesh_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3546,7 +3919,7 @@ func (x *TapEvent) String() string {
 func (*TapEvent) ProtoMessage() {}
 
 func (x *TapEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[40]
+	mi := &file_mesh_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3559,7 +3932,7 @@ func (x *TapEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TapEvent.ProtoReflect.Descriptor instead.
 func (*TapEvent) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{40}
+	return file_mesh_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TapEvent) GetWorkload() string {
@@ -3630,7 +4003,7 @@ type TapRequest struct {
 
 func (x *TapRequest) Reset() {
 	*x = TapRequest{}
-	mi := &file_mesh_proto_msgTypes[41]
+	mi := &file_mesh_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3642,7 +4015,7 @@ func (x *TapRequest) String() string {
 func (*TapRequest) ProtoMessage() {}
 
 func (x *TapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[41]
+	mi := &file_mesh_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3655,7 +4028,7 @@ func (x *TapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TapRequest.ProtoReflect.Descriptor instead.
 func (*TapRequest) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{41}
+	return file_mesh_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TapRequest) GetDirection() Direction {
@@ -3747,7 +4120,7 @@ type TapHeader struct {
 
 func (x *TapHeader) Reset() {
 	*x = TapHeader{}
-	mi := &file_mesh_proto_msgTypes[42]
+	mi := &file_mesh_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3759,7 +4132,7 @@ func (x *TapHeader) String() string {
 func (*TapHeader) ProtoMessage() {}
 
 func (x *TapHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[42]
+	mi := &file_mesh_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3772,7 +4145,7 @@ func (x *TapHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TapHeader.ProtoReflect.Descriptor instead.
 func (*TapHeader) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{42}
+	return file_mesh_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *TapHeader) GetName() string {
@@ -3811,7 +4184,7 @@ type TrafficPolicy_Retry struct {
 
 func (x *TrafficPolicy_Retry) Reset() {
 	*x = TrafficPolicy_Retry{}
-	mi := &file_mesh_proto_msgTypes[44]
+	mi := &file_mesh_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3823,7 +4196,7 @@ func (x *TrafficPolicy_Retry) String() string {
 func (*TrafficPolicy_Retry) ProtoMessage() {}
 
 func (x *TrafficPolicy_Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[44]
+	mi := &file_mesh_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3836,7 +4209,7 @@ func (x *TrafficPolicy_Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrafficPolicy_Retry.ProtoReflect.Descriptor instead.
 func (*TrafficPolicy_Retry) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{13, 0}
+	return file_mesh_proto_rawDescGZIP(), []int{15, 0}
 }
 
 func (x *TrafficPolicy_Retry) GetAttempts() uint32 {
@@ -3882,7 +4255,7 @@ type TrafficPolicy_RetryOn struct {
 
 func (x *TrafficPolicy_RetryOn) Reset() {
 	*x = TrafficPolicy_RetryOn{}
-	mi := &file_mesh_proto_msgTypes[45]
+	mi := &file_mesh_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3894,7 +4267,7 @@ func (x *TrafficPolicy_RetryOn) String() string {
 func (*TrafficPolicy_RetryOn) ProtoMessage() {}
 
 func (x *TrafficPolicy_RetryOn) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[45]
+	mi := &file_mesh_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3907,7 +4280,7 @@ func (x *TrafficPolicy_RetryOn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrafficPolicy_RetryOn.ProtoReflect.Descriptor instead.
 func (*TrafficPolicy_RetryOn) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{13, 1}
+	return file_mesh_proto_rawDescGZIP(), []int{15, 1}
 }
 
 func (x *TrafficPolicy_RetryOn) GetHttpStatuses() []uint32 {
@@ -3946,7 +4319,7 @@ type TrafficPolicy_OutlierDetection struct {
 
 func (x *TrafficPolicy_OutlierDetection) Reset() {
 	*x = TrafficPolicy_OutlierDetection{}
-	mi := &file_mesh_proto_msgTypes[46]
+	mi := &file_mesh_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3958,7 +4331,7 @@ func (x *TrafficPolicy_OutlierDetection) String() string {
 func (*TrafficPolicy_OutlierDetection) ProtoMessage() {}
 
 func (x *TrafficPolicy_OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[46]
+	mi := &file_mesh_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3971,7 +4344,7 @@ func (x *TrafficPolicy_OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrafficPolicy_OutlierDetection.ProtoReflect.Descriptor instead.
 func (*TrafficPolicy_OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{13, 2}
+	return file_mesh_proto_rawDescGZIP(), []int{15, 2}
 }
 
 func (x *TrafficPolicy_OutlierDetection) GetConsecutiveFailures() uint32 {
@@ -4012,15 +4385,18 @@ type EdgeSummary_RequestCount struct {
 	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	// The hundreds digit of the status (2 for 2xx); a request that
 	// reached no answer counts as the status the proxy answered with.
-	StatusClass   uint32 `protobuf:"varint,3,opt,name=status_class,json=statusClass,proto3" json:"status_class,omitempty"`
-	Count         uint64 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	StatusClass uint32 `protobuf:"varint,3,opt,name=status_class,json=statusClass,proto3" json:"status_class,omitempty"`
+	Count       uint64 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	// The request's path had more than the three segments in path: the
+	// entry counts requests under path, not to path itself.
+	Truncated     bool `protobuf:"varint,5,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EdgeSummary_RequestCount) Reset() {
 	*x = EdgeSummary_RequestCount{}
-	mi := &file_mesh_proto_msgTypes[47]
+	mi := &file_mesh_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4032,7 +4408,7 @@ func (x *EdgeSummary_RequestCount) String() string {
 func (*EdgeSummary_RequestCount) ProtoMessage() {}
 
 func (x *EdgeSummary_RequestCount) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_proto_msgTypes[47]
+	mi := &file_mesh_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4045,7 +4421,7 @@ func (x *EdgeSummary_RequestCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeSummary_RequestCount.ProtoReflect.Descriptor instead.
 func (*EdgeSummary_RequestCount) Descriptor() ([]byte, []int) {
-	return file_mesh_proto_rawDescGZIP(), []int{36, 0}
+	return file_mesh_proto_rawDescGZIP(), []int{39, 0}
 }
 
 func (x *EdgeSummary_RequestCount) GetMethod() string {
@@ -4074,6 +4450,13 @@ func (x *EdgeSummary_RequestCount) GetCount() uint64 {
 		return x.Count
 	}
 	return 0
+}
+
+func (x *EdgeSummary_RequestCount) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
 }
 
 var File_mesh_proto protoreflect.FileDescriptor
@@ -4106,7 +4489,7 @@ const file_mesh_proto_rawDesc = "" +
 	"\aaddress\x18\x04 \x01(\tR\aaddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xca\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x87\x04\n" +
 	"\vProxyConfig\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x124\n" +
@@ -4116,7 +4499,20 @@ const file_mesh_proto_rawDesc = "" +
 	"\bsettings\x18\x06 \x01(\v2\x19.rampart.mesh.v1.SettingsR\bsettings\x12E\n" +
 	"\rauthorization\x18\a \x01(\v2\x1f.rampart.mesh.v1.WorkloadPolicyR\rauthorization\x12>\n" +
 	"\vrevocations\x18\b \x01(\v2\x1c.rampart.mesh.v1.RevocationsR\vrevocations\x125\n" +
-	"\x06egress\x18\t \x01(\v2\x1d.rampart.mesh.v1.EgressPolicyR\x06egress\"\x98\x01\n" +
+	"\x06egress\x18\t \x01(\v2\x1d.rampart.mesh.v1.EgressPolicyR\x06egress\x12;\n" +
+	"\n" +
+	"quarantine\x18\n" +
+	" \x01(\v2\x1b.rampart.mesh.v1.QuarantineR\n" +
+	"quarantine\"R\n" +
+	"\n" +
+	"Quarantine\x12D\n" +
+	"\n" +
+	"identities\x18\x01 \x03(\v2$.rampart.mesh.v1.QuarantinedIdentityR\n" +
+	"identities\"|\n" +
+	"\x13QuarantinedIdentity\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x120\n" +
+	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x98\x01\n" +
 	"\vRevocations\x12G\n" +
 	"\fcertificates\x18\x01 \x03(\v2#.rampart.mesh.v1.RevokedCertificateR\fcertificates\x12@\n" +
 	"\n" +
@@ -4239,12 +4635,13 @@ const file_mesh_proto_rawDesc = "" +
 	"\x06source\x18\x03 \x01(\tR\x06source\"K\n" +
 	"\aPortTLS\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12,\n" +
-	"\x04mode\x18\x02 \x01(\x0e2\x18.rampart.mesh.v1.TLSModeR\x04mode\"\xab\x01\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x18.rampart.mesh.v1.TLSModeR\x04mode\"\xdc\x01\n" +
 	"\x13AuthorizationPolicy\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x06action\x18\x03 \x01(\x0e2\x1d.rampart.mesh.v1.PolicyActionR\x06action\x12+\n" +
-	"\x05rules\x18\x04 \x03(\v2\x15.rampart.mesh.v1.RuleR\x05rules\"s\n" +
+	"\x05rules\x18\x04 \x03(\v2\x15.rampart.mesh.v1.RuleR\x05rules\x12/\n" +
+	"\x04mode\x18\x05 \x01(\x0e2\x1b.rampart.mesh.v1.PolicyModeR\x04mode\"s\n" +
 	"\x04Rule\x12+\n" +
 	"\x04from\x18\x01 \x03(\v2\x17.rampart.mesh.v1.SourceR\x04from\x12*\n" +
 	"\x02to\x18\x02 \x03(\v2\x1a.rampart.mesh.v1.OperationR\x02to\x12\x12\n" +
@@ -4279,15 +4676,25 @@ const file_mesh_proto_rawDesc = "" +
 	"\x13requests_per_second\x18\x06 \x01(\rR\x11requestsPerSecond\x12\x14\n" +
 	"\x05burst\x18\a \x01(\rR\x05burst\x126\n" +
 	"\tcool_down\x18\b \x01(\v2\x19.google.protobuf.DurationR\bcoolDown\x12&\n" +
-	"\x0fcool_down_after\x18\t \x01(\rR\rcoolDownAfter\"\x9a\x02\n" +
+	"\x0fcool_down_after\x18\t \x01(\rR\rcoolDownAfter\"\x83\x03\n" +
 	"\x0fTelemetryReport\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x120\n" +
 	"\x05start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x122\n" +
 	"\x05edges\x18\x04 \x03(\v2\x1c.rampart.mesh.v1.EdgeSummaryR\x05edges\x12%\n" +
 	"\x0eoverflow_edges\x18\x05 \x01(\rR\roverflowEdges\x12'\n" +
-	"\x0fdropped_reports\x18\x06 \x01(\x04R\x0edroppedReports\"\x0e\n" +
-	"\fTelemetryAck\"\xc3\x05\n" +
+	"\x0fdropped_reports\x18\x06 \x01(\x04R\x0edroppedReports\x12:\n" +
+	"\bsecurity\x18\a \x03(\v2\x1e.rampart.mesh.v1.SecurityCountR\bsecurity\x12+\n" +
+	"\x11security_overflow\x18\b \x01(\x04R\x10securityOverflow\"\x8b\x02\n" +
+	"\rSecurityCount\x121\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1d.rampart.mesh.v1.SecurityKindR\x04kind\x12\x17\n" +
+	"\apeer_ip\x18\x02 \x01(\tR\x06peerIp\x12.\n" +
+	"\x13presented_spiffe_id\x18\x03 \x01(\tR\x11presentedSpiffeId\x12)\n" +
+	"\x10presented_serial\x18\x04 \x01(\tR\x0fpresentedSerial\x12)\n" +
+	"\x10presented_issuer\x18\x05 \x01(\tR\x0fpresentedIssuer\x12\x12\n" +
+	"\x04port\x18\x06 \x01(\rR\x04port\x12\x14\n" +
+	"\x05count\x18\a \x01(\x04R\x05count\"\x0e\n" +
+	"\fTelemetryAck\"\xe2\x05\n" +
 	"\vEdgeSummary\x128\n" +
 	"\tdirection\x18\x01 \x01(\x0e2\x1a.rampart.mesh.v1.DirectionR\tdirection\x12$\n" +
 	"\x0epeer_spiffe_id\x18\x02 \x01(\tR\fpeerSpiffeId\x12#\n" +
@@ -4305,12 +4712,13 @@ const file_mesh_proto_rawDesc = "" +
 	"\alatency\x18\f \x01(\v2\x1e.rampart.mesh.v1.LatencySketchR\alatency\x12P\n" +
 	"\x0erequest_counts\x18\r \x03(\v2).rampart.mesh.v1.EdgeSummary.RequestCountR\rrequestCounts\x12+\n" +
 	"\x11requests_overflow\x18\x0e \x01(\x04R\x10requestsOverflow\x12\x1a\n" +
-	"\boverflow\x18\x0f \x01(\bR\boverflow\x1as\n" +
+	"\boverflow\x18\x0f \x01(\bR\boverflow\x1a\x91\x01\n" +
 	"\fRequestCount\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12!\n" +
 	"\fstatus_class\x18\x03 \x01(\rR\vstatusClass\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\x04R\x05count\"H\n" +
+	"\x05count\x18\x04 \x01(\x04R\x05count\x12\x1c\n" +
+	"\ttruncated\x18\x05 \x01(\bR\ttruncated\"H\n" +
 	"\rLatencySketch\x12\x16\n" +
 	"\x06counts\x18\x01 \x03(\x04R\x06counts\x12\x1f\n" +
 	"\vsum_seconds\x18\x02 \x01(\x01R\n" +
@@ -4383,7 +4791,12 @@ const file_mesh_proto_rawDesc = "" +
 	"\aTLSMode\x12\x18\n" +
 	"\x14TLS_MODE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTLS_MODE_STRICT\x10\x01\x12\x17\n" +
-	"\x13TLS_MODE_PERMISSIVE\x10\x02*w\n" +
+	"\x13TLS_MODE_PERMISSIVE\x10\x02*Y\n" +
+	"\n" +
+	"PolicyMode\x12\x1b\n" +
+	"\x17POLICY_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13POLICY_MODE_ENFORCE\x10\x01\x12\x15\n" +
+	"\x11POLICY_MODE_AUDIT\x10\x02*w\n" +
 	"\fPolicyAction\x12\x1d\n" +
 	"\x19POLICY_ACTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13POLICY_ACTION_ALLOW\x10\x01\x12\x16\n" +
@@ -4393,7 +4806,14 @@ const file_mesh_proto_rawDesc = "" +
 	"\x1aRATE_LIMIT_KEY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RATE_LIMIT_KEY_SOURCE\x10\x01\x12\x18\n" +
 	"\x14RATE_LIMIT_KEY_ROUTE\x10\x02\x12\x1a\n" +
-	"\x16RATE_LIMIT_KEY_OVERALL\x10\x03*U\n" +
+	"\x16RATE_LIMIT_KEY_OVERALL\x10\x03*\xdf\x01\n" +
+	"\fSecurityKind\x12\x1d\n" +
+	"\x19SECURITY_KIND_UNSPECIFIED\x10\x00\x12 \n" +
+	"\x1cSECURITY_KIND_TLS_UNKNOWN_CA\x10\x01\x12\x1d\n" +
+	"\x19SECURITY_KIND_TLS_REVOKED\x10\x02\x12%\n" +
+	"!SECURITY_KIND_TLS_BAD_CERTIFICATE\x10\x03\x12%\n" +
+	"!SECURITY_KIND_PLAINTEXT_ON_STRICT\x10\x04\x12!\n" +
+	"\x1dSECURITY_KIND_TLS_QUARANTINED\x10\x05*U\n" +
 	"\tDirection\x12\x19\n" +
 	"\x15DIRECTION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DIRECTION_INBOUND\x10\x01\x12\x16\n" +
@@ -4419,8 +4839,8 @@ func file_mesh_proto_rawDescGZIP() []byte {
 	return file_mesh_proto_rawDescData
 }
 
-var file_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 12)
+var file_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_mesh_proto_goTypes = []any{
 	(Protocol)(0),                          // 0: rampart.mesh.v1.Protocol
 	(EgressMode)(0),                        // 1: rampart.mesh.v1.EgressMode
@@ -4429,147 +4849,158 @@ var file_mesh_proto_goTypes = []any{
 	(HeaderMatchType)(0),                   // 4: rampart.mesh.v1.HeaderMatchType
 	(DefaultAuthorization)(0),              // 5: rampart.mesh.v1.DefaultAuthorization
 	(TLSMode)(0),                           // 6: rampart.mesh.v1.TLSMode
-	(PolicyAction)(0),                      // 7: rampart.mesh.v1.PolicyAction
-	(RateLimitKey)(0),                      // 8: rampart.mesh.v1.RateLimitKey
-	(Direction)(0),                         // 9: rampart.mesh.v1.Direction
-	(*CertifyRequest)(nil),                 // 10: rampart.mesh.v1.CertifyRequest
-	(*CertifyResponse)(nil),                // 11: rampart.mesh.v1.CertifyResponse
-	(*WatchRequest)(nil),                   // 12: rampart.mesh.v1.WatchRequest
-	(*LeaveRequest)(nil),                   // 13: rampart.mesh.v1.LeaveRequest
-	(*LeaveResponse)(nil),                  // 14: rampart.mesh.v1.LeaveResponse
-	(*Workload)(nil),                       // 15: rampart.mesh.v1.Workload
-	(*ProxyConfig)(nil),                    // 16: rampart.mesh.v1.ProxyConfig
-	(*Revocations)(nil),                    // 17: rampart.mesh.v1.Revocations
-	(*RevokedCertificate)(nil),             // 18: rampart.mesh.v1.RevokedCertificate
-	(*RevokedIdentity)(nil),                // 19: rampart.mesh.v1.RevokedIdentity
-	(*EgressPolicy)(nil),                   // 20: rampart.mesh.v1.EgressPolicy
-	(*EgressRule)(nil),                     // 21: rampart.mesh.v1.EgressRule
-	(*Service)(nil),                        // 22: rampart.mesh.v1.Service
-	(*TrafficPolicy)(nil),                  // 23: rampart.mesh.v1.TrafficPolicy
-	(*Route)(nil),                          // 24: rampart.mesh.v1.Route
-	(*RouteRule)(nil),                      // 25: rampart.mesh.v1.RouteRule
-	(*RouteMatch)(nil),                     // 26: rampart.mesh.v1.RouteMatch
-	(*PathMatch)(nil),                      // 27: rampart.mesh.v1.PathMatch
-	(*HeaderMatch)(nil),                    // 28: rampart.mesh.v1.HeaderMatch
-	(*RouteBackend)(nil),                   // 29: rampart.mesh.v1.RouteBackend
-	(*HeaderModifier)(nil),                 // 30: rampart.mesh.v1.HeaderModifier
-	(*Header)(nil),                         // 31: rampart.mesh.v1.Header
-	(*ServicePort)(nil),                    // 32: rampart.mesh.v1.ServicePort
-	(*Endpoint)(nil),                       // 33: rampart.mesh.v1.Endpoint
-	(*InboundPort)(nil),                    // 34: rampart.mesh.v1.InboundPort
-	(*Settings)(nil),                       // 35: rampart.mesh.v1.Settings
-	(*WorkloadPolicy)(nil),                 // 36: rampart.mesh.v1.WorkloadPolicy
-	(*TLSPolicy)(nil),                      // 37: rampart.mesh.v1.TLSPolicy
-	(*PortTLS)(nil),                        // 38: rampart.mesh.v1.PortTLS
-	(*AuthorizationPolicy)(nil),            // 39: rampart.mesh.v1.AuthorizationPolicy
-	(*Rule)(nil),                           // 40: rampart.mesh.v1.Rule
-	(*Source)(nil),                         // 41: rampart.mesh.v1.Source
-	(*Operation)(nil),                      // 42: rampart.mesh.v1.Operation
-	(*RateLimit)(nil),                      // 43: rampart.mesh.v1.RateLimit
-	(*TelemetryReport)(nil),                // 44: rampart.mesh.v1.TelemetryReport
-	(*TelemetryAck)(nil),                   // 45: rampart.mesh.v1.TelemetryAck
-	(*EdgeSummary)(nil),                    // 46: rampart.mesh.v1.EdgeSummary
-	(*LatencySketch)(nil),                  // 47: rampart.mesh.v1.LatencySketch
-	(*TapCommand)(nil),                     // 48: rampart.mesh.v1.TapCommand
-	(*TapFilter)(nil),                      // 49: rampart.mesh.v1.TapFilter
-	(*TapEvent)(nil),                       // 50: rampart.mesh.v1.TapEvent
-	(*TapRequest)(nil),                     // 51: rampart.mesh.v1.TapRequest
-	(*TapHeader)(nil),                      // 52: rampart.mesh.v1.TapHeader
-	nil,                                    // 53: rampart.mesh.v1.Workload.LabelsEntry
-	(*TrafficPolicy_Retry)(nil),            // 54: rampart.mesh.v1.TrafficPolicy.Retry
-	(*TrafficPolicy_RetryOn)(nil),          // 55: rampart.mesh.v1.TrafficPolicy.RetryOn
-	(*TrafficPolicy_OutlierDetection)(nil), // 56: rampart.mesh.v1.TrafficPolicy.OutlierDetection
-	(*EdgeSummary_RequestCount)(nil),       // 57: rampart.mesh.v1.EdgeSummary.RequestCount
-	(*timestamppb.Timestamp)(nil),          // 58: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),            // 59: google.protobuf.Duration
+	(PolicyMode)(0),                        // 7: rampart.mesh.v1.PolicyMode
+	(PolicyAction)(0),                      // 8: rampart.mesh.v1.PolicyAction
+	(RateLimitKey)(0),                      // 9: rampart.mesh.v1.RateLimitKey
+	(SecurityKind)(0),                      // 10: rampart.mesh.v1.SecurityKind
+	(Direction)(0),                         // 11: rampart.mesh.v1.Direction
+	(*CertifyRequest)(nil),                 // 12: rampart.mesh.v1.CertifyRequest
+	(*CertifyResponse)(nil),                // 13: rampart.mesh.v1.CertifyResponse
+	(*WatchRequest)(nil),                   // 14: rampart.mesh.v1.WatchRequest
+	(*LeaveRequest)(nil),                   // 15: rampart.mesh.v1.LeaveRequest
+	(*LeaveResponse)(nil),                  // 16: rampart.mesh.v1.LeaveResponse
+	(*Workload)(nil),                       // 17: rampart.mesh.v1.Workload
+	(*ProxyConfig)(nil),                    // 18: rampart.mesh.v1.ProxyConfig
+	(*Quarantine)(nil),                     // 19: rampart.mesh.v1.Quarantine
+	(*QuarantinedIdentity)(nil),            // 20: rampart.mesh.v1.QuarantinedIdentity
+	(*Revocations)(nil),                    // 21: rampart.mesh.v1.Revocations
+	(*RevokedCertificate)(nil),             // 22: rampart.mesh.v1.RevokedCertificate
+	(*RevokedIdentity)(nil),                // 23: rampart.mesh.v1.RevokedIdentity
+	(*EgressPolicy)(nil),                   // 24: rampart.mesh.v1.EgressPolicy
+	(*EgressRule)(nil),                     // 25: rampart.mesh.v1.EgressRule
+	(*Service)(nil),                        // 26: rampart.mesh.v1.Service
+	(*TrafficPolicy)(nil),                  // 27: rampart.mesh.v1.TrafficPolicy
+	(*Route)(nil),                          // 28: rampart.mesh.v1.Route
+	(*RouteRule)(nil),                      // 29: rampart.mesh.v1.RouteRule
+	(*RouteMatch)(nil),                     // 30: rampart.mesh.v1.RouteMatch
+	(*PathMatch)(nil),                      // 31: rampart.mesh.v1.PathMatch
+	(*HeaderMatch)(nil),                    // 32: rampart.mesh.v1.HeaderMatch
+	(*RouteBackend)(nil),                   // 33: rampart.mesh.v1.RouteBackend
+	(*HeaderModifier)(nil),                 // 34: rampart.mesh.v1.HeaderModifier
+	(*Header)(nil),                         // 35: rampart.mesh.v1.Header
+	(*ServicePort)(nil),                    // 36: rampart.mesh.v1.ServicePort
+	(*Endpoint)(nil),                       // 37: rampart.mesh.v1.Endpoint
+	(*InboundPort)(nil),                    // 38: rampart.mesh.v1.InboundPort
+	(*Settings)(nil),                       // 39: rampart.mesh.v1.Settings
+	(*WorkloadPolicy)(nil),                 // 40: rampart.mesh.v1.WorkloadPolicy
+	(*TLSPolicy)(nil),                      // 41: rampart.mesh.v1.TLSPolicy
+	(*PortTLS)(nil),                        // 42: rampart.mesh.v1.PortTLS
+	(*AuthorizationPolicy)(nil),            // 43: rampart.mesh.v1.AuthorizationPolicy
+	(*Rule)(nil),                           // 44: rampart.mesh.v1.Rule
+	(*Source)(nil),                         // 45: rampart.mesh.v1.Source
+	(*Operation)(nil),                      // 46: rampart.mesh.v1.Operation
+	(*RateLimit)(nil),                      // 47: rampart.mesh.v1.RateLimit
+	(*TelemetryReport)(nil),                // 48: rampart.mesh.v1.TelemetryReport
+	(*SecurityCount)(nil),                  // 49: rampart.mesh.v1.SecurityCount
+	(*TelemetryAck)(nil),                   // 50: rampart.mesh.v1.TelemetryAck
+	(*EdgeSummary)(nil),                    // 51: rampart.mesh.v1.EdgeSummary
+	(*LatencySketch)(nil),                  // 52: rampart.mesh.v1.LatencySketch
+	(*TapCommand)(nil),                     // 53: rampart.mesh.v1.TapCommand
+	(*TapFilter)(nil),                      // 54: rampart.mesh.v1.TapFilter
+	(*TapEvent)(nil),                       // 55: rampart.mesh.v1.TapEvent
+	(*TapRequest)(nil),                     // 56: rampart.mesh.v1.TapRequest
+	(*TapHeader)(nil),                      // 57: rampart.mesh.v1.TapHeader
+	nil,                                    // 58: rampart.mesh.v1.Workload.LabelsEntry
+	(*TrafficPolicy_Retry)(nil),            // 59: rampart.mesh.v1.TrafficPolicy.Retry
+	(*TrafficPolicy_RetryOn)(nil),          // 60: rampart.mesh.v1.TrafficPolicy.RetryOn
+	(*TrafficPolicy_OutlierDetection)(nil), // 61: rampart.mesh.v1.TrafficPolicy.OutlierDetection
+	(*EdgeSummary_RequestCount)(nil),       // 62: rampart.mesh.v1.EdgeSummary.RequestCount
+	(*timestamppb.Timestamp)(nil),          // 63: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 64: google.protobuf.Duration
 }
 var file_mesh_proto_depIdxs = []int32{
-	15, // 0: rampart.mesh.v1.WatchRequest.workload:type_name -> rampart.mesh.v1.Workload
-	15, // 1: rampart.mesh.v1.LeaveRequest.workload:type_name -> rampart.mesh.v1.Workload
-	53, // 2: rampart.mesh.v1.Workload.labels:type_name -> rampart.mesh.v1.Workload.LabelsEntry
-	22, // 3: rampart.mesh.v1.ProxyConfig.services:type_name -> rampart.mesh.v1.Service
-	34, // 4: rampart.mesh.v1.ProxyConfig.inbound:type_name -> rampart.mesh.v1.InboundPort
-	35, // 5: rampart.mesh.v1.ProxyConfig.settings:type_name -> rampart.mesh.v1.Settings
-	36, // 6: rampart.mesh.v1.ProxyConfig.authorization:type_name -> rampart.mesh.v1.WorkloadPolicy
-	17, // 7: rampart.mesh.v1.ProxyConfig.revocations:type_name -> rampart.mesh.v1.Revocations
-	20, // 8: rampart.mesh.v1.ProxyConfig.egress:type_name -> rampart.mesh.v1.EgressPolicy
-	18, // 9: rampart.mesh.v1.Revocations.certificates:type_name -> rampart.mesh.v1.RevokedCertificate
-	19, // 10: rampart.mesh.v1.Revocations.identities:type_name -> rampart.mesh.v1.RevokedIdentity
-	58, // 11: rampart.mesh.v1.RevokedCertificate.not_after:type_name -> google.protobuf.Timestamp
-	58, // 12: rampart.mesh.v1.RevokedIdentity.revoked_at:type_name -> google.protobuf.Timestamp
-	21, // 13: rampart.mesh.v1.EgressPolicy.rules:type_name -> rampart.mesh.v1.EgressRule
-	32, // 14: rampart.mesh.v1.Service.ports:type_name -> rampart.mesh.v1.ServicePort
-	33, // 15: rampart.mesh.v1.Service.endpoints:type_name -> rampart.mesh.v1.Endpoint
-	24, // 16: rampart.mesh.v1.Service.routes:type_name -> rampart.mesh.v1.Route
-	23, // 17: rampart.mesh.v1.Service.traffic:type_name -> rampart.mesh.v1.TrafficPolicy
-	2,  // 18: rampart.mesh.v1.TrafficPolicy.load_balancer:type_name -> rampart.mesh.v1.LoadBalancer
-	59, // 19: rampart.mesh.v1.TrafficPolicy.idle_timeout:type_name -> google.protobuf.Duration
-	54, // 20: rampart.mesh.v1.TrafficPolicy.retry:type_name -> rampart.mesh.v1.TrafficPolicy.Retry
-	56, // 21: rampart.mesh.v1.TrafficPolicy.outlier_detection:type_name -> rampart.mesh.v1.TrafficPolicy.OutlierDetection
-	25, // 22: rampart.mesh.v1.Route.rules:type_name -> rampart.mesh.v1.RouteRule
-	26, // 23: rampart.mesh.v1.RouteRule.matches:type_name -> rampart.mesh.v1.RouteMatch
-	29, // 24: rampart.mesh.v1.RouteRule.backends:type_name -> rampart.mesh.v1.RouteBackend
-	30, // 25: rampart.mesh.v1.RouteRule.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
-	59, // 26: rampart.mesh.v1.RouteRule.request_timeout:type_name -> google.protobuf.Duration
-	59, // 27: rampart.mesh.v1.RouteRule.backend_request_timeout:type_name -> google.protobuf.Duration
-	59, // 28: rampart.mesh.v1.RouteRule.idle_timeout:type_name -> google.protobuf.Duration
-	27, // 29: rampart.mesh.v1.RouteMatch.path:type_name -> rampart.mesh.v1.PathMatch
-	28, // 30: rampart.mesh.v1.RouteMatch.headers:type_name -> rampart.mesh.v1.HeaderMatch
-	3,  // 31: rampart.mesh.v1.PathMatch.type:type_name -> rampart.mesh.v1.PathMatchType
-	4,  // 32: rampart.mesh.v1.HeaderMatch.type:type_name -> rampart.mesh.v1.HeaderMatchType
-	30, // 33: rampart.mesh.v1.RouteBackend.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
-	31, // 34: rampart.mesh.v1.HeaderModifier.set:type_name -> rampart.mesh.v1.Header
-	31, // 35: rampart.mesh.v1.HeaderModifier.add:type_name -> rampart.mesh.v1.Header
-	0,  // 36: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
-	0,  // 37: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
-	59, // 38: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
-	1,  // 39: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
-	5,  // 40: rampart.mesh.v1.WorkloadPolicy.default_authorization:type_name -> rampart.mesh.v1.DefaultAuthorization
-	37, // 41: rampart.mesh.v1.WorkloadPolicy.tls:type_name -> rampart.mesh.v1.TLSPolicy
-	39, // 42: rampart.mesh.v1.WorkloadPolicy.policies:type_name -> rampart.mesh.v1.AuthorizationPolicy
-	43, // 43: rampart.mesh.v1.WorkloadPolicy.rate_limits:type_name -> rampart.mesh.v1.RateLimit
-	6,  // 44: rampart.mesh.v1.TLSPolicy.mode:type_name -> rampart.mesh.v1.TLSMode
-	38, // 45: rampart.mesh.v1.TLSPolicy.ports:type_name -> rampart.mesh.v1.PortTLS
-	6,  // 46: rampart.mesh.v1.PortTLS.mode:type_name -> rampart.mesh.v1.TLSMode
-	7,  // 47: rampart.mesh.v1.AuthorizationPolicy.action:type_name -> rampart.mesh.v1.PolicyAction
-	40, // 48: rampart.mesh.v1.AuthorizationPolicy.rules:type_name -> rampart.mesh.v1.Rule
-	41, // 49: rampart.mesh.v1.Rule.from:type_name -> rampart.mesh.v1.Source
-	42, // 50: rampart.mesh.v1.Rule.to:type_name -> rampart.mesh.v1.Operation
-	41, // 51: rampart.mesh.v1.RateLimit.from:type_name -> rampart.mesh.v1.Source
-	42, // 52: rampart.mesh.v1.RateLimit.to:type_name -> rampart.mesh.v1.Operation
-	8,  // 53: rampart.mesh.v1.RateLimit.per:type_name -> rampart.mesh.v1.RateLimitKey
-	59, // 54: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
-	58, // 55: rampart.mesh.v1.TelemetryReport.start:type_name -> google.protobuf.Timestamp
-	59, // 56: rampart.mesh.v1.TelemetryReport.interval:type_name -> google.protobuf.Duration
-	46, // 57: rampart.mesh.v1.TelemetryReport.edges:type_name -> rampart.mesh.v1.EdgeSummary
-	9,  // 58: rampart.mesh.v1.EdgeSummary.direction:type_name -> rampart.mesh.v1.Direction
-	47, // 59: rampart.mesh.v1.EdgeSummary.latency:type_name -> rampart.mesh.v1.LatencySketch
-	57, // 60: rampart.mesh.v1.EdgeSummary.request_counts:type_name -> rampart.mesh.v1.EdgeSummary.RequestCount
-	49, // 61: rampart.mesh.v1.TapCommand.filter:type_name -> rampart.mesh.v1.TapFilter
-	59, // 62: rampart.mesh.v1.TapCommand.duration:type_name -> google.protobuf.Duration
-	51, // 63: rampart.mesh.v1.TapEvent.request:type_name -> rampart.mesh.v1.TapRequest
-	9,  // 64: rampart.mesh.v1.TapRequest.direction:type_name -> rampart.mesh.v1.Direction
-	58, // 65: rampart.mesh.v1.TapRequest.time:type_name -> google.protobuf.Timestamp
-	59, // 66: rampart.mesh.v1.TapRequest.duration:type_name -> google.protobuf.Duration
-	52, // 67: rampart.mesh.v1.TapRequest.request_headers:type_name -> rampart.mesh.v1.TapHeader
-	52, // 68: rampart.mesh.v1.TapRequest.response_headers:type_name -> rampart.mesh.v1.TapHeader
-	55, // 69: rampart.mesh.v1.TrafficPolicy.Retry.retry_on:type_name -> rampart.mesh.v1.TrafficPolicy.RetryOn
-	59, // 70: rampart.mesh.v1.TrafficPolicy.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	10, // 71: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
-	12, // 72: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
-	13, // 73: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
-	44, // 74: rampart.mesh.v1.Telemetry.Report:input_type -> rampart.mesh.v1.TelemetryReport
-	50, // 75: rampart.mesh.v1.Telemetry.Tap:input_type -> rampart.mesh.v1.TapEvent
-	11, // 76: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
-	16, // 77: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
-	14, // 78: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
-	45, // 79: rampart.mesh.v1.Telemetry.Report:output_type -> rampart.mesh.v1.TelemetryAck
-	48, // 80: rampart.mesh.v1.Telemetry.Tap:output_type -> rampart.mesh.v1.TapCommand
-	76, // [76:81] is the sub-list for method output_type
-	71, // [71:76] is the sub-list for method input_type
-	71, // [71:71] is the sub-list for extension type_name
-	71, // [71:71] is the sub-list for extension extendee
-	0,  // [0:71] is the sub-list for field type_name
+	17, // 0: rampart.mesh.v1.WatchRequest.workload:type_name -> rampart.mesh.v1.Workload
+	17, // 1: rampart.mesh.v1.LeaveRequest.workload:type_name -> rampart.mesh.v1.Workload
+	58, // 2: rampart.mesh.v1.Workload.labels:type_name -> rampart.mesh.v1.Workload.LabelsEntry
+	26, // 3: rampart.mesh.v1.ProxyConfig.services:type_name -> rampart.mesh.v1.Service
+	38, // 4: rampart.mesh.v1.ProxyConfig.inbound:type_name -> rampart.mesh.v1.InboundPort
+	39, // 5: rampart.mesh.v1.ProxyConfig.settings:type_name -> rampart.mesh.v1.Settings
+	40, // 6: rampart.mesh.v1.ProxyConfig.authorization:type_name -> rampart.mesh.v1.WorkloadPolicy
+	21, // 7: rampart.mesh.v1.ProxyConfig.revocations:type_name -> rampart.mesh.v1.Revocations
+	24, // 8: rampart.mesh.v1.ProxyConfig.egress:type_name -> rampart.mesh.v1.EgressPolicy
+	19, // 9: rampart.mesh.v1.ProxyConfig.quarantine:type_name -> rampart.mesh.v1.Quarantine
+	20, // 10: rampart.mesh.v1.Quarantine.identities:type_name -> rampart.mesh.v1.QuarantinedIdentity
+	63, // 11: rampart.mesh.v1.QuarantinedIdentity.until:type_name -> google.protobuf.Timestamp
+	22, // 12: rampart.mesh.v1.Revocations.certificates:type_name -> rampart.mesh.v1.RevokedCertificate
+	23, // 13: rampart.mesh.v1.Revocations.identities:type_name -> rampart.mesh.v1.RevokedIdentity
+	63, // 14: rampart.mesh.v1.RevokedCertificate.not_after:type_name -> google.protobuf.Timestamp
+	63, // 15: rampart.mesh.v1.RevokedIdentity.revoked_at:type_name -> google.protobuf.Timestamp
+	25, // 16: rampart.mesh.v1.EgressPolicy.rules:type_name -> rampart.mesh.v1.EgressRule
+	36, // 17: rampart.mesh.v1.Service.ports:type_name -> rampart.mesh.v1.ServicePort
+	37, // 18: rampart.mesh.v1.Service.endpoints:type_name -> rampart.mesh.v1.Endpoint
+	28, // 19: rampart.mesh.v1.Service.routes:type_name -> rampart.mesh.v1.Route
+	27, // 20: rampart.mesh.v1.Service.traffic:type_name -> rampart.mesh.v1.TrafficPolicy
+	2,  // 21: rampart.mesh.v1.TrafficPolicy.load_balancer:type_name -> rampart.mesh.v1.LoadBalancer
+	64, // 22: rampart.mesh.v1.TrafficPolicy.idle_timeout:type_name -> google.protobuf.Duration
+	59, // 23: rampart.mesh.v1.TrafficPolicy.retry:type_name -> rampart.mesh.v1.TrafficPolicy.Retry
+	61, // 24: rampart.mesh.v1.TrafficPolicy.outlier_detection:type_name -> rampart.mesh.v1.TrafficPolicy.OutlierDetection
+	29, // 25: rampart.mesh.v1.Route.rules:type_name -> rampart.mesh.v1.RouteRule
+	30, // 26: rampart.mesh.v1.RouteRule.matches:type_name -> rampart.mesh.v1.RouteMatch
+	33, // 27: rampart.mesh.v1.RouteRule.backends:type_name -> rampart.mesh.v1.RouteBackend
+	34, // 28: rampart.mesh.v1.RouteRule.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
+	64, // 29: rampart.mesh.v1.RouteRule.request_timeout:type_name -> google.protobuf.Duration
+	64, // 30: rampart.mesh.v1.RouteRule.backend_request_timeout:type_name -> google.protobuf.Duration
+	64, // 31: rampart.mesh.v1.RouteRule.idle_timeout:type_name -> google.protobuf.Duration
+	31, // 32: rampart.mesh.v1.RouteMatch.path:type_name -> rampart.mesh.v1.PathMatch
+	32, // 33: rampart.mesh.v1.RouteMatch.headers:type_name -> rampart.mesh.v1.HeaderMatch
+	3,  // 34: rampart.mesh.v1.PathMatch.type:type_name -> rampart.mesh.v1.PathMatchType
+	4,  // 35: rampart.mesh.v1.HeaderMatch.type:type_name -> rampart.mesh.v1.HeaderMatchType
+	34, // 36: rampart.mesh.v1.RouteBackend.request_headers:type_name -> rampart.mesh.v1.HeaderModifier
+	35, // 37: rampart.mesh.v1.HeaderModifier.set:type_name -> rampart.mesh.v1.Header
+	35, // 38: rampart.mesh.v1.HeaderModifier.add:type_name -> rampart.mesh.v1.Header
+	0,  // 39: rampart.mesh.v1.ServicePort.protocol:type_name -> rampart.mesh.v1.Protocol
+	0,  // 40: rampart.mesh.v1.InboundPort.protocol:type_name -> rampart.mesh.v1.Protocol
+	64, // 41: rampart.mesh.v1.Settings.connect_timeout:type_name -> google.protobuf.Duration
+	1,  // 42: rampart.mesh.v1.Settings.egress:type_name -> rampart.mesh.v1.EgressMode
+	5,  // 43: rampart.mesh.v1.WorkloadPolicy.default_authorization:type_name -> rampart.mesh.v1.DefaultAuthorization
+	41, // 44: rampart.mesh.v1.WorkloadPolicy.tls:type_name -> rampart.mesh.v1.TLSPolicy
+	43, // 45: rampart.mesh.v1.WorkloadPolicy.policies:type_name -> rampart.mesh.v1.AuthorizationPolicy
+	47, // 46: rampart.mesh.v1.WorkloadPolicy.rate_limits:type_name -> rampart.mesh.v1.RateLimit
+	6,  // 47: rampart.mesh.v1.TLSPolicy.mode:type_name -> rampart.mesh.v1.TLSMode
+	42, // 48: rampart.mesh.v1.TLSPolicy.ports:type_name -> rampart.mesh.v1.PortTLS
+	6,  // 49: rampart.mesh.v1.PortTLS.mode:type_name -> rampart.mesh.v1.TLSMode
+	8,  // 50: rampart.mesh.v1.AuthorizationPolicy.action:type_name -> rampart.mesh.v1.PolicyAction
+	44, // 51: rampart.mesh.v1.AuthorizationPolicy.rules:type_name -> rampart.mesh.v1.Rule
+	7,  // 52: rampart.mesh.v1.AuthorizationPolicy.mode:type_name -> rampart.mesh.v1.PolicyMode
+	45, // 53: rampart.mesh.v1.Rule.from:type_name -> rampart.mesh.v1.Source
+	46, // 54: rampart.mesh.v1.Rule.to:type_name -> rampart.mesh.v1.Operation
+	45, // 55: rampart.mesh.v1.RateLimit.from:type_name -> rampart.mesh.v1.Source
+	46, // 56: rampart.mesh.v1.RateLimit.to:type_name -> rampart.mesh.v1.Operation
+	9,  // 57: rampart.mesh.v1.RateLimit.per:type_name -> rampart.mesh.v1.RateLimitKey
+	64, // 58: rampart.mesh.v1.RateLimit.cool_down:type_name -> google.protobuf.Duration
+	63, // 59: rampart.mesh.v1.TelemetryReport.start:type_name -> google.protobuf.Timestamp
+	64, // 60: rampart.mesh.v1.TelemetryReport.interval:type_name -> google.protobuf.Duration
+	51, // 61: rampart.mesh.v1.TelemetryReport.edges:type_name -> rampart.mesh.v1.EdgeSummary
+	49, // 62: rampart.mesh.v1.TelemetryReport.security:type_name -> rampart.mesh.v1.SecurityCount
+	10, // 63: rampart.mesh.v1.SecurityCount.kind:type_name -> rampart.mesh.v1.SecurityKind
+	11, // 64: rampart.mesh.v1.EdgeSummary.direction:type_name -> rampart.mesh.v1.Direction
+	52, // 65: rampart.mesh.v1.EdgeSummary.latency:type_name -> rampart.mesh.v1.LatencySketch
+	62, // 66: rampart.mesh.v1.EdgeSummary.request_counts:type_name -> rampart.mesh.v1.EdgeSummary.RequestCount
+	54, // 67: rampart.mesh.v1.TapCommand.filter:type_name -> rampart.mesh.v1.TapFilter
+	64, // 68: rampart.mesh.v1.TapCommand.duration:type_name -> google.protobuf.Duration
+	56, // 69: rampart.mesh.v1.TapEvent.request:type_name -> rampart.mesh.v1.TapRequest
+	11, // 70: rampart.mesh.v1.TapRequest.direction:type_name -> rampart.mesh.v1.Direction
+	63, // 71: rampart.mesh.v1.TapRequest.time:type_name -> google.protobuf.Timestamp
+	64, // 72: rampart.mesh.v1.TapRequest.duration:type_name -> google.protobuf.Duration
+	57, // 73: rampart.mesh.v1.TapRequest.request_headers:type_name -> rampart.mesh.v1.TapHeader
+	57, // 74: rampart.mesh.v1.TapRequest.response_headers:type_name -> rampart.mesh.v1.TapHeader
+	60, // 75: rampart.mesh.v1.TrafficPolicy.Retry.retry_on:type_name -> rampart.mesh.v1.TrafficPolicy.RetryOn
+	64, // 76: rampart.mesh.v1.TrafficPolicy.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	12, // 77: rampart.mesh.v1.Identity.Certify:input_type -> rampart.mesh.v1.CertifyRequest
+	14, // 78: rampart.mesh.v1.Discovery.Watch:input_type -> rampart.mesh.v1.WatchRequest
+	15, // 79: rampart.mesh.v1.Discovery.Leave:input_type -> rampart.mesh.v1.LeaveRequest
+	48, // 80: rampart.mesh.v1.Telemetry.Report:input_type -> rampart.mesh.v1.TelemetryReport
+	55, // 81: rampart.mesh.v1.Telemetry.Tap:input_type -> rampart.mesh.v1.TapEvent
+	13, // 82: rampart.mesh.v1.Identity.Certify:output_type -> rampart.mesh.v1.CertifyResponse
+	18, // 83: rampart.mesh.v1.Discovery.Watch:output_type -> rampart.mesh.v1.ProxyConfig
+	16, // 84: rampart.mesh.v1.Discovery.Leave:output_type -> rampart.mesh.v1.LeaveResponse
+	50, // 85: rampart.mesh.v1.Telemetry.Report:output_type -> rampart.mesh.v1.TelemetryAck
+	53, // 86: rampart.mesh.v1.Telemetry.Tap:output_type -> rampart.mesh.v1.TapCommand
+	82, // [82:87] is the sub-list for method output_type
+	77, // [77:82] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_mesh_proto_init() }
@@ -4577,15 +5008,15 @@ func file_mesh_proto_init() {
 	if File_mesh_proto != nil {
 		return
 	}
-	file_mesh_proto_msgTypes[44].OneofWrappers = []any{}
-	file_mesh_proto_msgTypes[46].OneofWrappers = []any{}
+	file_mesh_proto_msgTypes[47].OneofWrappers = []any{}
+	file_mesh_proto_msgTypes[49].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mesh_proto_rawDesc), len(file_mesh_proto_rawDesc)),
-			NumEnums:      10,
-			NumMessages:   48,
+			NumEnums:      12,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

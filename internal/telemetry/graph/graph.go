@@ -181,6 +181,23 @@ type EdgeReport struct {
 	Counts
 	// Latency may be nil: no latencies.
 	Latency *sketch.Sketch
+	// Routes are the edge's counts by method, path prefix and status
+	// class, as the control plane validated them. The graph does not keep
+	// them; the insights engine learns routes from them.
+	Routes []RouteCount
+}
+
+// RouteCount is how many requests of one kind an edge carried.
+type RouteCount struct {
+	// Method is an HTTP method or "OTHER".
+	Method string
+	// Path is the request path's first three segments; Truncated says
+	// the requests went deeper.
+	Path      string
+	Truncated bool
+	// StatusClass is the hundreds digit of the status (0 to 5).
+	StatusClass uint8
+	Count       uint64
 }
 
 // Counts are the request and byte counts of a summary.
