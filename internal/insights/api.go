@@ -191,3 +191,17 @@ var (
 	_ = context.Background
 	_ graph.Report
 )
+
+// EdgeHour is one edge's traffic in one hour of the ledger.
+type EdgeHour struct {
+	// Hour is the start of the hour, UTC.
+	Hour        time.Time `json:"hour"`
+	Source      Party     `json:"source"`
+	Destination Party     `json:"destination"`
+	Service     string    `json:"service,omitempty"`
+	MTLS        bool      `json:"mtls"`
+	Requests    uint64    `json:"requests"`
+	Failures    uint64    `json:"failures"`
+	Denied      uint64    `json:"denied"`
+	RateLimited uint64    `json:"rateLimited"`
+}
