@@ -45,6 +45,7 @@ var newKind = map[string]func() validatable{
 	KindWorkloadAttestationPolicy: func() validatable { return &WorkloadAttestationPolicy{} },
 	KindEgressPolicy:              func() validatable { return &EgressPolicy{} },
 	KindTrafficPolicy:             func() validatable { return &TrafficPolicy{} },
+	KindDetectionPolicy:           func() validatable { return &DetectionPolicy{} },
 }
 
 // resourceKinds returns the kinds declared in this package's source: the
@@ -380,6 +381,7 @@ func TestCRDsRefuse(t *testing.T) {
 		{"service no spec", KindService, `{}`, "spec"},
 		{"workload service account", KindWorkload, `{"spec":{"serviceAccount":"Orders","tunnelAddress":"10.0.0.1:15008"}}`, "spec.serviceAccount"},
 		{"authorization action", KindAuthorizationPolicy, `{"spec":{"action":"allow"}}`, "spec.action"},
+		{"authorization mode", KindAuthorizationPolicy, `{"spec":{"action":"ALLOW","mode":"DRYRUN"}}`, "spec.mode"},
 		{"authorization port", KindAuthorizationPolicy, `{"spec":{"action":"ALLOW","rules":[{"to":[{"ports":[0]}]}]}}`, "spec.rules[0].to[0].ports[0]"},
 		{"tls mode", KindMeshTLSPolicy, `{"spec":{"mode":"strict"}}`, "spec.mode"},
 		{"namespace default", KindNamespacePolicy, `{"spec":{"defaultAuthorization":"deny"}}`, "spec.defaultAuthorization"},
@@ -393,6 +395,9 @@ func TestCRDsRefuse(t *testing.T) {
 		{"traffic balancer", KindTrafficPolicy, `{"spec":{"targetRefs":[{"kind":"Service","name":"a"}],"loadBalancer":"Random"}}`, "spec.loadBalancer"},
 		{"traffic attempts", KindTrafficPolicy, `{"spec":{"targetRefs":[{"kind":"Service","name":"a"}],"retry":{"attempts":11}}}`, "spec.retry.attempts"},
 		{"traffic http status", KindTrafficPolicy, `{"spec":{"targetRefs":[{"kind":"Service","name":"a"}],"retry":{"retryOn":{"httpStatuses":[404]}}}}`, "spec.retry.retryOn.httpStatuses[0]"},
+		{"detection action", KindDetectionPolicy, `{"spec":{"detections":{"routeScan":{"action":"Block"}}}}`, "spec.detections.routeScan.action"},
+		{"detection severity", KindDetectionPolicy, `{"spec":{"detections":{"newEdge":{"severity":"urgent"}}}}`, "spec.detections.newEdge.severity"},
+		{"detection threshold", KindDetectionPolicy, `{"spec":{"detections":{"denialBurst":{"threshold":"-3"}}}}`, "spec.detections.denialBurst.threshold"},
 		{"traffic grpc status", KindTrafficPolicy, `{"spec":{"targetRefs":[{"kind":"Service","name":"a"}],"retry":{"retryOn":{"grpcStatuses":["OK"]}}}}`, "spec.retry.retryOn.grpcStatuses[0]"},
 	}
 	for _, tt := range tests {

@@ -42,6 +42,7 @@ func addKnownTypes(s *runtime.Scheme) error {
 		&WorkloadAttestationPolicy{}, &WorkloadAttestationPolicyList{},
 		&EgressPolicy{}, &EgressPolicyList{},
 		&TrafficPolicy{}, &TrafficPolicyList{},
+		&DetectionPolicy{}, &DetectionPolicyList{},
 	)
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil

@@ -78,3 +78,11 @@ type TrafficPolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []TrafficPolicy `json:"items"`
 }
+
+// DetectionPolicyList is a list of DetectionPolicies.
+// +kubebuilder:object:root=true
+type DetectionPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []DetectionPolicy `json:"items"`
+}

@@ -43,6 +43,7 @@ type WorkloadSelector struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Namespaced,categories=rampart,shortName=authzpolicy
 // +kubebuilder:printcolumn:name="Action",type="string",JSONPath=".spec.action"
+// +kubebuilder:printcolumn:name="Mode",type="string",JSONPath=".spec.mode"
 // +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 type AuthorizationPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -58,6 +59,11 @@ type AuthorizationPolicySpec struct {
 	Selector *WorkloadSelector `json:"selector,omitempty"`
 	// Action is ALLOW, DENY or AUDIT. Required.
 	Action AuthorizationAction `json:"action"`
+	// Mode is ENFORCE (the default when empty): the policy takes part in
+	// every decision; or AUDIT: the proxy decides without it and records
+	// every request whose decision it would change, to try a policy
+	// before enforcing it. Any action may be in either mode.
+	Mode PolicyMode `json:"mode,omitempty"`
 	// Rules: the policy matches a request that one of them matches. An
 	// ALLOW policy without rules allows nothing (and, since it selects
 	// the workload, the workload then allows only what other ALLOW
@@ -74,6 +80,19 @@ const (
 	ActionAllow AuthorizationAction = "ALLOW"
 	ActionDeny  AuthorizationAction = "DENY"
 	ActionAudit AuthorizationAction = "AUDIT"
+)
+
+// PolicyMode says whether an AuthorizationPolicy takes part in decisions.
+// +kubebuilder:validation:Enum=ENFORCE;AUDIT
+type PolicyMode string
+
+// Policy modes.
+const (
+	// ModeEnforce: the policy takes part in every decision (the default).
+	ModeEnforce PolicyMode = "ENFORCE"
+	// ModeAudit: the policy does not take part in the decision; the proxy
+	// records the requests whose decision it would change.
+	ModeAudit PolicyMode = "AUDIT"
 )
 
 // AuthorizationRule matches a request when one entry of From matches its
@@ -311,8 +330,8 @@ func (p *AuthorizationPolicy) Default() {
 // Validate reports every invalid field of p as FieldErrors: the
 // checks of internal/authz on its rules (entries that do not parse, that
 // can never match a normalized request or that contradict each other, CEL
-// conditions that do not compile), and an action that is not ALLOW, DENY
-// or AUDIT. A DENY or AUDIT policy without rules is an error: it would
+// conditions that do not compile), an action that is not ALLOW, DENY
+// or AUDIT, and a mode that is not ENFORCE or AUDIT. A DENY or AUDIT policy without rules is an error: it would
 // match nothing, and its author most likely meant something else. An
 // ALLOW policy without rules is accepted: it allows nothing.
 func (p *AuthorizationPolicy) Validate() error {
@@ -343,6 +362,9 @@ func (p *AuthorizationPolicy) Validate() error {
 				errs.add("spec.action", "must be ALLOW, DENY or AUDIT, not %s", quote(string(p.Spec.Action)))
 			}
 			continue
+		case field == "policies[0].mode":
+			errs.add("spec.mode", "must be ENFORCE or AUDIT (or left out, which is ENFORCE), not %s", quote(string(p.Spec.Mode)))
+			continue
 		case field == "policies[0].name", field == "policies[0].namespace":
 			continue // reported by validateObjectMeta
 		}
@@ -356,6 +378,13 @@ func (p *AuthorizationPolicy) Validate() error {
 func (p *AuthorizationPolicy) ToAuthz() authz.Policy {
 	action, _ := authz.ParseAction(string(p.Spec.Action))
 	out := authz.Policy{Namespace: p.Namespace, Name: p.Name, Action: action}
+	if mode, ok := authz.ParseMode(string(p.Spec.Mode)); ok {
+		out.Mode = mode
+	} else {
+		// An out-of-range mode, which authz rejects: never enforce a
+		// policy whose author did not say ENFORCE.
+		out.Mode = authz.Mode(255)
+	}
 	if out.Namespace == "" {
 		out.Namespace = DefaultNamespace
 	}

@@ -59,6 +59,18 @@ func TestAuthorizationPolicyValidate(t *testing.T) {
 			want: FieldErrors{{Path: "spec.action", Msg: "is required: ALLOW, DENY or AUDIT"}}},
 		{name: "bad action", mutate: func(p *AuthorizationPolicy) { p.Spec.Action = "allow" },
 			want: FieldErrors{{Path: "spec.action", Msg: `must be ALLOW, DENY or AUDIT, not "allow"`}}},
+		{name: "mode ENFORCE", mutate: func(p *AuthorizationPolicy) { p.Spec.Mode = ModeEnforce }},
+		{name: "mode AUDIT", mutate: func(p *AuthorizationPolicy) { p.Spec.Mode = ModeAudit }},
+		{name: "deny in mode AUDIT", mutate: func(p *AuthorizationPolicy) { p.Spec.Action, p.Spec.Mode = ActionDeny, ModeAudit }},
+		{name: "bad mode", mutate: func(p *AuthorizationPolicy) { p.Spec.Mode = "audit" },
+			want: FieldErrors{{Path: "spec.mode", Msg: `must be ENFORCE or AUDIT (or left out, which is ENFORCE), not "audit"`}}},
+		{name: "mode DRYRUN", mutate: func(p *AuthorizationPolicy) { p.Spec.Mode = "DRYRUN" },
+			want: FieldErrors{{Path: "spec.mode", Msg: `must be ENFORCE or AUDIT (or left out, which is ENFORCE), not "DRYRUN"`}}},
+		{name: "bad mode and bad action", mutate: func(p *AuthorizationPolicy) { p.Spec.Action, p.Spec.Mode = "permit", "shadow" },
+			want: FieldErrors{
+				{Path: "spec.action", Msg: `must be ALLOW, DENY or AUDIT, not "permit"`},
+				{Path: "spec.mode", Msg: `must be ENFORCE or AUDIT (or left out, which is ENFORCE), not "shadow"`},
+			}},
 		{name: "deny without rules", mutate: func(p *AuthorizationPolicy) { p.Spec.Action, p.Spec.Rules = ActionDeny, nil },
 			want: FieldErrors{{Path: "spec.rules", Msg: "a DENY policy without rules matches nothing"}}},
 		{name: "audit without rules", mutate: func(p *AuthorizationPolicy) { p.Spec.Action, p.Spec.Rules = ActionAudit, nil },
@@ -113,6 +125,17 @@ func TestAuthorizationPolicyToAuthz(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ToAuthz (-want +got):\n%s", diff)
+	}
+	for mode, want := range map[PolicyMode]authz.Mode{"": authz.ModeEnforce, ModeEnforce: authz.ModeEnforce, ModeAudit: authz.ModeAudit} {
+		p.Spec.Mode = mode
+		if got := p.ToAuthz().Mode; got != want {
+			t.Errorf("ToAuthz with mode %q: %v, want %v", mode, got, want)
+		}
+	}
+	// An unknown mode must not become ENFORCE: Compile refuses it.
+	p.Spec.Mode = "audit"
+	if got := p.ToAuthz().Mode; got == authz.ModeEnforce || got == authz.ModeAudit {
+		t.Errorf("ToAuthz with mode \"audit\": %v, want a mode Compile refuses", got)
 	}
 }
 

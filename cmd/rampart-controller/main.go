@@ -58,6 +58,9 @@ func run(args []string, stderr io.Writer) error {
 	fs.StringVar(&ext.CertFile, "ca-cert", "", "external CA: PEM intermediate certificate, signed by a root of --ca-bundle, that issues workload certificates")
 	fs.StringVar(&ext.KeyFile, "ca-key", "", "external CA: PKCS#8 PEM private key of --ca-cert (mode 0600)")
 	fs.DurationVar(&cfg.CAPollInterval, "ca-poll-interval", controller.DefaultCAPollInterval, "how often the CA state is read for rotations made with `rampart identity`")
+	fs.StringVar(&cfg.EventsWebhook, "events-webhook", "", "POST every security event's JSON to this http:// or https:// URL (none: off; docs/insights.md)")
+	fs.StringVar(&cfg.EventsWebhookCA, "events-webhook-ca", "", "PEM file of the root certificates that verify an https --events-webhook (none: the system's roots)")
+	fs.IntVar(&cfg.EventLogMax, "event-log-max", 10_000, "security events kept in the state directory's event log, the newest")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

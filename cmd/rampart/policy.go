@@ -23,7 +23,7 @@ func newPolicyCommand() *cobra.Command {
 		Use:   "policy",
 		Short: "Check and explain authorization policy",
 	}
-	cmd.AddCommand(newPolicyExplainCommand(), newPolicyValidateCommand())
+	cmd.AddCommand(newPolicyExplainCommand(), newPolicyValidateCommand(), newPolicyRecommendCommand())
 	return cmd
 }
 
@@ -77,7 +77,9 @@ func newPolicyExplainCommand() *cobra.Command {
 library the proxies enforce with, and print the decision and the chain of
 checks that produced it: the request after normalization, the mesh TLS mode,
 every AUDIT, DENY and ALLOW rule with why it did or did not match, and the
-default. "+" marks a check that passed or a rule that matched.
+default. "+" marks a check that passed or a rule that matched. When policies
+in AUDIT mode (spec.mode: AUDIT) would change the decision, the decision they
+would make follows, with the checks they add.
 
 The destination is --to <namespace>/<workload>. Its labels, which decide the
 policies that select it, come from its Workload document in the config
@@ -202,13 +204,20 @@ type limitRef struct {
 
 func (x *explanation) String() string {
 	var b strings.Builder
-	b.WriteString(x.Explanation.String())
+	// The decision made, with the rate limits that count it, then the
+	// decision that the policies in AUDIT mode would make instead.
+	made := *x.Explanation
+	made.AuditMode = nil
+	b.WriteString(made.String())
 	for _, l := range x.Limits {
 		fmt.Fprintf(&b, "  rate limit %s %s counts it: per %s", l.Policy, l.Name, l.Per)
 		if l.Per == authz.PerRoute.String() {
 			fmt.Fprintf(&b, " (to[%d])", l.Route)
 		}
 		fmt.Fprintf(&b, ", %d/s, burst %d\n", l.RequestsPerSecond, l.Burst)
+	}
+	if x.AuditMode != nil {
+		b.WriteString(x.AuditMode.String())
 	}
 	return b.String()
 }
@@ -320,15 +329,27 @@ func printExplanation(w io.Writer, x *explanation, format string) error {
 		Policy string `json:"policy"`
 		Rule   int    `json:"rule"`
 	}
+	// auditMode is the decision with the policies in AUDIT mode in
+	// force, when it differs.
+	type auditMode struct {
+		Policies []string `json:"policies"`
+		Allow    bool     `json:"allow"`
+		Code     string   `json:"code"`
+		Policy   string   `json:"policy"`
+		Rule     *int     `json:"rule,omitempty"`
+		Reason   string   `json:"reason"`
+		Steps    []step   `json:"steps"`
+	}
 	out := struct {
-		Allow  bool       `json:"allow"`
-		Code   string     `json:"code"`
-		Policy string     `json:"policy,omitempty"`
-		Rule   *int       `json:"rule,omitempty"`
-		Reason string     `json:"reason"`
-		Audits []audit    `json:"audits,omitempty"`
-		Steps  []step     `json:"steps"`
-		Limits []limitRef `json:"rateLimits,omitempty"`
+		Allow     bool       `json:"allow"`
+		Code      string     `json:"code"`
+		Policy    string     `json:"policy,omitempty"`
+		Rule      *int       `json:"rule,omitempty"`
+		Reason    string     `json:"reason"`
+		Audits    []audit    `json:"audits,omitempty"`
+		Steps     []step     `json:"steps"`
+		Limits    []limitRef `json:"rateLimits,omitempty"`
+		AuditMode *auditMode `json:"auditMode,omitempty"`
 	}{Allow: x.Decision.Allow, Code: x.Decision.Code.String(), Policy: x.Decision.Policy, Reason: x.Decision.Reason, Limits: x.Limits}
 	if x.Decision.Policy != "" && x.Decision.Rule >= 0 {
 		out.Rule = &x.Decision.Rule
@@ -336,12 +357,26 @@ func printExplanation(w io.Writer, x *explanation, format string) error {
 	for _, a := range x.Decision.Audits() {
 		out.Audits = append(out.Audits, audit{a.Policy, a.Rule})
 	}
-	for _, s := range x.Steps {
-		st := step{Stage: s.Stage, Policy: s.Policy, Matched: s.Matched, Detail: s.Detail}
-		if s.Policy != "" && s.Rule >= 0 {
-			st.Rule = &s.Rule
+	steps := func(in []authz.Step) []step {
+		var list []step
+		for _, s := range in {
+			st := step{Stage: s.Stage, Policy: s.Policy, Matched: s.Matched, Detail: s.Detail}
+			if s.Policy != "" && s.Rule >= 0 {
+				st.Rule = &s.Rule
+			}
+			list = append(list, st)
 		}
-		out.Steps = append(out.Steps, st)
+		return list
+	}
+	out.Steps = steps(x.Steps)
+	if am := x.AuditMode; am != nil {
+		out.AuditMode = &auditMode{
+			Policies: am.Policies, Allow: am.Decision.Allow, Code: am.Decision.Code.String(),
+			Policy: am.Policy, Reason: am.Decision.Reason, Steps: steps(am.Steps),
+		}
+		if am.Decision.Policy != "" && am.Decision.Rule >= 0 {
+			out.AuditMode.Rule = &am.Decision.Rule
+		}
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

@@ -31,6 +31,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newEdgesCommand(),
 		newDashboardCommand(),
 		newTapCommand(),
+		newEventsCommand(),
+		newReportCommand(),
+		newQuarantineCommand(),
 	)
 	return root
 }

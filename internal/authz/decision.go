@@ -102,6 +102,23 @@ func (c Code) String() string {
 type Explanation struct {
 	Decision Decision
 	Steps    []Step
+	// AuditMode, when policies in AUDIT mode select the workload and
+	// would change whether the request is allowed, is the decision they
+	// would make; nil otherwise.
+	AuditMode *AuditModeExplanation
+}
+
+// AuditModeExplanation is the decision with the workload's policies in
+// AUDIT mode in force, when it differs from the decision made.
+type AuditModeExplanation struct {
+	Decision Decision
+	// Policies are the policies in AUDIT mode that select the workload;
+	// Policy is what the decision is owed to (Engine.AuditModePolicy).
+	Policies []string
+	Policy   string
+	// Steps are the checks that the policies in AUDIT mode add: their
+	// rules, and the end of the ALLOW stage when no rule decided.
+	Steps []Step
 }
 
 // Step is one check of an explanation: the request itself, the TLS mode, a
@@ -125,23 +142,7 @@ func (x *Explanation) String() string {
 	var b strings.Builder
 	b.WriteString(x.Decision.String())
 	b.WriteByte('\n')
-	for _, s := range x.Steps {
-		mark := "-"
-		if s.Matched {
-			mark = "+"
-		}
-		fmt.Fprintf(&b, "  %s %s", mark, s.Stage)
-		if s.Policy != "" {
-			b.WriteString(" " + s.Policy)
-			if s.Rule >= 0 {
-				fmt.Fprintf(&b, " rules[%d]", s.Rule)
-			}
-		}
-		if s.Detail != "" {
-			b.WriteString(": " + s.Detail)
-		}
-		b.WriteByte('\n')
-	}
+	writeSteps(&b, x.Steps)
 	if a := x.Decision.Audits(); len(a) > 0 {
 		b.WriteString("  audited by:")
 		for _, r := range a {
@@ -149,5 +150,37 @@ func (x *Explanation) String() string {
 		}
 		b.WriteByte('\n')
 	}
+	if x.AuditMode != nil {
+		b.WriteString(x.AuditMode.String())
+	}
 	return b.String()
+}
+
+// String renders the decision with the policies in AUDIT mode in force,
+// and the checks they add, one a line.
+func (am *AuditModeExplanation) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "in AUDIT mode, %s would make it %s\n", strings.Join(am.Policies, ", "), am.Decision)
+	writeSteps(&b, am.Steps)
+	return b.String()
+}
+
+func writeSteps(b *strings.Builder, steps []Step) {
+	for _, s := range steps {
+		mark := "-"
+		if s.Matched {
+			mark = "+"
+		}
+		fmt.Fprintf(b, "  %s %s", mark, s.Stage)
+		if s.Policy != "" {
+			b.WriteString(" " + s.Policy)
+			if s.Rule >= 0 {
+				fmt.Fprintf(b, " rules[%d]", s.Rule)
+			}
+		}
+		if s.Detail != "" {
+			b.WriteString(": " + s.Detail)
+		}
+		b.WriteByte('\n')
+	}
 }

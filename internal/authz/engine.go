@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/rampart-mesh/rampart/internal/authz/normalize"
 )
@@ -21,6 +22,14 @@ type Engine struct {
 	audits    ruleSet
 	denies    ruleSet
 	allows    ruleSet
+
+	// auditMode, when policies in AUDIT mode select the workload, is the
+	// engine with them in force; nil otherwise. auditModeRefs names
+	// them, in order; auditModeNoRule is what AuditModePolicy says of a
+	// decision that no rule made.
+	auditMode       *Engine
+	auditModeRefs   []string
+	auditModeNoRule string
 
 	// Reasons, built once.
 	reasonNoAllow      string
@@ -68,10 +77,59 @@ type operation struct {
 // Compile checks p and compiles it into an Engine. The error is
 // FieldErrors, with fields named from the WorkloadPolicy:
 // "policies[2].rules[0].to[1].paths[0]". Compile keeps no reference to p.
+//
+// When policies in AUDIT mode select the workload, Compile builds two
+// engines: the one returned, without them, which decides; and, behind
+// it, one with every policy in force, for DecideAuditMode. Without such
+// policies there is one engine, and DecideAuditMode costs nothing.
 func Compile(p *WorkloadPolicy) (*Engine, error) {
 	if p == nil {
 		return nil, errNoPolicy
 	}
+	// The engine with every policy in force checks every policy, so that
+	// a policy in AUDIT mode is held to the same checks as one enforced.
+	all, err := compileEngine(p, p.Policies)
+	if err != nil {
+		return nil, err
+	}
+	var refs, allowRefs []string
+	for i := range p.Policies {
+		if pol := &p.Policies[i]; pol.Mode == ModeAudit {
+			ref := pol.Namespace + "/" + pol.Name
+			refs = append(refs, ref)
+			if pol.Action == ActionAllow {
+				allowRefs = append(allowRefs, ref)
+			}
+		}
+	}
+	if len(refs) == 0 {
+		return all, nil
+	}
+	enforced := make([]Policy, 0, len(p.Policies)-len(refs))
+	for i := range p.Policies {
+		if p.Policies[i].Mode != ModeAudit {
+			enforced = append(enforced, p.Policies[i])
+		}
+	}
+	e, err := compileEngine(p, enforced)
+	if err != nil {
+		return nil, err
+	}
+	e.auditMode = all
+	e.auditModeRefs = refs
+	// When the decision with them in force differs and no rule made it,
+	// it is "no ALLOW rule matched": the AUDIT-mode ALLOW policies made
+	// the ALLOW stage apply.
+	if len(allowRefs) == 0 {
+		allowRefs = refs
+	}
+	e.auditModeNoRule = strings.Join(allowRefs, ",")
+	return e, nil
+}
+
+// compileEngine compiles p with policies in place of p.Policies, all in
+// force.
+func compileEngine(p *WorkloadPolicy, policies []Policy) (*Engine, error) {
 	var errs FieldErrors
 	e := &Engine{
 		namespace: p.Namespace,
@@ -105,14 +163,14 @@ func Compile(p *WorkloadPolicy) (*Engine, error) {
 			}
 		}
 	}
-	if len(p.Policies) > maxPolicies {
-		errs.add("policies", "has %d policies, more than %d", len(p.Policies), maxPolicies)
+	if len(policies) > maxPolicies {
+		errs.add("policies", "has %d policies, more than %d", len(policies), maxPolicies)
 		return nil, errs
 	}
-	seen := make(map[string]int, len(p.Policies))
-	for i := range p.Policies {
+	seen := make(map[string]int, len(policies))
+	for i := range policies {
 		path := idx("policies", i)
-		c := compilePolicy(path, &p.Policies[i], &errs)
+		c := compilePolicy(path, &policies[i], &errs)
 		if j, dup := seen[c.ref]; dup {
 			errs.add(path, "duplicate policy %s (also policies[%d])", c.ref, j)
 		}
@@ -159,6 +217,9 @@ func compilePolicy(path string, p *Policy, errs *FieldErrors) policy {
 		}
 	default:
 		errs.add(path+".action", "must be ALLOW, DENY or AUDIT")
+	}
+	if p.Mode != ModeEnforce && p.Mode != ModeAudit {
+		errs.add(path+".mode", "must be ENFORCE or AUDIT")
 	}
 	if len(p.Rules) > maxRules {
 		errs.add(path+".rules", "has %d rules, more than %d", len(p.Rules), maxRules)
@@ -218,10 +279,84 @@ func (e *Engine) Decide(r *Request) Decision {
 // Explain decides about r as Decide does, and returns every check made on
 // the way: which policies were considered, which rule matched and why the
 // others did not. It allocates.
+//
+// When policies in AUDIT mode select the workload and, in force, they
+// would change whether r is allowed, the explanation's AuditMode says how.
 func (e *Engine) Explain(r *Request) *Explanation {
 	x := &Explanation{}
 	x.Decision = e.decide(r, x)
+	if !e.HasAuditMode() {
+		return x
+	}
+	ax := &Explanation{}
+	ax.Decision = e.auditMode.decide(r, ax)
+	if ax.Decision.Allow == x.Decision.Allow {
+		return x
+	}
+	am := &AuditModeExplanation{Decision: ax.Decision, Policies: slices.Clone(e.auditModeRefs), Policy: e.AuditModePolicy(&ax.Decision)}
+	for _, s := range ax.Steps {
+		// The steps that differ: the AUDIT-mode policies' rules, and the
+		// end of the ALLOW stage or the default when no rule decided.
+		if slices.Contains(e.auditModeRefs, s.Policy) || (s.Policy == "" && (s.Stage == "allow" || s.Stage == "default")) {
+			am.Steps = append(am.Steps, s)
+		}
+	}
+	x.AuditMode = am
 	return x
+}
+
+// HasAuditMode reports whether policies in AUDIT mode select the
+// workload: whether DecideAuditMode may differ from Decide.
+func (e *Engine) HasAuditMode() bool { return e != nil && e.auditMode != nil }
+
+// DecideAuditMode decides about r as Decide does, but with the workload's
+// policies in AUDIT mode in force, as if their mode were ENFORCE. Without
+// such policies it returns what Decide returns. Like Decide, it does not
+// allocate unless a CEL condition is evaluated.
+func (e *Engine) DecideAuditMode(r *Request) Decision {
+	if !e.HasAuditMode() {
+		return e.Decide(r)
+	}
+	return e.auditMode.Decide(r)
+}
+
+// AuditModePolicies names the policies in AUDIT mode that select the
+// workload ("namespace/name"), in evaluation order.
+func (e *Engine) AuditModePolicies() []string {
+	if e == nil {
+		return nil
+	}
+	return slices.Clone(e.auditModeRefs)
+}
+
+// AuditModeLabels returns every value that AuditModePolicy may give a
+// decision of DecideAuditMode that differs from Decide's: the policies in
+// AUDIT mode and what it says when no rule decided. Nil without policies
+// in AUDIT mode.
+func (e *Engine) AuditModeLabels() []string {
+	if !e.HasAuditMode() {
+		return nil
+	}
+	labels := slices.Clone(e.auditModeRefs)
+	if !slices.Contains(labels, e.auditModeNoRule) {
+		labels = append(labels, e.auditModeNoRule)
+	}
+	return labels
+}
+
+// AuditModePolicy names what d, a decision of DecideAuditMode that differs
+// from Decide's, is owed to, for metrics and logs: the policy whose rule
+// decided, or, when no rule did (no ALLOW rule matched), the ALLOW
+// policies in AUDIT mode, comma-separated. The values are bounded by the
+// workload's policies; the string is not built per call.
+func (e *Engine) AuditModePolicy(d *Decision) string {
+	if d.Policy != "" {
+		return d.Policy
+	}
+	if e == nil {
+		return ""
+	}
+	return e.auditModeNoRule
 }
 
 // TLSMode returns the mesh TLS mode of a port of the workload: whether the

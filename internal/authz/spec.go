@@ -125,6 +125,9 @@ type Policy struct {
 	// Namespace and Name identify the policy in decisions and logs.
 	Namespace, Name string
 	Action          Action
+	// Mode says whether the policy takes part in decisions; the zero
+	// value, ModeEnforce, says it does.
+	Mode Mode
 	// Rules: the policy matches a request when one of them does. An
 	// ALLOW policy without rules allows nothing (but, selecting the
 	// workload, makes it deny what no other ALLOW rule allows); a DENY or
@@ -165,6 +168,42 @@ func ParseAction(s string) (Action, bool) {
 		}
 	}
 	return ActionUnset, false
+}
+
+// Mode says whether a policy takes part in decisions.
+type Mode uint8
+
+// Modes. The zero value enforces.
+const (
+	// ModeEnforce: the policy takes part in every decision.
+	ModeEnforce Mode = iota
+	// ModeAudit: the policy does not take part in the decision. The
+	// engine decides a second time as if it were enforced (see
+	// Engine.DecideAuditMode), so that the proxy can record every request
+	// whose decision the policy would change.
+	ModeAudit
+)
+
+var modeNames = [...]string{"ENFORCE", "AUDIT"}
+
+func (m Mode) String() string {
+	if int(m) < len(modeNames) {
+		return modeNames[m]
+	}
+	return fmt.Sprintf("Mode(%d)", uint8(m))
+}
+
+// ParseMode parses "ENFORCE" or "AUDIT"; "" is ENFORCE.
+func ParseMode(s string) (Mode, bool) {
+	if s == "" {
+		return ModeEnforce, true
+	}
+	for i, n := range modeNames {
+		if n == s {
+			return Mode(i), true
+		}
+	}
+	return ModeEnforce, false
 }
 
 // Rule matches a request when one of From matches its source (or From is

@@ -43,6 +43,8 @@ import (
 	"github.com/rampart-mesh/rampart/internal/controlplane"
 	"github.com/rampart-mesh/rampart/internal/discovery"
 	"github.com/rampart-mesh/rampart/internal/identity"
+	"github.com/rampart-mesh/rampart/internal/insights"
+	"github.com/rampart-mesh/rampart/internal/insights/eventlog"
 	"github.com/rampart-mesh/rampart/internal/localconfig"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/meshtls"
@@ -134,6 +136,14 @@ type Config struct {
 	// changes made by `rampart identity` (rotations); zero means
 	// DefaultCAPollInterval.
 	CAPollInterval time.Duration
+	// EventsWebhook, when set, is an http or https URL that receives a
+	// POST of every security event's JSON (docs/insights.md);
+	// EventsWebhookCA, a PEM file of the roots that verify an https
+	// webhook instead of the system's. EventLogMax bounds the event log
+	// (zero: eventlog.DefaultMax).
+	EventsWebhook   string
+	EventsWebhookCA string
+	EventLogMax     int
 }
 
 func (c Config) withDefaults() Config {
@@ -206,6 +216,16 @@ func (c Config) Validate() error {
 	if _, err := egressMode(c.Egress); err != nil {
 		errs = append(errs, err)
 	}
+	if c.EventLogMax < 0 {
+		errs = append(errs, fmt.Errorf("controller: event log bound %d is negative", c.EventLogMax))
+	}
+	if c.EventsWebhook != "" {
+		if err := validateWebhookURL(c.EventsWebhook, c.EventsWebhookCA); err != nil {
+			errs = append(errs, err)
+		}
+	} else if c.EventsWebhookCA != "" {
+		errs = append(errs, errors.New("controller: an events webhook CA needs an events webhook (--events-webhook)"))
+	}
 	if c.AttestSocket != "" {
 		if err := checkSocketPath(c.AttestSocket); err != nil {
 			errs = append(errs, err)
@@ -264,8 +284,16 @@ type Controller struct {
 	caVersion string
 	// revoked is the revocation list in force (revoke.go).
 	revoked revocations
+	// quarantined is the quarantine in force (quarantine.go).
+	quarantined quarantines
 	// tap is GET /api/v1/tap's token and series (tap.go).
 	tap tapAPI
+	// insights detects threats; events, detections and webhook are the
+	// sinks of its events (insights.go).
+	insights   *insights.Engine
+	events     *eventlog.Log
+	detections *prometheus.CounterVec
+	webhook    *webhook
 
 	runOnce   sync.Once
 	ready     chan struct{} // closed once both listeners are bound
@@ -360,6 +388,9 @@ func New(cfg Config) (*Controller, error) {
 	if err := c.initRevocations(); err != nil {
 		return nil, err
 	}
+	if err := c.initQuarantine(); err != nil {
+		return nil, err
+	}
 	if err := c.initTap(); err != nil {
 		return nil, err
 	}
@@ -376,12 +407,17 @@ func New(cfg Config) (*Controller, error) {
 				}
 				// All or nothing: attestation policies that cannot be
 				// put in force keep the whole last good configuration.
-				if err := c.SetAttestationPolicies(res.WorkloadAttestationPolicies); err != nil {
+				applyDetection, err := c.checkDetectionPolicy(res)
+				if err == nil {
+					err = c.SetAttestationPolicies(res.WorkloadAttestationPolicies)
+				}
+				if err != nil {
 					c.reloads.WithLabelValues("error").Inc()
 					c.logger.Error("configuration reload failed; keeping the last good configuration",
 						"dir", cfg.ConfigDir, "error", err.Error())
 					return
 				}
+				applyDetection()
 				c.resources.Store(res)
 				c.reloads.WithLabelValues("ok").Inc()
 				c.model.SetResources(res)
@@ -408,6 +444,9 @@ func New(cfg Config) (*Controller, error) {
 			"services", len(res.Services), "workloads", len(res.Workloads))
 	}
 
+	if err := c.initInsights(); err != nil {
+		return nil, err
+	}
 	c.graph, err = graph.New(graph.Config{Now: cfg.Now})
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
@@ -424,6 +463,7 @@ func New(cfg Config) (*Controller, error) {
 		Now:        cfg.Now,
 		Issued:     c.workloadIssued,
 		Telemetry:  c.graph,
+		Insights:   c.insights,
 		Revoked:    c.checkRevoked,
 		Revocations: func() *meshtls.RevocationSet {
 			c.revoked.mu.Lock()

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
@@ -393,44 +392,8 @@ func (c *Controller) checkRevoked(id spiffeid.ID, presented *x509.Certificate) e
 // with file-system notifications, every CAPollInterval in any case, which
 // also drops entries that lapsed) until ctx ends.
 func (c *Controller) watchRevocations(ctx context.Context) error {
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	w, err := fsnotify.NewWatcher()
-	if err == nil {
-		if err = w.Add(c.cfg.StateDir); err != nil {
-			w.Close()
-		}
-	}
-	if err != nil {
-		c.logger.Warn("cannot watch the state directory; reading the revocation list every CA poll interval only",
-			"dir", c.cfg.StateDir, "interval", c.cfg.CAPollInterval.String(), "error", err.Error())
-	} else {
-		defer w.Close()
-		events, errs = w.Events, w.Errors
-	}
-	t := time.NewTicker(c.cfg.CAPollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			if filepath.Base(ev.Name) != RevocationsFile {
-				continue
-			}
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			c.logger.Warn("state directory watch error; the CA poll interval still applies", "error", err.Error())
-			continue
-		case <-t.C:
-		}
+	return c.watchStateFile(ctx, RevocationsFile, "revocation list", nil, func() time.Time {
 		_ = c.reloadRevocations() // logged and counted; the list in force stays
-	}
+		return time.Time{}
+	})
 }

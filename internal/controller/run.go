@@ -141,6 +141,8 @@ func (c *Controller) Run(ctx context.Context) error {
 	g.Go(func() error { return c.renewServingSVID(gctx, listenHost) })
 	g.Go(func() error { return c.watchCA(gctx, listenHost) })
 	g.Go(func() error { return c.watchRevocations(gctx) })
+	g.Go(func() error { return c.runInsights(gctx) })
+	g.Go(func() error { return c.watchQuarantine(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		c.shutdown(gs, admin)
@@ -235,6 +237,10 @@ func (c *Controller) adminHandler() http.Handler {
 	mux.HandleFunc("GET /api/v1/edges", countRefused(refused, "edges", c.serveEdges))
 	mux.HandleFunc("GET /api/v1/series", countRefused(refused, "series", c.serveSeries))
 	mux.HandleFunc("GET /api/v1/tap", c.serveTap)
+	mux.HandleFunc("GET /api/v1/events", countRefused(refused, "events", c.serveEvents))
+	mux.HandleFunc("GET /api/v1/quarantine", countRefused(refused, "quarantine", c.serveQuarantine))
+	mux.HandleFunc("GET /api/v1/report", countRefused(refused, "report", c.serveReport))
+	mux.HandleFunc("GET /api/v1/baseline", countRefused(refused, "baseline", c.serveBaseline))
 	if dash, err := dashboard.New(dashboard.Config{Registerer: c.reg}); err != nil {
 		c.logger.Error("dashboard not served", "error", err.Error())
 	} else {

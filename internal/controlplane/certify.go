@@ -125,6 +125,9 @@ func (is identityService) Certify(ctx context.Context, req *meshv1.CertifyReques
 		}
 		s.issued(att.chain, att.digest, renewed)
 	}
+	if s.insights != nil && att.digest != "" {
+		s.insights.ObserveAttestation(att.id, "", att.digest)
+	}
 	return resp, nil
 }
 

@@ -94,6 +94,10 @@ type Config struct {
 	// Telemetry receives the traffic summaries proxies report on the
 	// Telemetry service, once validated. Nil: the service is not served.
 	Telemetry *graph.Graph
+	// Insights, when set, is told of every accepted telemetry report, its
+	// validated security counts, and the code digest of every certificate
+	// issued with one, for threat detection. Nil: nobody is.
+	Insights Insights
 }
 
 // Validate reports whether c can build a Server.
@@ -144,6 +148,8 @@ type Server struct {
 	// telemetry is the live traffic graph; nil without the Telemetry service.
 	telemetry *graph.Graph
 	tmetrics  *telemetryMetrics
+	// insights is told what the server learns; nil: nobody.
+	insights Insights
 	// taps routes rampart tap between callers and proxies (tap.go).
 	taps tapHub
 	tapm *tapMetrics
@@ -174,6 +180,7 @@ func New(cfg Config) (*Server, error) {
 		draining:    make(chan struct{}),
 
 		telemetry: cfg.Telemetry,
+		insights:  cfg.Insights,
 	}
 	if s.ttl == 0 {
 		s.ttl = DefaultSVIDTTL

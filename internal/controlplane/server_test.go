@@ -80,6 +80,8 @@ type envOpts struct {
 	policies *attest.Policies
 	// logger receives the server's logs.
 	logger *slog.Logger
+	// insights, when not nil, is told what the server learns.
+	insights Insights
 }
 
 func newEnv(t *testing.T) *env {
@@ -106,7 +108,7 @@ func newEnvWith(t *testing.T, o envOpts) *env {
 	bundle := &meshtls.Bundle{}
 	bundle.SetRoots(td, authority.Roots())
 	reg := prometheus.NewRegistry()
-	srv, err := New(Config{CA: authority, Tokens: tokens, Policies: o.policies, Model: model, Bundle: bundle, Registerer: reg, SVIDTTL: time.Hour, Logger: o.logger})
+	srv, err := New(Config{CA: authority, Tokens: tokens, Policies: o.policies, Model: model, Bundle: bundle, Registerer: reg, SVIDTTL: time.Hour, Logger: o.logger, Insights: o.insights})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -297,6 +297,7 @@ func (ts telemetryService) Report(stream grpc.ClientStreamingServer[meshv1.Telem
 			continue
 		}
 		s.tmetrics.reports.WithLabelValues(ReportAccepted, "").Inc()
+		s.observeReport(log, logged, r, rep, id, ns)
 	}
 }
 

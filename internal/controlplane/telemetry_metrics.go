@@ -16,7 +16,9 @@ type telemetryMetrics struct {
 	reports *prometheus.CounterVec
 	refused *prometheus.CounterVec
 	skipped *prometheus.CounterVec
-	streams prometheus.Gauge
+	// security counts the security counts of accepted reports skipped.
+	security *prometheus.CounterVec
+	streams  prometheus.Gauge
 }
 
 // newTelemetryMetrics makes the Telemetry service's series, and the size
@@ -36,6 +38,10 @@ func newTelemetryMetrics(reg prometheus.Registerer, g *graph.Graph) (*telemetryM
 			Name: "rampart_controller_telemetry_request_counts_skipped_total",
 			Help: "Per-route request counts skipped from accepted telemetry reports, by reason (too_many, bad_method, bad_path, bad_status_class); the rest of the report is kept.",
 		}, []string{"reason"}),
+		security: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rampart_controller_telemetry_security_skipped_total",
+			Help: "Security counts (refused handshakes and plaintext) skipped from accepted telemetry reports, by reason (too_many, bad_kind, bad_peer_ip, bad_spiffe_id, bad_serial, bad_issuer, bad_port, bad_count); the rest of the report is kept.",
+		}, []string{"reason"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rampart_controller_telemetry_streams",
 			Help: "Telemetry report streams open now.",
@@ -51,10 +57,13 @@ func newTelemetryMetrics(reg prometheus.Registerer, g *graph.Graph) (*telemetryM
 	for _, r := range skipReasons {
 		m.skipped.WithLabelValues(r)
 	}
+	for _, r := range securitySkipReasons {
+		m.security.WithLabelValues(r)
+	}
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.reports, m.refused, m.skipped, m.streams}
+	cs := []prometheus.Collector{m.reports, m.refused, m.skipped, m.security, m.streams}
 	if g != nil {
 		cs = append(cs,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{

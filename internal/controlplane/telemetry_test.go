@@ -47,7 +47,7 @@ func newTelemetryEnv(t *testing.T) *telemetryEnv {
 
 // newRevocableTelemetryEnv is newTelemetryEnv with a revocation set the
 // test replaces (nil: nothing is revoked).
-func newRevocableTelemetryEnv(t *testing.T) (*telemetryEnv, *atomic.Pointer[meshtls.RevocationSet]) {
+func newRevocableTelemetryEnv(t *testing.T, opts ...func(*Config)) (*telemetryEnv, *atomic.Pointer[meshtls.RevocationSet]) {
 	t.Helper()
 	e := newEnv(t)
 	c := &clock{t: time.Now()}
@@ -57,9 +57,13 @@ func newRevocableTelemetryEnv(t *testing.T) (*telemetryEnv, *atomic.Pointer[mesh
 	}
 	revoked := new(atomic.Pointer[meshtls.RevocationSet])
 	reg := prometheus.NewRegistry()
-	srv, err := New(Config{CA: e.ca, Tokens: e.tokens, Model: e.model, Bundle: e.bundle, Registerer: reg,
+	cfg := Config{CA: e.ca, Tokens: e.tokens, Model: e.model, Bundle: e.bundle, Registerer: reg,
 		SVIDTTL: time.Hour, Now: c.Now, Telemetry: g, EndpointGrace: -1, ReconnectGrace: -1,
-		Revocations: revoked.Load})
+		Revocations: revoked.Load}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,8 @@
 // Package dashboard serves the controller's web dashboard: static HTML,
 // CSS and JavaScript embedded in the binary (no build step, no framework)
 // that poll the controller's JSON APIs (/api/v1/stat, /api/v1/edges,
-// /api/v1/series, /identity) from the same admin listener. It serves the
+// /api/v1/series, /identity, /api/v1/events, /api/v1/quarantine) from the
+// same admin listener. It serves the
 // files only, under a strict Content-Security-Policy; the data stays with
 // the controller's handlers. It depends on the standard library and the
 // Prometheus client only; never on the controller, the graph or the proxy.

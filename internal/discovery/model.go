@@ -145,6 +145,7 @@ type Model struct {
 	bundle     [][]byte            // DER roots
 	revoked    *meshv1.Revocations // sent to every proxy as is; never modified
 	revokedSum [sha256.Size]byte   // digest of revoked, computed once by SetRevocations
+	quarantine *meshv1.Quarantine  // sent to every proxy as is; never modified
 	changed    chan struct{}       // closed and replaced on every change
 	warned     map[string]struct{} // conflicts already logged since the last SetResources
 	// lastGoodPolicy is the last policy that passed policyLocked's checks,
@@ -229,6 +230,16 @@ func (m *Model) SetRevocations(r *meshv1.Revocations) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.revoked, m.revokedSum = r, sum
+	m.notifyLocked()
+}
+
+// SetQuarantine replaces the quarantined identities sent to every proxy
+// (nil means none). The model keeps q and never modifies it; neither may
+// the caller.
+func (m *Model) SetQuarantine(q *meshv1.Quarantine) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.quarantine = q
 	m.notifyLocked()
 }
 
@@ -468,6 +479,9 @@ func (m *Model) configFor(id spiffeid.ID, workloadName string, upstreams []strin
 			}
 		}
 	}
+	// The quarantine list is bounded to a few hundred KiB and part of the
+	// version like the rest.
+	cfg.Quarantine = m.quarantine
 	// The revocation list, the same for every proxy and up to 1 MiB, is
 	// hashed once by SetRevocations, not per proxy and change.
 	cfg.Version = version(cfg, m.revokedSum)

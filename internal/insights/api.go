@@ -185,6 +185,7 @@ type Route struct {
 //	(*Engine).SetPolicy(p Policy) error
 //	(*Engine).Snapshot() *Snapshot
 //	(*Engine).Totals(since time.Time) []EdgeTotal   // from the ledger, hour granularity
+//	(*Engine).Stats() Stats                         // counters for the controller's metrics
 //
 // and Policy, DefaultPolicy and Policy.Validate in policy.go.
 var (

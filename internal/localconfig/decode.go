@@ -292,6 +292,8 @@ func (l *loader) loadDocument(doc *yaml.Node) {
 	case *v1alpha1.TrafficPolicy:
 		l.res.TrafficPolicies = append(l.res.TrafficPolicies, *o)
 		l.trafficRefs = append(l.trafficRefs, trafficRefsOf(o, l.file, ls)...)
+	case *v1alpha1.DetectionPolicy:
+		l.res.DetectionPolicies = append(l.res.DetectionPolicies, *o)
 	}
 }
 
@@ -314,6 +316,7 @@ var kinds = map[string]kindInfo{
 	v1alpha1.KindWorkloadAttestationPolicy: {v1alpha1.GroupVersion, func() object { return new(v1alpha1.WorkloadAttestationPolicy) }},
 	v1alpha1.KindEgressPolicy:              {v1alpha1.GroupVersion, func() object { return new(v1alpha1.EgressPolicy) }},
 	v1alpha1.KindTrafficPolicy:             {v1alpha1.GroupVersion, func() object { return new(v1alpha1.TrafficPolicy) }},
+	v1alpha1.KindDetectionPolicy:           {v1alpha1.GroupVersion, func() object { return new(v1alpha1.DetectionPolicy) }},
 	httproute.Kind:                         {httproute.APIVersion, func() object { return new(httpRoute) }},
 }
 

@@ -161,10 +161,10 @@ func TestLoad(t *testing.T) {
 		}},
 		{dir: "unknownkind", want: []string{
 			`resources.yaml:1: apiVersion: "apps/v1" is not supported: use "rampart.dev/v1alpha1", or "gateway.networking.k8s.io/v1" for HTTPRoute`,
-			`resources.yaml:2: kind: "Deployment" is not supported: supported kinds are AuthorizationPolicy, EgressPolicy, HTTPRoute, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service, TrafficPolicy, Workload and WorkloadAttestationPolicy`,
-			`resources.yaml:7: kind: "Deployment" is not supported: supported kinds are AuthorizationPolicy, EgressPolicy, HTTPRoute, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service, TrafficPolicy, Workload and WorkloadAttestationPolicy`,
+			`resources.yaml:2: kind: "Deployment" is not supported: supported kinds are AuthorizationPolicy, DetectionPolicy, EgressPolicy, HTTPRoute, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service, TrafficPolicy, Workload and WorkloadAttestationPolicy`,
+			`resources.yaml:7: kind: "Deployment" is not supported: supported kinds are AuthorizationPolicy, DetectionPolicy, EgressPolicy, HTTPRoute, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service, TrafficPolicy, Workload and WorkloadAttestationPolicy`,
 			`resources.yaml:11: apiVersion: is required: set it to "rampart.dev/v1alpha1"`,
-			`resources.yaml:15: kind: is required: supported kinds are AuthorizationPolicy, EgressPolicy, HTTPRoute, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service, TrafficPolicy, Workload and WorkloadAttestationPolicy`,
+			`resources.yaml:15: kind: is required: supported kinds are AuthorizationPolicy, DetectionPolicy, EgressPolicy, HTTPRoute, MeshTLSPolicy, NamespacePolicy, RateLimitPolicy, Service, TrafficPolicy, Workload and WorkloadAttestationPolicy`,
 		}},
 		{dir: "syntax", want: []string{
 			// yaml.v3 says line 11, where the mapping holding the error starts.

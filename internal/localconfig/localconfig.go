@@ -62,6 +62,11 @@ type Resources struct {
 	// TrafficPolicies, defaulted and valid, sorted by namespace then name.
 	// Every Service one targets is one of Services (docs/traffic.md).
 	TrafficPolicies []v1alpha1.TrafficPolicy `json:",omitempty"`
+
+	// DetectionPolicies, defaulted and valid, sorted by namespace then
+	// name; ActiveDetectionPolicy says which one is in force
+	// (docs/insights.md).
+	DetectionPolicies []v1alpha1.DetectionPolicy `json:",omitempty"`
 }
 
 // Problem is one thing wrong with a config directory.
@@ -144,6 +149,7 @@ func Load(dir string) (*Resources, error) {
 	sortByName(l.res.RateLimitPolicies)
 	sortByName(l.res.WorkloadAttestationPolicies)
 	sortByName(l.res.EgressPolicies)
+	sortByName(l.res.DetectionPolicies)
 	sortByName(l.res.HTTPRoutes)
 	sortByName(l.res.TrafficPolicies)
 	return &l.res, nil

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -168,18 +169,21 @@ const (
 // this package's configs.
 func Reason(err error) string {
 	var (
-		revoked   *RevokedError
-		unknown   x509.UnknownAuthorityError
-		invalid   x509.CertificateInvalidError
-		wrong     *WrongIdentityError
-		untrusted *UntrustedDomainError
-		alert     tls.AlertError
+		revoked     *RevokedError
+		quarantined *QuarantinedError
+		unknown     x509.UnknownAuthorityError
+		invalid     x509.CertificateInvalidError
+		wrong       *WrongIdentityError
+		untrusted   *UntrustedDomainError
+		alert       tls.AlertError
 	)
 	switch {
 	case errors.Is(err, ErrNoCertificate):
 		return ReasonNoCertificate
 	case errors.As(err, &revoked):
 		return ReasonRevoked
+	case errors.As(err, &quarantined):
+		return ReasonQuarantined
 	case errors.As(err, &wrong):
 		return ReasonWrongIdentity
 	case errors.As(err, &untrusted):
@@ -223,6 +227,90 @@ type Config struct {
 	// Revocations, when set, refuses a peer whose certificate it revokes,
 	// in both Server and Client handshakes. Nil revokes nothing.
 	Revocations *Revocations
+	// Quarantine, when set, refuses a peer whose identity it quarantines
+	// at the time of the handshake, in both Server and Client handshakes.
+	// Nil quarantines nothing.
+	Quarantine *Quarantine
+}
+
+// CheckPeer returns why a peer whose chain verified must still be
+// refused: its leaf certificate revoked (*RevokedError) or its identity
+// quarantined now (*QuarantinedError). Nil when neither.
+func (c Config) CheckPeer(leaf *x509.Certificate) error {
+	if err := c.Revocations.Check(leaf); err != nil {
+		return err
+	}
+	return c.Quarantine.Check(leaf, c.now())
+}
+
+// PeerError is this side's refusal of the certificate a peer presented,
+// with the leaf it presented (nil when it presented none). A handshake
+// set up with Server or Client fails with one whenever verification
+// refuses the peer; a handshake that failed for another reason (a
+// timeout, a reset, not TLS, the peer's own refusal) does not.
+type PeerError struct {
+	Leaf *x509.Certificate
+	Err  error
+}
+
+func (e *PeerError) Error() string { return e.Err.Error() }
+func (e *PeerError) Unwrap() error { return e.Err }
+
+func refusePeer(certs []*x509.Certificate, err error) error {
+	if err == nil {
+		return nil
+	}
+	pe := &PeerError{Err: err}
+	if len(certs) > 0 {
+		pe.Leaf = certs[0]
+	}
+	return pe
+}
+
+// MaxIssuerBytes bounds the issuer that Presented reports.
+const MaxIssuerBytes = 256
+
+// Presented is what a peer's leaf certificate claims, read without
+// trusting it: only a verified handshake proves an identity.
+type Presented struct {
+	// ID is the SPIFFE ID of the certificate's single URI SAN; "" when it
+	// has none, several, or one that does not parse.
+	ID string
+	// Serial is the serial number, as SerialOf gives it; "" when it is
+	// not a positive number of at most 20 octets (RFC 5280), which no
+	// certificate of a mesh CA has.
+	Serial string
+	// Issuer is the issuer's distinguished name (RFC 4514), made valid
+	// UTF-8 and cut to at most MaxIssuerBytes bytes at a character
+	// boundary.
+	Issuer string
+}
+
+// PresentedBy reads what leaf claims; the zero Presented for nil.
+func PresentedBy(leaf *x509.Certificate) Presented {
+	if leaf == nil {
+		return Presented{}
+	}
+	var p Presented
+	if n := leaf.SerialNumber; n != nil && n.Sign() > 0 && n.BitLen() <= 160 {
+		p.Serial = SerialOf(leaf)
+	}
+	if id, err := x509svid.IDFromCert(leaf); err == nil {
+		p.ID = id.String()
+	}
+	issuer := leaf.Issuer.String()
+	if !utf8.ValidString(issuer) {
+		issuer = strings.ToValidUTF8(issuer, "\uFFFD")
+	}
+	if len(issuer) > MaxIssuerBytes {
+		n := MaxIssuerBytes
+		for n > 0 && !utf8.RuneStart(issuer[n]) {
+			n--
+		}
+		issuer = issuer[:n]
+	}
+	p.Issuer = issuer
+	return p
 }
 
 func (c Config) now() time.Time {
@@ -248,13 +336,13 @@ func (c Config) Server(authorize func(spiffeid.ID) error) *tls.Config {
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			id, err := VerifyPeer(cs.PeerCertificates, c.Bundle, c.now())
 			if err != nil {
-				return err
+				return refusePeer(cs.PeerCertificates, err)
 			}
-			if err := c.Revocations.Check(cs.PeerCertificates[0]); err != nil {
-				return err
+			if err := c.CheckPeer(cs.PeerCertificates[0]); err != nil {
+				return refusePeer(cs.PeerCertificates, err)
 			}
 			if authorize != nil {
-				return authorize(id)
+				return refusePeer(cs.PeerCertificates, authorize(id))
 			}
 			return nil
 		},
@@ -281,13 +369,13 @@ func (c Config) Client(want spiffeid.ID) *tls.Config {
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			id, err := VerifyPeer(cs.PeerCertificates, c.Bundle, c.now())
 			if err != nil {
-				return err
+				return refusePeer(cs.PeerCertificates, err)
 			}
-			if err := c.Revocations.Check(cs.PeerCertificates[0]); err != nil {
-				return err
+			if err := c.CheckPeer(cs.PeerCertificates[0]); err != nil {
+				return refusePeer(cs.PeerCertificates, err)
 			}
 			if id != want {
-				return &WrongIdentityError{Want: want, Got: id}
+				return refusePeer(cs.PeerCertificates, &WrongIdentityError{Want: want, Got: id})
 			}
 			return nil
 		},

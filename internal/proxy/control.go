@@ -340,6 +340,7 @@ func (p *Proxy) watch(ctx context.Context, req *meshv1.WatchRequest, connected f
 			p.log.Error("refused configuration from the controller; keeping the last good one",
 				"version", pc.GetVersion(), "reason", rejectReason(err), "err", err)
 			p.applyRefusedRevocations(pc, err)
+			p.applyRefusedQuarantine(pc, err)
 			continue
 		}
 		p.log.Info("configuration applied", "version", pc.GetVersion(), "services", len(pc.GetServices()),
@@ -359,6 +360,7 @@ const (
 	rejectRoutes        = "routes"
 	rejectEgress        = "egress"
 	rejectTraffic       = "traffic"
+	// rejectRevocations and rejectQuarantine: revoke.go, quarantine.go.
 )
 
 // configError is a configuration rejected, with the part at fault.
@@ -398,6 +400,11 @@ type validConfig struct {
 	// the entries left out because they revoke the controller.
 	revoked        *meshtls.RevocationSet
 	revokedIgnored []string
+	// quarantined is the identities isolated for a while (quarantine.go);
+	// quarantineIgnored the entries left out because they name the
+	// controller.
+	quarantined       *meshtls.QuarantineSet
+	quarantineIgnored []string
 }
 
 // validateConfig checks a configuration from the controller before any of
@@ -468,6 +475,9 @@ func validateConfig(pc *meshv1.ProxyConfig, self spiffeid.ID) (*validConfig, err
 	}
 	v := &validConfig{roots: roots, routes: routes}
 	if v.revoked, v.revokedIgnored, err = validateRevocations(pc.GetRevocations(), identity.ControllerID(self.TrustDomain())); err != nil {
+		return nil, err
+	}
+	if v.quarantined, v.quarantineIgnored, err = validateQuarantine(pc.GetQuarantine(), identity.ControllerID(self.TrustDomain())); err != nil {
 		return nil, err
 	}
 	if pc.GetAuthorization() != nil {

@@ -262,13 +262,15 @@ func New(cfg Config) (*Proxy, error) {
 		token:   cfg.JoinToken,
 	}
 	p.bundle.SetRoots(td, cfg.TrustBundle)
-	p.tls = meshtls.Config{SVID: p.svid, Bundle: p.bundle, Now: cfg.Now, Revocations: new(meshtls.Revocations)}
+	p.tls = meshtls.Config{SVID: p.svid, Bundle: p.bundle, Now: cfg.Now,
+		Revocations: new(meshtls.Revocations), Quarantine: new(meshtls.Quarantine)}
 
 	p.dialer, err = tunnel.NewDialer(tunnel.DialerConfig{
 		TLS: p.tls,
-		OnRefused: func(peer tunnel.Peer, reason string, err error) {
+		OnRefused: func(peer tunnel.Peer, remote net.Addr, reason string, err error) {
 			p.metrics.TLSRefusals.WithLabelValues(metrics.Outbound, reason).Inc()
 			p.log.Warn("refused peer", "direction", metrics.Outbound, "peer", peer.String(), "reason", reason, "err", err)
+			p.countRefusal(remote.String(), "", err)
 		},
 	})
 	if err != nil {
@@ -547,12 +549,13 @@ func (p *Proxy) serveTunnel(ctx context.Context) error {
 	srvTLS := p.tls
 	srvTLS.NextProtos = []string{tunnel.ALPN}
 	l := tunnel.NewListener(p.tunnelL, tunnel.ListenerConfig{
-		TLS:         srvTLS.Server(nil),
-		Revocations: p.tls.Revocations,
+		TLS:    srvTLS.Server(nil),
+		Refuse: p.tls.CheckPeer,
 		OnRefused: func(remote net.Addr, err error) {
 			reason := meshtls.Reason(err)
 			p.metrics.TLSRefusals.WithLabelValues(metrics.Inbound, reason).Inc()
 			p.log.Warn("refused peer", "direction", metrics.Inbound, "remote", remote.String(), "reason", reason, "err", err)
+			p.countRefusal(remote.String(), p.tunnelL.Addr().String(), err)
 		},
 	})
 	var protos http.Protocols
@@ -616,6 +619,7 @@ func (p *Proxy) apply(pc *meshv1.ProxyConfig) error {
 	p.outbound.UpdateCompiled(pc, v.routes)
 	p.dialer.Retain(peersOf(pc))
 	p.applyRevocations(v.revoked, v.revokedIgnored)
+	p.applyQuarantine(v.quarantined, v.quarantineIgnored, pc.GetQuarantine())
 	p.config.Store(pc)
 	p.metrics.ConfigUpdates.Inc()
 	return nil

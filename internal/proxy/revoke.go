@@ -110,11 +110,7 @@ func (p *Proxy) applyRevocations(set *meshtls.RevocationSet, ignored []string) {
 	if set.Len() == 0 && prev.Len() == 0 {
 		return
 	}
-	closed := p.dialer.CloseRevoked()
-	if l := p.tunnelLis.Load(); l != nil {
-		closed += l.CloseRevoked()
-	}
-	if closed > 0 {
+	if closed := p.closeRefusedPeers(); closed > 0 {
 		p.log.Warn("closed tunnel connections with revoked peers", "connections", closed, "revocations", set.Len())
 	}
 	if s := p.svid.Get(); s != nil {

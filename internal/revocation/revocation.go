@@ -17,10 +17,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 	"unicode"
 
@@ -228,24 +226,12 @@ func CheckReason(r string) error {
 // Load reads and validates the revocations file at path. A missing file is
 // an empty list. Errors name the file.
 func Load(path string) (*List, error) {
-	f, err := os.Open(path)
+	data, err := fsutil.ReadPrivateFile(path, MaxFileSize)
 	if errors.Is(err, os.ErrNotExist) {
 		return &List{Version: FormatVersion}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("revocation: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("revocation: %w", err)
-	}
-	if err := fsutil.CheckPrivate(path, st.Mode()); err != nil {
-		return nil, fmt.Errorf("revocation: %w", err)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("revocation: %s: %w", path, err)
 	}
 	l, err := Parse(data)
 	if err != nil {
@@ -260,31 +246,31 @@ func Load(path string) (*List, error) {
 // Prune) are dropped first. A change that leaves the list invalid writes
 // nothing.
 func Update(path string, now time.Time, lifetime time.Duration, change func(*List) error) (*List, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("revocation: %w", err)
-	}
-	unlock, err := fsutil.Lock(path+".lock", syscall.LOCK_EX)
-	if err != nil {
-		return nil, fmt.Errorf("revocation: %w", err)
-	}
-	defer unlock()
-	l, err := Load(path)
-	if err != nil {
-		return nil, err
-	}
-	l.Prune(now, lifetime)
-	if err := change(l); err != nil {
-		return nil, err
-	}
-	l.sort()
-	if err := l.Validate(); err != nil {
-		return nil, err
-	}
-	data, err := json.MarshalIndent(l, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("revocation: encode: %w", err)
-	}
-	if err := fsutil.WriteFileAtomic(path, append(data, '\n'), 0o600); err != nil {
+	var l *List
+	var listErr error // a problem with the list, already prefixed
+	err := fsutil.UpdatePrivateFile(path, func() ([]byte, error) {
+		if l, listErr = Load(path); listErr != nil {
+			return nil, listErr
+		}
+		l.Prune(now, lifetime)
+		if listErr = change(l); listErr != nil {
+			return nil, listErr
+		}
+		l.sort()
+		if listErr = l.Validate(); listErr != nil {
+			return nil, listErr
+		}
+		data, err := json.MarshalIndent(l, "", "  ")
+		if err != nil {
+			listErr = fmt.Errorf("revocation: encode: %w", err)
+			return nil, listErr
+		}
+		return append(data, '\n'), nil
+	})
+	switch {
+	case listErr != nil:
+		return nil, listErr
+	case err != nil:
 		return nil, fmt.Errorf("revocation: %w", err)
 	}
 	return l, nil

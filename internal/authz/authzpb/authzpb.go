@@ -45,6 +45,11 @@ func ToProto(p *authz.WorkloadPolicy) *meshv1.WorkloadPolicy {
 			Name:      pol.Name,
 			Action:    meshv1.PolicyAction(pol.Action),
 		}
+		if pol.Mode == authz.ModeAudit {
+			// ENFORCE stays unset: a proxy that predates the field
+			// then accepts every policy but those in AUDIT mode.
+			mp.Mode = meshv1.PolicyMode_POLICY_MODE_AUDIT
+		}
 		for j := range pol.Rules {
 			r := &pol.Rules[j]
 			mp.Rules = append(mp.Rules, &meshv1.Rule{From: sourcesToProto(r.From), To: operationsToProto(r.To), When: r.When})
@@ -146,6 +151,13 @@ func FromProto(m *meshv1.WorkloadPolicy) (*authz.WorkloadPolicy, error) {
 			return nil, err
 		}
 		pol := authz.Policy{Namespace: mp.GetNamespace(), Name: mp.GetName(), Action: action}
+		switch mp.GetMode() {
+		case meshv1.PolicyMode_POLICY_MODE_UNSPECIFIED, meshv1.PolicyMode_POLICY_MODE_ENFORCE:
+		case meshv1.PolicyMode_POLICY_MODE_AUDIT:
+			pol.Mode = authz.ModeAudit
+		default:
+			return nil, fmt.Errorf("%s.mode: unknown value %d (a controller newer than this proxy?)", path, mp.GetMode())
+		}
 		for j, r := range mp.GetRules() {
 			rpath := fmt.Sprintf("%s.rules[%d]", path, j)
 			if r == nil {

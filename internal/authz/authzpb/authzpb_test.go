@@ -40,6 +40,7 @@ func sample() *authz.WorkloadPolicy {
 			}},
 			{Namespace: "shop", Name: "watch", Action: authz.ActionAudit, Rules: []authz.Rule{{When: "true"}}},
 			{Namespace: "shop", Name: "none", Action: authz.ActionAllow},
+			{Namespace: "shop", Name: "recommended", Action: authz.ActionAllow, Mode: authz.ModeAudit, Rules: []authz.Rule{{To: []authz.Operation{{Methods: []string{"GET"}}}}}},
 		},
 		RateLimits: []authz.RateLimit{
 			{Policy: "shop/rl", Name: "per-caller", Per: authz.PerSource, RequestsPerSecond: 10, Burst: 20, CoolDown: 30 * time.Second, CoolDownAfter: 3,
@@ -111,6 +112,7 @@ func TestFromProtoRejects(t *testing.T) {
 		{"nil port", func(m *meshv1.WorkloadPolicy) { m.Tls.Ports[0] = nil }, "authorization.tls.ports[0]"},
 		{"nil policy", func(m *meshv1.WorkloadPolicy) { m.Policies[2] = nil }, "authorization.policies[2]"},
 		{"unknown action", func(m *meshv1.WorkloadPolicy) { m.Policies[0].Action = -1 }, "authorization.policies[0].action"},
+		{"unknown mode", func(m *meshv1.WorkloadPolicy) { m.Policies[4].Mode = 3 }, "authorization.policies[4].mode"},
 		{"nil rule", func(m *meshv1.WorkloadPolicy) { m.Policies[1].Rules[1] = nil }, "authorization.policies[1].rules[1]"},
 		{"nil source", func(m *meshv1.WorkloadPolicy) { m.Policies[1].Rules[0].From[0] = nil }, "authorization.policies[1].rules[0].from[0]"},
 		{"nil operation", func(m *meshv1.WorkloadPolicy) { m.Policies[1].Rules[0].To[0] = nil }, "authorization.policies[1].rules[0].to[0]"},
@@ -180,5 +182,29 @@ func TestFromProtoRejectsUnknownFields(t *testing.T) {
 				t.Errorf("FromProto = %v, want an error at %s", err, tt.path)
 			}
 		})
+	}
+}
+
+// TestModeOnTheWire: ENFORCE is left unset, so that a proxy that predates
+// the mode field accepts the policies it enforces; ENFORCE sent explicitly
+// decodes as ENFORCE.
+func TestModeOnTheWire(t *testing.T) {
+	m := ToProto(sample())
+	for i, p := range m.GetPolicies() {
+		want := meshv1.PolicyMode_POLICY_MODE_UNSPECIFIED
+		if p.GetName() == "recommended" {
+			want = meshv1.PolicyMode_POLICY_MODE_AUDIT
+		}
+		if p.GetMode() != want {
+			t.Errorf("policies[%d] (%s): mode %v, want %v", i, p.GetName(), p.GetMode(), want)
+		}
+	}
+	m.Policies[0].Mode = meshv1.PolicyMode_POLICY_MODE_ENFORCE
+	got, err := FromProto(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Policies[0].Mode != authz.ModeEnforce || got.Policies[4].Mode != authz.ModeAudit {
+		t.Errorf("modes decoded as %v and %v, want ENFORCE and AUDIT", got.Policies[0].Mode, got.Policies[4].Mode)
 	}
 }

@@ -1,6 +1,7 @@
 // Rampart dashboard: polls the controller's JSON APIs every two seconds
-// and renders the traffic graph, golden signals, denials and certificate
-// expiry. Plain DOM, no framework; text goes in through textContent only.
+// and renders the traffic graph, security events, quarantine, golden
+// signals, denials and certificate expiry. Plain DOM, no framework; text
+// goes in through textContent only.
 'use strict';
 
 (function () {
@@ -10,7 +11,27 @@
   // A namespace or workload name, as the controller accepts it.
   const NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
-  const state = { window: '1m', timer: null, lastOK: null, generation: 0 };
+  const SEVERITIES = ['critical', 'high', 'medium', 'low'];
+  const DETECTIONS = {
+    new_edge: 'new edge',
+    rate_spike: 'request-rate spike',
+    error_spike: 'error-rate spike',
+    denial_burst: 'burst of denials',
+    route_scan: 'route scan',
+    tls_unknown_ca: 'TLS: unknown CA',
+    tls_revoked: 'TLS: revoked peer',
+    plaintext_on_strict: 'plaintext on a strict port',
+    code_changed: 'code digest changed',
+  };
+
+  // events and quarantine hold the last good answers of /api/v1/events
+  // and /api/v1/quarantine: { missing: true } when the controller answers
+  // 404 (it does not serve them), null before the first answer. open
+  // holds the events whose evidence is shown, as "<table>:<event id>".
+  const state = {
+    window: '1m', timer: null, lastOK: null, generation: 0,
+    events: null, quarantine: null, open: new Set(),
+  };
 
   // ---- DOM and formatting ----------------------------------------------
 
@@ -35,7 +56,9 @@
     for (const [k, v] of Object.entries(opts)) {
       if (v === undefined || v === null) continue;
       if (k === 'text') e.textContent = v;
-      else if (k === 'data') for (const [dk, dv] of Object.entries(v)) e.dataset[dk] = dv;
+      else if (k === 'data') {
+        for (const [dk, dv] of Object.entries(v)) if (dv !== undefined && dv !== null) e.dataset[dk] = dv;
+      }
       else e.setAttribute(k, v);
     }
   }
@@ -75,6 +98,17 @@
     return body;
   }
 
+  // list checks that an answer holds a list under the name (null, as Go
+  // writes an empty one, is empty), so a wrong answer is a failure (the
+  // banner) rather than an empty panel.
+  function list(path, name) {
+    return getJSON(path).then((body) => {
+      if (body[name] === null) return [];
+      if (!Array.isArray(body[name])) throw new APIError(path, 'the answer has no "' + name + '" list', 200);
+      return body[name];
+    });
+  }
+
   function query(params) {
     return new URLSearchParams(params).toString();
   }
@@ -103,6 +137,13 @@
     const h = Math.floor(ms / 3600000);
     if (h >= 1) return h + ' h';
     return Math.max(1, Math.floor(ms / 60000)) + ' min';
+  }
+
+  // isoTime writes an RFC 3339 time as the page shows times: UTC to the
+  // second; what does not parse is shown as it came.
+  function isoTime(v) {
+    const t = Date.parse(v);
+    return isNaN(t) ? String(v || '–') : new Date(t).toISOString().replace(/\.\d{3}Z$/, 'Z');
   }
 
   function key(ns, name) { return ns + '/' + name; }
@@ -163,6 +204,8 @@
       edges: getJSON('/api/v1/edges?' + query({ window: w })),
       series: getJSON('/api/v1/series?' + query({ window: w })),
       identity: getJSON('/identity'),
+      events: list('/api/v1/events?' + query({ since: '1h', limit: '50' }), 'events'),
+      quarantine: list('/api/v1/quarantine', 'identities'),
     };
     const got = {};
     await settle(jobs, got);
@@ -182,6 +225,12 @@
     const failed = [];
     for (const n of ['stat', 'edges', 'series', 'identity']) {
       if (got[n + 'Error']) failed.push(got[n + 'Error']);
+    }
+    // A controller without threat detection answers 404: the panels say
+    // so, it is not a failure.
+    for (const n of ['events', 'quarantine']) {
+      const e = got[n + 'Error'];
+      if (e && e.status !== 404) failed.push(e);
     }
     // A missing workload is an answer for the detail view, not a failure.
     for (const n of ['detailStat', 'detailEdges']) {
@@ -229,13 +278,21 @@
   // ---- rendering --------------------------------------------------------
 
   function render(r, got) {
+    // The last good answer stays when a request fails.
+    for (const n of ['events', 'quarantine']) {
+      if (got[n]) state[n] = got[n];
+      else if (got[n + 'Error'] && got[n + 'Error'].status === 404) state[n] = { missing: true };
+    }
+    const quarantined = quarantineByIdentity();
     if (got.identity) renderCerts(got.identity);
     if (got.stat) renderWorkloads(got.stat, got.series, r, names(got.stat, got.edges));
     if (got.edges) {
-      renderGraph(got.stat, got.edges, r);
+      renderGraph(got.stat, got.edges, r, quarantined);
       renderDenials(got.edges);
     }
-    renderDetail(r, got);
+    renderEvents();
+    renderQuarantine(got.stat, got.edges);
+    renderDetail(r, got, quarantined);
   }
 
   // endpoint names the graph node of one end of an edge.
@@ -244,9 +301,10 @@
       return {
         key: idKey(end.namespace, end.workload, end.identity), name: nameOf(end.namespace, end.workload, end.identity),
         href: key(end.namespace, end.workload), label: end.workload, sub: end.namespace, known: true,
+        ids: end.identity ? [end.identity] : [],
       };
     }
-    if (end.identity) return { key: 'id:' + end.identity, label: '(workload unknown)', sub: end.identity, known: false };
+    if (end.identity) return { key: 'id:' + end.identity, label: '(workload unknown)', sub: end.identity, known: false, ids: [end.identity] };
     if (isDest && end.service) return { key: 'svc:' + end.service, label: '(no endpoint reached)', sub: end.service, known: false };
     if (isDest) return { key: 'outside', label: '(outside the mesh)', sub: '', known: false };
     return { key: 'noproxy', label: '(no proxy)', sub: 'plaintext', known: false };
@@ -258,14 +316,14 @@
     return 'ok';
   }
 
-  function renderGraph(stat, edges, r) {
+  function renderGraph(stat, edges, r, quarantined) {
     const svg = $('graph');
     const nameOf = names(stat, edges);
     const nodes = new Map();
     for (const w of (stat && stat.workloads) || []) {
       const id = statIdentity(w);
       const k = idKey(w.namespace, w.name, id);
-      nodes.set(k, { key: k, name: nameOf(w.namespace, w.name, id), href: key(w.namespace, w.name), label: w.name, sub: w.namespace, known: true });
+      nodes.set(k, { key: k, name: nameOf(w.namespace, w.name, id), href: key(w.namespace, w.name), label: w.name, sub: w.namespace, known: true, ids: w.identities || [] });
     }
     // Edges between the same two nodes are drawn as one.
     const links = new Map();
@@ -359,15 +417,20 @@
     const selected = r.kind === 'workload' ? key(r.ns, r.name) : '';
     for (const n of nodes.values()) {
       const p = pos.get(n.key);
+      // A node is marked when an identity it holds is quarantined.
+      const q = (n.ids || []).map((id) => quarantined.get(id)).find((x) => x);
+      let title = n.known ? n.name : n.label + (n.sub ? ' ' + n.sub : '');
+      if (q) title += ': quarantined until ' + isoTime(q.until) + (q.reason ? ' (' + q.reason + ')' : '');
       const shape = [
-        sv('title', { text: n.known ? n.name : n.label + (n.sub ? ' ' + n.sub : '') }),
+        sv('title', { text: title }),
         sv('circle', { cx: p.x.toFixed(1), cy: p.y.toFixed(1), r: R }),
         sv('text', { x: p.x.toFixed(1), y: (p.y + R + 14).toFixed(1), text: n.label }),
         sv('text', { x: p.x.toFixed(1), y: (p.y + R + 28).toFixed(1), text: n.sub, class: 'muted' }),
       ];
-      const cls = 'node' + (n.known ? '' : ' outside') + (n.known && n.href === selected ? ' selected' : '');
+      if (q) shape.push(sv('text', { x: p.x.toFixed(1), y: (p.y - R - 8).toFixed(1), text: 'quarantined', class: 'qlabel' }));
+      const cls = 'node' + (n.known ? '' : ' outside') + (n.known && n.href === selected ? ' selected' : '') + (q ? ' quarantined' : '');
       const body = n.known ? [sv('a', { href: '#/workload/' + n.href }, shape)] : shape;
-      children.push(sv('g', { class: cls, data: { node: n.known ? n.name : n.key } }, body));
+      children.push(sv('g', { class: cls, data: { node: n.known ? n.name : n.key, quarantined: q ? 'true' : null } }, body));
     }
     svg.replaceChildren(...children);
   }
@@ -476,6 +539,249 @@
     $('denials-empty').textContent = 'No request was denied in the last ' + edges.window + '.';
   }
 
+  // ---- security events and quarantine ------------------------------------
+
+  function str(v) { return typeof v === 'string' ? v : ''; }
+
+  function severityBadge(sev) {
+    const s = str(sev);
+    return el('span', { class: 'sev ' + (SEVERITIES.includes(s) ? 'sev-' + s : 'sev-unknown'), text: s || 'unknown' });
+  }
+
+  // partyName is the workload of one side of an event, as namespace/name.
+  function partyName(p) {
+    if (!p) return '–';
+    if (p.workload) return key(str(p.namespace), str(p.workload));
+    return '(workload unknown)';
+  }
+
+  // partyCell shows the workload and, under it, the identity (or the
+  // address when there is none).
+  function partyCell(p, field) {
+    if (!p) return td('–', null, field);
+    let id = str(p.spiffeId) || str(p.ip);
+    if (p.spiffeId && p.claimed) id += ' (claimed, not verified)';
+    return el('td', { class: 'party', 'data-field': field }, [
+      el('span', { class: 'name', text: partyName(p) }),
+      el('span', { class: 'id', text: id }),
+    ]);
+  }
+
+  function actionText(e) {
+    if (e.action === 'Quarantine') {
+      return e.quarantinedUntil ? 'quarantined until ' + isoTime(e.quarantinedUntil) : 'quarantine';
+    }
+    if (e.action === 'Alert') return 'alert';
+    return str(e.action) || '–';
+  }
+
+  function num(v, digits) { return typeof v === 'number' ? v.toFixed(digits) : String(v); }
+
+  // EVIDENCE names and formats the evidence fields, in the order shown.
+  // Fields not listed (a newer controller's) are shown as they came.
+  const EVIDENCE = [
+    ['windowSeconds', 'window', (v) => num(v, 0) + ' s'],
+    ['requests', 'requests'],
+    ['failures', 'failed requests'],
+    ['denied', 'denied requests'],
+    ['rate', 'rate', (v) => num(v, 2) + ' requests/s'],
+    ['baselineRate', 'baseline rate', (v) => num(v, 2) + ' requests/s'],
+    ['errorRate', 'error rate', (v) => pct(v)],
+    ['baselineErrorRate', 'baseline error rate', (v) => pct(v)],
+    ['bandHigh', 'top of the learnt band', (v, e) => (e.detection === 'error_spike' ? pct(v) : num(v, 2) + ' requests/s')],
+    ['distinctPaths', 'distinct paths'],
+    ['refusedShare', 'answered 403 or 404', (v) => pct(v)],
+    ['paths', 'paths', (v) => (Array.isArray(v) ? v.join(', ') : String(v))],
+    ['handshakes', 'failed handshakes or refused connections'],
+    ['serial', 'certificate serial'],
+    ['issuer', 'certificate issuer'],
+    ['port', 'port'],
+    ['digest', 'code digest'],
+    ['previousDigest', 'previous code digest'],
+    ['service', 'service'],
+    ['reporter', 'reported by'],
+  ];
+
+  function evidenceList(e) {
+    const kv = (k, v, field) => [el('dt', { text: k }), el('dd', { text: v, 'data-evidence': field })];
+    const items = [].concat(
+      kv('event', str(e.id), 'id'),
+      kv('detection', str(e.detection), 'detection'),
+      kv('time', isoTime(e.time), 'time'),
+    );
+    const ev = e.evidence && typeof e.evidence === 'object' ? e.evidence : {};
+    const known = new Set();
+    for (const [field, label, fmt] of EVIDENCE) {
+      known.add(field);
+      const v = ev[field];
+      if (v === undefined || v === null || v === '') continue;
+      items.push(...kv(label, fmt ? fmt(v, e) : String(v), field));
+    }
+    for (const [field, v] of Object.entries(ev)) {
+      if (known.has(field) || v === undefined || v === null) continue;
+      items.push(...kv(field, typeof v === 'object' ? JSON.stringify(v) : String(v), field));
+    }
+    return el('dl', { class: 'kv' }, items);
+  }
+
+  // eventRows builds the rows of events for a table; a click on a row (or
+  // Enter on it) shows or hides its evidence under it.
+  function eventRows(events, table) {
+    const rows = [];
+    for (const e of events) {
+      const id = str(e.id);
+      const openKey = table + ':' + id;
+      const open = state.open.has(openKey);
+      const tr = el('tr', {
+        class: 'event' + (open ? ' open' : ''), tabindex: '0', 'aria-expanded': open ? 'true' : 'false',
+        data: { event: id, severity: str(e.severity), detection: str(e.detection) },
+      }, [
+        td(isoTime(e.time), 'time', 'time'),
+        el('td', { 'data-field': 'severity' }, [severityBadge(e.severity)]),
+        el('td', { 'data-field': 'detection', title: str(e.detection) }, [DETECTIONS[e.detection] || str(e.detection) || '–']),
+        partyCell(e.source, 'source'),
+        partyCell(e.destination, 'destination'),
+        td(str(e.summary), 'summary', 'summary'),
+        td(actionText(e), e.action === 'Quarantine' ? 'crit' : null, 'action'),
+      ]);
+      const toggle = () => {
+        if (state.open.has(openKey)) state.open.delete(openKey);
+        else state.open.add(openKey);
+        const next = tr.nextElementSibling;
+        if (next && next.classList.contains('evidence')) {
+          next.remove();
+          tr.classList.remove('open');
+          tr.setAttribute('aria-expanded', 'false');
+        } else {
+          tr.after(evidenceRow(e));
+          tr.classList.add('open');
+          tr.setAttribute('aria-expanded', 'true');
+        }
+      };
+      tr.addEventListener('click', toggle);
+      tr.addEventListener('keydown', (ev) => {
+        if (ev.key === 'Enter' || ev.key === ' ') {
+          ev.preventDefault();
+          toggle();
+        }
+      });
+      rows.push(tr);
+      if (open) rows.push(evidenceRow(e));
+    }
+    return rows;
+  }
+
+  function evidenceRow(e) {
+    return el('tr', { class: 'evidence', data: { evidenceFor: str(e.id) } }, [el('td', { colspan: '7' }, [evidenceList(e)])]);
+  }
+
+  const EVENTS_MISSING = 'This controller does not serve security events (GET /api/v1/events answered 404): it runs a Rampart without threat detection.';
+
+  function renderEvents() {
+    const ev = state.events;
+    const empty = $('events-empty');
+    const counts = $('event-counts');
+    if (ev === null) return; // no answer yet: "loading…" stays
+    if (ev.missing) {
+      $('events').hidden = true;
+      $('events-note').hidden = true;
+      $('events').tBodies[0].replaceChildren();
+      empty.hidden = false;
+      empty.textContent = 'No security events to show. ' + EVENTS_MISSING;
+      counts.replaceChildren(el('span', { class: 'muted', text: 'security events: not served' }));
+      return;
+    }
+    $('events').tBodies[0].replaceChildren(...eventRows(ev, 'events'));
+    $('events').hidden = ev.length === 0;
+    $('events-note').hidden = ev.length === 0;
+    empty.hidden = ev.length > 0;
+    empty.textContent = 'No security event in the last hour.';
+    const n = new Map(SEVERITIES.map((s) => [s, 0]));
+    for (const e of ev) {
+      const s = SEVERITIES.includes(e.severity) ? e.severity : 'unknown';
+      n.set(s, (n.get(s) || 0) + 1);
+    }
+    const badges = [];
+    for (const [s, c] of n) {
+      if (c === 0) continue;
+      badges.push(el('span', { class: 'sev ' + (s === 'unknown' ? 'sev-unknown' : 'sev-' + s), data: { severity: s, count: String(c) }, text: c + ' ' + s }));
+    }
+    if (badges.length === 0) badges.push(el('span', { class: 'muted', text: 'no security event in the last hour' }));
+    counts.replaceChildren(...badges);
+  }
+
+  // quarantineByIdentity maps each quarantined SPIFFE ID to its entry.
+  function quarantineByIdentity() {
+    const m = new Map();
+    const q = state.quarantine;
+    if (!q || q.missing) return m;
+    for (const x of q) if (x && typeof x.spiffeId === 'string') m.set(x.spiffeId, x);
+    return m;
+  }
+
+  // workloadsByIdentity maps the identities the traffic APIs report to
+  // their workloads, namespace/name.
+  function workloadsByIdentity(stat, edges) {
+    const m = new Map();
+    for (const w of (stat && stat.workloads) || []) for (const id of w.identities || []) m.set(id, key(w.namespace, w.name));
+    for (const e of (edges && edges.edges) || []) {
+      for (const end of [e.source, e.destination]) if (end.identity && end.workload && !m.has(end.identity)) m.set(end.identity, key(end.namespace, end.workload));
+    }
+    return m;
+  }
+
+  function renderQuarantine(stat, edges) {
+    const q = state.quarantine;
+    const empty = $('quarantine-empty');
+    if (q === null) return;
+    if (q.missing) {
+      $('quarantine').hidden = true;
+      $('quarantine').tBodies[0].replaceChildren();
+      empty.hidden = false;
+      empty.textContent = 'No identity to show. This controller does not serve the quarantine (GET /api/v1/quarantine answered 404).';
+      return;
+    }
+    const byID = workloadsByIdentity(stat, edges);
+    const now = Date.now();
+    const rows = q.map((x) => {
+      const id = str(x.spiffeId);
+      const wl = byID.get(id);
+      const until = Date.parse(x.until);
+      const by = str(x.by);
+      return el('tr', { data: { quarantined: id } }, [
+        td(id, null, 'identity'),
+        wl ? el('td', { 'data-field': 'workload' }, [el('a', { href: '#/workload/' + wl, text: wl })]) : td('–', null, 'workload'),
+        td(isoTime(x.until), null, 'until'),
+        td(isNaN(until) ? '–' : left(until - now), null, 'left'),
+        td(str(x.reason) || '–', null, 'reason'),
+        td(x.since ? isoTime(x.since) : '–', null, 'since'),
+        td(by === 'operator' || by === '' ? by || '–' : 'event ' + by, null, 'by'),
+      ]);
+    });
+    $('quarantine').tBodies[0].replaceChildren(...rows);
+    $('quarantine').hidden = rows.length === 0;
+    empty.hidden = rows.length > 0;
+    empty.textContent = 'No identity is quarantined.';
+  }
+
+  // workloadEvents lists, on a workload's page, the events whose source
+  // or destination is that workload.
+  function workloadEvents(ns, name) {
+    const ev = state.events;
+    const head = el('h2', { text: 'Security events (last hour)' });
+    if (ev === null) return [head, el('p', { class: 'muted', text: 'loading…' })];
+    if (ev.missing) return [head, el('p', { class: 'empty', id: 'workload-events-empty', text: EVENTS_MISSING })];
+    const is = (p) => p && p.namespace === ns && p.workload === name;
+    const mine = ev.filter((e) => is(e.source) || is(e.destination));
+    if (mine.length === 0) {
+      return [head, el('p', { class: 'empty', id: 'workload-events-empty', text: 'No security event from or to ' + key(ns, name) + ' in the last hour.' })];
+    }
+    return [head, el('table', { id: 'workload-events' }, [
+      el('thead', null, [el('tr', null, ['Time', 'Severity', 'Detection', 'Source', 'Destination', 'Summary', 'Action'].map((h) => el('th', { text: h })))]),
+      el('tbody', null, eventRows(mine, 'workload')),
+    ])];
+  }
+
   function renderCerts(id) {
     $('trust-domain').textContent = id.trust_domain ? 'trust domain ' + id.trust_domain : '';
     const now = Date.now();
@@ -501,7 +807,7 @@
     $('certs').tBodies[0].replaceChildren(...rows);
   }
 
-  function renderDetail(r, got) {
+  function renderDetail(r, got, quarantined) {
     const sec = $('detail');
     const title = $('detail-title');
     const body = $('detail-body');
@@ -523,10 +829,13 @@
       let why = '"' + k + '" is not a namespace/name pair of lowercase letters, digits and dashes.';
       if (err) why = err.message;
       else if (!r.invalid) why = 'Workload ' + k + ' has not reported traffic in the last 10 minutes: check the name (the table below lists the workloads that did) and that its proxy is running.';
-      body.replaceChildren(el('div', { class: 'error-box', id: 'unknown-workload' }, [
+      const box = el('div', { class: 'error-box', id: 'unknown-workload' }, [
         el('strong', { text: 'unknown workload ' + k }),
         el('p', { text: why }),
-      ]));
+      ]);
+      // Events outlive traffic: a workload quiet for 10 minutes may still
+      // have some.
+      body.replaceChildren(box, ...(r.invalid ? [] : workloadEvents(r.ns, r.name)));
       return;
     }
     const stat = got.detailStat;
@@ -548,6 +857,17 @@
     if (lists.length > 1) {
       lists.unshift(el('p', { class: 'error-box', text: lists.length + ' identities report the name ' + k + ': each is shown apart, and only one of them is likely the workload you deployed.' }));
     }
+    for (const w of stat.workloads) {
+      for (const id of w.identities || []) {
+        const q = quarantined.get(id);
+        if (!q) continue;
+        lists.unshift(el('p', {
+          class: 'error-box', data: { quarantined: id },
+          text: 'Quarantined: ' + id + ' until ' + isoTime(q.until) + (q.reason ? ' (' + q.reason + ')' : '') +
+            '. Release it with rampart quarantine release ' + id + '.',
+        }));
+      }
+    }
     const edgeRows = ((got.detailEdges && got.detailEdges.edges) || []).map((e) => el('tr', null, [
       td(endName(e.source, false)), td(endName(e.destination, true)), td(e.destination.service || '–'),
       td(rate(e), 'num'), td(pct(e.success_rate), 'num'), td(e.mtls ? 'yes' : 'no'), td(e.authorized ? 'yes' : 'no (' + e.denied + ' denied)'),
@@ -558,7 +878,7 @@
         el('tbody', null, edgeRows),
       ])
       : el('p', { class: 'empty', text: 'No edge from or to it in the last ' + stat.window + '.' });
-    body.replaceChildren(...lists, el('h2', { text: 'Edges' }), edgeTable);
+    body.replaceChildren(...lists, el('h2', { text: 'Edges' }), edgeTable, ...workloadEvents(r.ns, r.name));
   }
 
   // ---- start ------------------------------------------------------------

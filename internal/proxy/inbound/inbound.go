@@ -178,7 +178,7 @@ func New(cfg Config) (*Handler, error) {
 		cfg.OriginalDst = origdst.Get
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger}
-	h.state.Store(&state{ports: map[uint32]*appPort{}, counts: newPolicyCounts(cfg.Metrics, nil, nil)})
+	h.state.Store(&state{ports: map[uint32]*appPort{}, counts: newPolicyCounts(cfg.Metrics, nil, nil, nil)})
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -219,7 +219,7 @@ func (h *Handler) SetConfig(ports []*meshv1.InboundPort, pol Policy) {
 			service: ":" + port,
 		}
 	}
-	counts := newPolicyCounts(h.cfg.Metrics, pol.Spec, old.counts)
+	counts := newPolicyCounts(h.cfg.Metrics, pol.Spec, pol.Engine, old.counts)
 	h.state.Store(&state{ports: m, policy: pol, counts: counts})
 	old.counts.forget(counts)
 }

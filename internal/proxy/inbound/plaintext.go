@@ -17,6 +17,7 @@ import (
 	"github.com/rampart-mesh/rampart/internal/proxy/h1"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
 	"github.com/rampart-mesh/rampart/internal/proxy/sniff"
+	"github.com/rampart-mesh/rampart/internal/proxy/telemetry"
 	"github.com/rampart-mesh/rampart/internal/proxy/tracing"
 )
 
@@ -67,8 +68,12 @@ func (h *Handler) ServePlaintext(ctx context.Context, l net.Listener) error {
 		st := h.state.Load()
 		var app *appPort
 		if derr == nil {
-			if a, ok := st.port(uint64(dst.Port())); ok && st.policy.Engine.TLSMode(a.port) == authz.TLSPermissive {
-				app = a
+			if a, ok := st.port(uint64(dst.Port())); ok {
+				if st.policy.Engine.TLSMode(a.port) == authz.TLSPermissive {
+					app = a
+				} else {
+					h.plaintextOnStrict(remoteIP(conn.RemoteAddr().String()), dst.Port())
+				}
 			}
 		}
 		if app == nil {
@@ -123,6 +128,21 @@ func (h *Handler) refusePlaintext(conn net.Conn, dst netip.AddrPort, derr error)
 	h.cfg.Metrics.Plaintext.WithLabelValues(name, PlaintextRefused).Inc()
 	h.log.Debug("refused plaintext connection: the workload requires mTLS",
 		"direction", metrics.Inbound, "remote", conn.RemoteAddr().String(), "destination", d, "protocol", name)
+}
+
+// plaintextOnStrict counts, in the telemetry report's security counts, a
+// plaintext connection or request from ip refused because the app port
+// port requires mTLS.
+func (h *Handler) plaintextOnStrict(ip netip.Addr, port uint16) {
+	peer := ""
+	if ip.IsValid() {
+		peer = ip.Unmap().WithZone("").String()
+	}
+	h.cfg.Metrics.Telemetry().Security(telemetry.Security{
+		Kind:   meshv1.SecurityKind_SECURITY_KIND_PLAINTEXT_ON_STRICT,
+		PeerIP: peer,
+		Port:   uint32(port),
+	})
 }
 
 // plainConn is an accepted plaintext connection, with what its requests

@@ -21,6 +21,7 @@ import (
 	"github.com/rampart-mesh/rampart/internal/authz"
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/proxy/metrics"
+	"github.com/rampart-mesh/rampart/internal/proxy/telemetry"
 )
 
 // plaintextServer runs ServePlaintext on loopback. Every connection's
@@ -34,7 +35,7 @@ type plaintextServer struct {
 }
 
 func newPlaintextServer(t *testing.T, maxConns int) *plaintextServer {
-	s := &plaintextServer{m: metrics.New()}
+	s := &plaintextServer{m: metrics.NewWith(metrics.Options{Telemetry: telemetry.NewAggregator(time.Now())})}
 	var err error
 	s.h, err = New(Config{
 		Metrics: s.m, MaxPlaintextConns: maxConns, DrainTimeout: 50 * time.Millisecond,
@@ -133,6 +134,20 @@ func TestPlaintextRefusedUnderStrictMTLS(t *testing.T) {
 
 	if got := testutil.ToFloat64(s.m.Plaintext.WithLabelValues("http/1.1", PlaintextRefused)); got != 5 {
 		t.Fatalf("refused plaintext counted %v times, want 5", got)
+	}
+	// Refused on a STRICT port (not on the undeclared one): security
+	// counts for the controller.
+	sec := s.m.Telemetry().Collect("w", time.Now(), 0).GetSecurity()
+	want := map[uint32]uint64{uint32(app.port): 2, 8443: 2}
+	got := map[uint32]uint64{}
+	for _, c := range sec {
+		if c.GetKind() != meshv1.SecurityKind_SECURITY_KIND_PLAINTEXT_ON_STRICT || c.GetPeerIp() != "127.0.0.1" || c.GetPresentedSpiffeId() != "" {
+			t.Fatalf("security count %v, want plaintext on strict from 127.0.0.1", c)
+		}
+		got[c.GetPort()] = c.GetCount()
+	}
+	if len(got) != len(want) || got[uint32(app.port)] != 2 || got[8443] != 2 {
+		t.Fatalf("plaintext-on-strict counts by port %v, want %v", got, want)
 	}
 	if n := app.hits.Load(); n != 0 {
 		t.Fatalf("the app was reached %d times", n)
@@ -283,5 +298,47 @@ func TestPlaintextHTTPPortRefusesOpaqueBytes(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(s.m.Plaintext.WithLabelValues("tcp", PlaintextRefused)); got != 1 {
 		t.Fatalf("refused opaque plaintext counted %v times", got)
+	}
+}
+
+// TestPlaintextRequestOnPortTurnedStrict: a plaintext connection accepted
+// on a PERMISSIVE port whose port then turns STRICT has its next request
+// refused, and counted as plaintext on a strict port.
+func TestPlaintextRequestOnPortTurnedStrict(t *testing.T) {
+	app := newApp(t, false)
+	s := newPlaintextServer(t, 0)
+	s.dst.Store(uint32(app.port))
+	ports := []*meshv1.InboundPort{{Port: uint32(app.port), Protocol: meshv1.Protocol_PROTOCOL_HTTP}}
+	s.h.SetConfig(ports, compile(t, permissive(fromLoopback), nil))
+	conn, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	send := func() int {
+		io.WriteString(conn, "GET / HTTP/1.1\r\nHost: orders\r\n\r\n")
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if code := send(); code != http.StatusOK {
+		t.Fatalf("plaintext request on a PERMISSIVE port: %d", code)
+	}
+	strict := permissive(fromLoopback)
+	strict.TLS.Ports = append(strict.TLS.Ports, authz.PortTLS{Port: uint32(app.port), Mode: authz.TLSStrict})
+	s.h.SetConfig(ports, compile(t, strict, nil))
+	if code := send(); code != http.StatusForbidden {
+		t.Fatalf("plaintext request once the port is STRICT: %d, want 403", code)
+	}
+	sec := s.m.Telemetry().Collect("w", time.Now(), 0).GetSecurity()
+	if len(sec) != 1 || sec[0].GetKind() != meshv1.SecurityKind_SECURITY_KIND_PLAINTEXT_ON_STRICT ||
+		sec[0].GetPort() != uint32(app.port) || sec[0].GetPeerIp() != "127.0.0.1" || sec[0].GetCount() != 1 {
+		t.Fatalf("security counts %v, want one plaintext-on-strict request to port %d", sec, app.port)
 	}
 }

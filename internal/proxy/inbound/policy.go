@@ -72,6 +72,30 @@ type policyCounts struct {
 	otherLog [numCodes]*logsample.Bucket
 	// limits are the rate limits, by "namespace/policy/limit".
 	limits map[string]*limitCounts
+	// auditMode counts, by what Engine.AuditModePolicy names, the
+	// requests whose decision the policies in AUDIT mode would change;
+	// nil without such policies. auditModeLog samples the log of a
+	// label it does not name.
+	auditMode    map[string]*auditModeCounts
+	auditModeLog logsample.Bucket
+}
+
+type auditModeCounts struct {
+	would [2]*metrics.Child // would_deny, would_allow
+	log   logsample.Bucket
+}
+
+// Values of the result label of rampart_proxy_authz_audit_mode_total.
+const (
+	wouldDeny  = "would_deny"
+	wouldAllow = "would_allow"
+)
+
+func wouldLabel(allow bool) string {
+	if allow {
+		return wouldAllow
+	}
+	return wouldDeny
 }
 
 // numCodes bounds the authz.Code values that policyCounts keeps at hand.
@@ -106,10 +130,19 @@ func b2i(b bool) int {
 	return 0
 }
 
-// newPolicyCounts builds the children for spec, keeping the samplers of
-// the limits that prev has too.
-func newPolicyCounts(m *metrics.Metrics, spec *authz.WorkloadPolicy, prev *policyCounts) *policyCounts {
+// newPolicyCounts builds the children for spec and engine, compiled from
+// it, keeping the samplers of the limits that prev has too.
+func newPolicyCounts(m *metrics.Metrics, spec *authz.WorkloadPolicy, engine *authz.Engine, prev *policyCounts) *policyCounts {
 	c := &policyCounts{m: m, rules: map[string][]ruleCounts{}, limits: map[string]*limitCounts{}}
+	if labels := engine.AuditModeLabels(); len(labels) > 0 {
+		c.auditMode = make(map[string]*auditModeCounts, len(labels))
+		for _, l := range labels {
+			c.auditMode[l] = &auditModeCounts{would: [2]*metrics.Child{
+				metrics.NewChild(m.AuthzAuditMode, wouldDeny, l),
+				metrics.NewChild(m.AuthzAuditMode, wouldAllow, l),
+			}}
+		}
+	}
 	for code := range numCodes {
 		c.otherLog[code] = new(logsample.Bucket)
 		for allow := range 2 {
@@ -164,6 +197,11 @@ func (c *policyCounts) forget(next *policyCounts) {
 			idx := strconv.Itoa(i)
 			c.m.AuthzDecisions.DeletePartialMatch(prometheus.Labels{"policy": ref, "rule": idx})
 			c.m.AuthzAudits.DeleteLabelValues(ref, idx)
+		}
+	}
+	for l := range c.auditMode {
+		if _, ok := next.auditMode[l]; !ok {
+			c.m.AuthzAuditMode.DeletePartialMatch(prometheus.Labels{"policy": l})
 		}
 	}
 	for id := range c.limits {
@@ -272,7 +310,14 @@ func (h *Handler) check(st *state, req *authz.Request) verdict {
 		h.audited(st, req, &d)
 	}
 	if !d.Allow {
-		return h.denied(st, req, &d, "")
+		v := h.denied(st, req, &d, "")
+		if st.policy.Engine.HasAuditMode() {
+			h.auditMode(st, req, &d, v.id)
+		}
+		return v
+	}
+	if st.policy.Engine.HasAuditMode() {
+		h.auditMode(st, req, &d, "")
 	}
 	res := st.policy.Limiter.Allow(req)
 	if res.Allowed {
@@ -338,6 +383,9 @@ func (h *Handler) denied(st *state, req *authz.Request, d *authz.Decision, inval
 	} else {
 		v.message = "rampart: denied (decision " + v.id + ")"
 	}
+	if d.Code == authz.CodePlaintext {
+		h.plaintextOnStrict(req.SourceIP, req.Port)
+	}
 	b := st.counts.denyLog(d)
 	if b == nil {
 		b = &h.unknownDenyLog
@@ -376,6 +424,39 @@ func (h *Handler) audited(st *state, req *authz.Request, d *authz.Decision) {
 		attrs = append(attrs, "audits_omitted", n)
 	}
 	h.log.Info("AUDIT rule matched", attrs...)
+}
+
+// auditMode decides about req again, with the policies in AUDIT mode in
+// force, and when that decision differs from d, counts it and logs it
+// (sampled). id is d's decision ID when it has one (a refusal); a logged
+// line about an allowed request gets one of its own.
+func (h *Handler) auditMode(st *state, req *authz.Request, d *authz.Decision, id string) {
+	a := st.policy.Engine.DecideAuditMode(req)
+	if a.Allow == d.Allow {
+		return
+	}
+	label := st.policy.Engine.AuditModePolicy(&a)
+	b := &st.counts.auditModeLog
+	if c := st.counts.auditMode[label]; c != nil {
+		c.would[b2i(a.Allow)].Inc()
+		b = &c.log
+	} else {
+		// Not kept at hand (the engine and its counts disagree, which
+		// they do not): the label value still comes from the policy.
+		h.cfg.Metrics.AuthzAuditMode.WithLabelValues(wouldLabel(a.Allow), label).Inc()
+	}
+	ok, suppressed := b.Allow(time.Now())
+	if !ok {
+		return
+	}
+	if id == "" {
+		id = newDecisionID()
+	}
+	attrs := append(requestAttrs(req),
+		"decision_id", id, "decision", verdictLabel(d.Allow), "result", wouldLabel(a.Allow),
+		"policy", label, "rule", a.Rule, "code", a.Code.String(), "reason", a.Reason,
+		"suppressed_since_last", suppressed)
+	h.log.Info("a policy in AUDIT mode would change the decision", attrs...)
 }
 
 func (h *Handler) rateLimited(st *state, req *authz.Request, res *ratelimit.Result) verdict {

@@ -85,6 +85,11 @@ type Metrics struct {
 	AuthzDecisions *prometheus.CounterVec
 	// AuthzAudits counts the AUDIT rules that matched, by policy and rule.
 	AuthzAudits *prometheus.CounterVec
+	// AuthzAuditMode counts the requests and streams whose decision the
+	// policies in AUDIT mode would change, by result (would_deny or
+	// would_allow) and policy (the one that would decide, or the ALLOW
+	// policies in AUDIT mode when no rule would).
+	AuthzAuditMode *prometheus.CounterVec
 	// RateLimited counts requests and streams refused by a rate limit, by
 	// the policy that sets it and its name.
 	RateLimited *prometheus.CounterVec
@@ -270,6 +275,11 @@ func NewWith(o Options) *Metrics {
 		Help: "Bytes of intercepted connections to destinations outside the mesh, by destination (as rampart_proxy_egress_connections_total), action and direction (sent by the app, or received).",
 	}, []string{"destination", "action", "direction"})
 	m.Registry.MustRegister(m.EgressBytes)
+	m.AuthzAuditMode = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rampart_proxy_authz_audit_mode_total",
+		Help: "Inbound requests and streams whose decision the authorization policies in AUDIT mode would change, by result (would_deny or would_allow) and the policy that would decide (or the ALLOW policies in AUDIT mode, comma-separated, when no rule would).",
+	}, []string{"result", "policy"})
+	m.Registry.MustRegister(m.AuthzAuditMode)
 	return m
 }
 

@@ -143,7 +143,7 @@ func (r *Reporter) Tick() {
 	if rep.OverflowEdges > 0 && r.cfg.OverflowEdges != nil {
 		r.cfg.OverflowEdges.Add(float64(rep.OverflowEdges))
 	}
-	if len(rep.GetEdges()) == 0 {
+	if len(rep.GetEdges()) == 0 && len(rep.GetSecurity()) == 0 && rep.GetSecurityOverflow() == 0 {
 		return // nothing happened: nothing to say
 	}
 	r.mu.Lock()

@@ -6,8 +6,10 @@
 //
 // The data path only touches atomics and, per request, one short per-edge
 // lock around a bounded map of (method, path prefix, status class) counts;
-// Collect, run by the Reporter, takes and resets each edge's counts. The
-// Reporter never blocks the data path: reports wait in a bounded queue that
+// Collect, run by the Reporter, takes and resets each edge's counts.
+// Refusals that no edge carries (failed handshakes, plaintext refused on a
+// STRICT port) are counted apart, under a lock taken only when one
+// happens (Security). The Reporter never blocks the data path: reports wait in a bounded queue that
 // drops the oldest when full.
 //
 // It must not depend on Kubernetes packages or controller packages.
@@ -91,6 +93,8 @@ type Edge struct {
 type kindKey struct {
 	method, path string
 	class        uint8
+	// truncated: the request's path went on past path (CutPath).
+	truncated bool
 }
 
 // Key returns the edge's key.
@@ -120,7 +124,8 @@ func (e *Edge) Request(r Request) {
 	if r.Method == "" {
 		return
 	}
-	k := kindKey{method: Method(r.Method), path: PathPrefix(r.Path), class: statusClass(r.Status)}
+	path, truncated := CutPath(r.Path)
+	k := kindKey{method: Method(r.Method), path: path, class: statusClass(r.Status), truncated: truncated}
 	e.mu.Lock()
 	if n := e.kinds[k]; n != nil {
 		*n++
@@ -193,6 +198,16 @@ func Method(m string) string {
 // within the controller's bounds whatever the request's bytes. For a path
 // of valid UTF-8 it returns a substring of p: it does not allocate.
 func PathPrefix(p string) string {
+	prefix, _ := CutPath(p)
+	return prefix
+}
+
+// CutPath returns PathPrefix(p) and whether it cut anything off the path
+// (the query string and fragment aside): segments past the first
+// PathSegments, bytes past MaxPathBytes, or an absolute-form target
+// counted as "/". A truncated prefix stands for the requests under it,
+// not for requests to it alone.
+func CutPath(p string) (prefix string, truncated bool) {
 	if i := strings.IndexAny(p, "?#"); i >= 0 {
 		p = p[:i]
 	}
@@ -201,7 +216,7 @@ func PathPrefix(p string) string {
 		if p[i] == '/' && i > 0 {
 			segs++
 			if segs == PathSegments {
-				p = p[:i]
+				p, truncated = p[:i], true
 				break
 			}
 		}
@@ -209,20 +224,23 @@ func PathPrefix(p string) string {
 	if p != "" && p[0] != '/' {
 		// Absolute-form or asterisk targets: count their shape only.
 		if p == "*" {
-			return "*"
+			return "*", false
 		}
-		return "/"
+		return "/", true
 	}
 	if len(p) > 4*MaxPathBytes {
 		// The first MaxPathBytes bytes of the result come from at most
 		// as many bytes of p: look no further.
-		p = p[:4*MaxPathBytes]
+		p, truncated = p[:4*MaxPathBytes], true
 	}
 	if !utf8.ValidString(p) {
 		// Valid first, cut after: a replacement is three bytes for one.
 		p = strings.ToValidUTF8(p, "\uFFFD")
 	}
-	return cutUTF8(p, MaxPathBytes)
+	if len(p) > MaxPathBytes {
+		truncated = true
+	}
+	return cutUTF8(p, MaxPathBytes), truncated
 }
 
 // cutUTF8 cuts s to at most n bytes, not within a character.
@@ -244,6 +262,10 @@ type Aggregator struct {
 	// lastCollect is when the interval being counted started, in Unix
 	// nanoseconds.
 	lastCollect atomic.Int64
+
+	secMu            sync.Mutex
+	security         map[securityKey]*securityCount // guarded by secMu
+	securityOverflow uint64                         // guarded by secMu
 }
 
 // NewAggregator returns an empty aggregator whose first interval starts
@@ -334,7 +356,8 @@ func sketchOf(counts [sketch.Buckets]uint64, sum float64) sketch.Sketch {
 // Collect takes every edge's counts since the last Collect, resets them,
 // and returns the report of the interval [last Collect, now): the edges
 // with traffic, busiest first, at most maxEdges (<= 0: DefaultMaxEdges) of
-// them, the rest folded into one overflow edge.
+// them, the rest folded into one overflow edge; and the security counts
+// (Security), most frequent first.
 func (a *Aggregator) Collect(workload string, now time.Time, maxEdges int) *meshv1.TelemetryReport {
 	if maxEdges <= 0 {
 		maxEdges = DefaultMaxEdges
@@ -382,6 +405,9 @@ func (a *Aggregator) Collect(workload string, now time.Time, maxEdges int) *mesh
 		s := over.proto()
 		s.Overflow = true
 		rep.Edges = append(rep.Edges, s)
+	}
+	if sec, n := a.takeSecurity(); len(sec) > 0 || n > 0 {
+		rep.Security, rep.SecurityOverflow = sec, n
 	}
 	return rep
 }
@@ -441,14 +467,15 @@ func (c *edgeCounts) proto() *meshv1.EdgeSummary {
 	type out struct {
 		method, path string
 		class        uint8
+		truncated    bool
 	}
 	merged := make(map[out]uint64, len(c.kinds))
 	for k, n := range c.kinds {
-		merged[out{k.method, validUTF8(k.path), k.class}] += n
+		merged[out{k.method, validUTF8(k.path), k.class, k.truncated}] += n
 	}
 	for k, n := range merged {
 		s.RequestCounts = append(s.RequestCounts, &meshv1.EdgeSummary_RequestCount{
-			Method: k.method, Path: k.path, StatusClass: uint32(k.class), Count: n,
+			Method: k.method, Path: k.path, StatusClass: uint32(k.class), Count: n, Truncated: k.truncated,
 		})
 	}
 	sort.Slice(s.RequestCounts, func(i, j int) bool {
@@ -462,7 +489,10 @@ func (c *edgeCounts) proto() *meshv1.EdgeSummary {
 		if a.Method != b.Method {
 			return a.Method < b.Method
 		}
-		return a.StatusClass < b.StatusClass
+		if a.StatusClass != b.StatusClass {
+			return a.StatusClass < b.StatusClass
+		}
+		return !a.Truncated && b.Truncated
 	})
 	return s
 }

@@ -69,8 +69,8 @@ func TestCloseMatchingDoesNotWaitOnPeer(t *testing.T) {
 	}
 
 	var s connSet
-	if !s.add(client, nil) {
-		t.Fatal("add refused a connection with no revocations in force")
+	if err := s.add(client, nil); err != nil {
+		t.Fatalf("add refused a connection with nothing to refuse it: %v", err)
 	}
 	raw.stalled.Store(true) // the server side reads no more
 	done := make(chan int, 1)

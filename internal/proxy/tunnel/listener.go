@@ -3,12 +3,11 @@ package tunnel
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"sync"
 	"time"
-
-	"github.com/rampart-mesh/rampart/internal/meshtls"
 )
 
 // ListenerConfig configures a Listener.
@@ -23,9 +22,13 @@ type ListenerConfig struct {
 	// MaxHandshakes bounds handshakes in progress; a connection beyond it
 	// is closed at once. Default 1024.
 	MaxHandshakes int
-	// Revocations, when set, are those TLS checks against; CloseRevoked
-	// closes the accepted connections they refuse. Nil revokes nothing.
-	Revocations *meshtls.Revocations
+	// Refuse, when set, says why a client whose certificate verified is
+	// no longer accepted (meshtls.Config.CheckPeer of the configuration
+	// TLS was built from: revoked, quarantined). A connection whose
+	// handshake ends after the lists changed is checked again before it
+	// is served, and CloseRefused closes the accepted connections it
+	// refuses. Nil refuses nothing more than TLS does.
+	Refuse func(leaf *x509.Certificate) error
 }
 
 // ErrTooManyHandshakes is the refusal of a connection that arrived while
@@ -49,7 +52,7 @@ type Listener struct {
 	mu        sync.Mutex
 	acceptErr error // why the inner listener failed, when it did
 
-	open connSet // accepted connections, for CloseRevoked
+	open connSet // accepted connections, for CloseRefused
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -141,9 +144,9 @@ func (l *Listener) handshake(raw net.Conn) {
 		return
 	}
 	release() // the handshake is over; waiting for Accept is cheap
-	if !l.open.add(conn, l.cfg.Revocations) {
+	if err := l.open.add(conn, l.cfg.Refuse); err != nil {
 		if l.cfg.OnRefused != nil {
-			l.cfg.OnRefused(raw.RemoteAddr(), &meshtls.RevokedError{Serial: meshtls.SerialOf(conn.ConnectionState().PeerCertificates[0])})
+			l.cfg.OnRefused(raw.RemoteAddr(), err)
 		}
 		return
 	}

@@ -11,16 +11,18 @@ import (
 )
 
 // connSet is the open tunnel connections of one side, so that those whose
-// peer certificate is revoked can be closed.
+// peer the mesh stops trusting (a revoked certificate, a quarantined
+// identity) can be closed.
 type connSet struct {
 	mu    sync.Mutex
 	conns map[*tls.Conn]*x509.Certificate // the peer's leaf
 }
 
-// add records c, then closes it at once if revoked refuses its peer: a
-// handshake verified against the list in force before a change may finish
-// after closeRevoked swept the set.
-func (s *connSet) add(c *tls.Conn, revoked *meshtls.Revocations) bool {
+// add records c, then closes it at once if refuse refuses its peer, and
+// returns why: a handshake verified against the lists in force before a
+// change may finish after closeMatching swept the set. A nil refuse
+// refuses nothing.
+func (s *connSet) add(c *tls.Conn, refuse func(leaf *x509.Certificate) error) error {
 	var leaf *x509.Certificate
 	if certs := c.ConnectionState().PeerCertificates; len(certs) > 0 {
 		leaf = certs[0]
@@ -31,12 +33,14 @@ func (s *connSet) add(c *tls.Conn, revoked *meshtls.Revocations) bool {
 	}
 	s.conns[c] = leaf
 	s.mu.Unlock()
-	if leaf != nil && revoked.Check(leaf) != nil {
-		s.remove(c)
-		closeNow(c)
-		return false
+	if leaf != nil && refuse != nil {
+		if err := refuse(leaf); err != nil {
+			s.remove(c)
+			closeNow(c)
+			return &meshtls.PeerError{Leaf: leaf, Err: err}
+		}
 	}
-	return true
+	return nil
 }
 
 func (s *connSet) remove(c *tls.Conn) {
@@ -65,8 +69,8 @@ func (s *connSet) closeMatching(match func(leaf *x509.Certificate) bool) int {
 
 // closeNow closes c's connection without the TLS close_notify, which
 // tls.Conn.Close writes and may wait up to its write deadline for on a peer
-// that does not read: a revoked peer is owed no goodbye, and applying a
-// revocation list must not wait on one. Reads and writes on c fail at once;
+// that does not read: a refused peer is owed no goodbye, and applying a
+// revocation or quarantine list must not wait on one. Reads and writes on c fail at once;
 // its owner's Close later is harmless.
 func closeNow(c *tls.Conn) {
 	_ = c.NetConn().Close()
@@ -91,26 +95,30 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// CloseRevoked closes the pooled connections to peers whose certificate
-// the dialer's revocations (DialerConfig.TLS.Revocations) refuse: requests
-// and streams on them fail, and the next request dials again, a handshake
-// the revocations refuse. It returns how many it closed.
-func (d *Dialer) CloseRevoked() int {
-	r := d.cfg.TLS.Revocations
-	return d.conns.closeMatching(func(leaf *x509.Certificate) bool { return r.Check(leaf) != nil })
+// CloseRefused closes the pooled connections to peers that the dialer's
+// TLS configuration now refuses (meshtls.Config.CheckPeer: a revoked
+// certificate, a quarantined identity): requests and streams on them
+// fail, and the next request dials again, a handshake refused the same
+// way. It returns how many it closed.
+func (d *Dialer) CloseRefused() int {
+	check := d.cfg.TLS.CheckPeer
+	return d.conns.closeMatching(func(leaf *x509.Certificate) bool { return check(leaf) != nil })
 }
 
 // OpenConns is the number of tunnel connections the dialer holds open.
 func (d *Dialer) OpenConns() int { return d.conns.len() }
 
-// CloseRevoked closes the accepted connections whose client certificate
-// ListenerConfig.Revocations refuses, with the requests and streams on
+// CloseRefused closes the accepted connections whose client certificate
+// ListenerConfig.Refuse now refuses, with the requests and streams on
 // them, and returns how many it closed. Connections are known to the
 // listener from their handshake until the server reports them closed
 // (ConnState).
-func (l *Listener) CloseRevoked() int {
-	r := l.cfg.Revocations
-	return l.open.closeMatching(func(leaf *x509.Certificate) bool { return r.Check(leaf) != nil })
+func (l *Listener) CloseRefused() int {
+	refuse := l.cfg.Refuse
+	if refuse == nil {
+		return 0
+	}
+	return l.open.closeMatching(func(leaf *x509.Certificate) bool { return refuse(leaf) != nil })
 }
 
 // OpenConns is the number of accepted connections not yet reported closed.

@@ -31,10 +31,10 @@ func revokeSerialOf(r *meshtls.Revocations, cfg meshtls.Config) {
 	r.Set(meshtls.NewRevocationSet([]string{meshtls.SerialOf(cfg.SVID.Get().Certificates[0])}, nil))
 }
 
-// TestCloseRevoked revokes the client's certificate at the server: the
+// TestCloseRefused revokes the client's certificate at the server: the
 // open connection, with a stream in flight, is closed and the client's next
 // handshake refused; then the server's at the client.
-func TestCloseRevoked(t *testing.T) {
+func TestCloseRefused(t *testing.T) {
 	p := newPKI(t)
 	serverCfg, clientCfg := p.config(t, "server"), p.config(t, "client")
 	serverCfg.Revocations, clientCfg.Revocations = new(meshtls.Revocations), new(meshtls.Revocations)
@@ -45,9 +45,9 @@ func TestCloseRevoked(t *testing.T) {
 	}
 	refused := make(chan error, 10)
 	l := tunnel.NewListener(inner, tunnel.ListenerConfig{
-		TLS:         serverCfg.Server(nil),
-		Revocations: serverCfg.Revocations,
-		OnRefused:   func(_ net.Addr, err error) { refused <- err },
+		TLS:       serverCfg.Server(nil),
+		Refuse:    serverCfg.CheckPeer,
+		OnRefused: func(_ net.Addr, err error) { refused <- err },
 	})
 	var protos http.Protocols
 	protos.SetHTTP2(true)
@@ -69,7 +69,7 @@ func TestCloseRevoked(t *testing.T) {
 
 	clientRefused := make(chan string, 10)
 	d, err := tunnel.NewDialer(tunnel.DialerConfig{TLS: clientCfg,
-		OnRefused: func(_ tunnel.Peer, reason string, _ error) { clientRefused <- reason }})
+		OnRefused: func(_ tunnel.Peer, _ net.Addr, reason string, _ error) { clientRefused <- reason }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,13 +101,13 @@ func TestCloseRevoked(t *testing.T) {
 
 	// Nothing revoked yet among the peers: nothing closed.
 	serverCfg.Revocations.Set(meshtls.NewRevocationSet([]string{"abc"}, nil))
-	if n := l.CloseRevoked(); n != 0 {
-		t.Fatalf("CloseRevoked closed %d connections with nothing revoked", n)
+	if n := l.CloseRefused(); n != 0 {
+		t.Fatalf("CloseRefused closed %d connections with nothing revoked", n)
 	}
 
 	revokeSerialOf(serverCfg.Revocations, clientCfg)
-	if n := l.CloseRevoked(); n != 1 {
-		t.Fatalf("CloseRevoked closed %d connections, want 1", n)
+	if n := l.CloseRefused(); n != 1 {
+		t.Fatalf("CloseRefused closed %d connections, want 1", n)
 	}
 	// The stream in flight ends with the connection.
 	readDone := make(chan error, 1)
@@ -145,8 +145,8 @@ func TestCloseRevoked(t *testing.T) {
 		t.Fatalf("request after lifting the revocation: %v", err)
 	}
 	clientCfg.Revocations.Set(meshtls.NewRevocationSet(nil, map[spiffeid.ID]time.Time{peer.ID: time.Now()}))
-	if n := d.CloseRevoked(); n != 1 {
-		t.Fatalf("dialer CloseRevoked closed %d connections, want 1", n)
+	if n := d.CloseRefused(); n != 1 {
+		t.Fatalf("dialer CloseRefused closed %d connections, want 1", n)
 	}
 	if err := get(); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("request to a revoked server = %v", err)

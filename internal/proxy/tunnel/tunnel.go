@@ -83,9 +83,10 @@ type DialerConfig struct {
 	TLS meshtls.Config
 	// ConnectTimeout bounds TCP connect plus TLS handshake; default 5s.
 	ConnectTimeout time.Duration
-	// OnRefused, when set, is told about every failed handshake with its
-	// reason (see meshtls.Reason).
-	OnRefused func(peer Peer, reason string, err error)
+	// OnRefused, when set, is told about every failed handshake with the
+	// address it reached the peer at (nil when the TCP connection failed,
+	// which is not reported) and its reason (see meshtls.Reason).
+	OnRefused func(peer Peer, remote net.Addr, reason string, err error)
 }
 
 // Dialer keeps one HTTP/2 client per peer and opens requests and streams
@@ -96,7 +97,7 @@ type Dialer struct {
 	mu    sync.Mutex
 	peers map[Peer]*http2.Transport
 
-	conns connSet // open connections, for CloseRevoked
+	conns connSet // open connections, for CloseRefused
 }
 
 // NewDialer returns a Dialer.
@@ -146,7 +147,7 @@ func (d *Dialer) dial(ctx context.Context, p Peer, cfg *tls.Config) (net.Conn, e
 	if err := conn.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		if d.cfg.OnRefused != nil {
-			d.cfg.OnRefused(p, meshtls.Reason(err), err)
+			d.cfg.OnRefused(p, raw.RemoteAddr(), meshtls.Reason(err), err)
 		}
 		return nil, &DialError{Peer: p, Err: err}
 	}
@@ -154,10 +155,9 @@ func (d *Dialer) dial(ctx context.Context, p Peer, cfg *tls.Config) (net.Conn, e
 		conn.Close()
 		return nil, &DialError{Peer: p, Err: errors.New("peer did not negotiate the tunnel protocol")}
 	}
-	if !d.conns.add(conn, d.cfg.TLS.Revocations) {
-		err := &meshtls.RevokedError{Serial: meshtls.SerialOf(conn.ConnectionState().PeerCertificates[0])}
+	if err := d.conns.add(conn, d.cfg.TLS.CheckPeer); err != nil {
 		if d.cfg.OnRefused != nil {
-			d.cfg.OnRefused(p, meshtls.ReasonRevoked, err)
+			d.cfg.OnRefused(p, raw.RemoteAddr(), meshtls.Reason(err), err)
 		}
 		return nil, &DialError{Peer: p, Err: err}
 	}

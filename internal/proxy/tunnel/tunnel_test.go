@@ -143,7 +143,7 @@ func TestDialerRefusesTheWrongServer(t *testing.T) {
 	serverCfg, clientCfg := p.config(t, "rogue"), p.config(t, "client")
 	addr, _ := serve(t, serverCfg, http.NotFoundHandler())
 	var reasons []string
-	d, _ := tunnel.NewDialer(tunnel.DialerConfig{TLS: clientCfg, OnRefused: func(_ tunnel.Peer, reason string, _ error) {
+	d, _ := tunnel.NewDialer(tunnel.DialerConfig{TLS: clientCfg, OnRefused: func(_ tunnel.Peer, _ net.Addr, reason string, _ error) {
 		reasons = append(reasons, reason)
 	}})
 	defer d.Close()

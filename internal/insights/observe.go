@@ -1,0 +1,469 @@
+package insights
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/rampart-mesh/rampart/internal/identity"
+	"github.com/rampart-mesh/rampart/internal/telemetry/graph"
+)
+
+// party names one side of an edge.
+type party struct {
+	id    spiffeid.ID
+	idStr string // id.String(), "" for the zero ID
+	ns    string
+	name  string
+}
+
+func newParty(id spiffeid.ID, ns, name string) party {
+	p := party{id: id, ns: ns, name: name}
+	if !id.IsZero() {
+		p.idStr = id.String()
+	}
+	return p
+}
+
+func (p party) export() Party {
+	return Party{SPIFFEID: p.idStr, Namespace: p.ns, Workload: p.name}
+}
+
+func (p party) label() string {
+	if p.id.IsZero() {
+		if p.name != "" {
+			return p.ns + "/" + p.name + " (no identity)"
+		}
+		return "a caller without identity"
+	}
+	return p.idStr
+}
+
+func peerParty(id spiffeid.ID, name string) party {
+	p := newParty(id, "", name)
+	if !id.IsZero() {
+		if ns, _, err := identity.ParseWorkloadID(id); err == nil {
+			p.ns = ns
+		}
+	}
+	return p
+}
+
+// ObserveReport learns from, and detects in, one validated report. The
+// destination's own (inbound) view of an edge is used; the source's
+// (outbound) view only when the destination has never reported.
+func (e *Engine) ObserveReport(r graph.Report) {
+	if r.ID.IsZero() {
+		return
+	}
+	now := e.now()
+	reporter := newParty(r.ID, r.Namespace, r.Workload)
+	e.mu.Lock()
+	e.startLocked(now)
+	e.gcLocked(now)
+	learning := e.learningLocked(now)
+	if !e.reporters[reporter.idStr] && len(e.reporters) < MaxReporters {
+		e.reporters[reporter.idStr] = true
+	}
+	for i := range r.Edges {
+		er := &r.Edges[i]
+		var src, dst party
+		switch er.Direction {
+		case graph.Inbound:
+			src, dst = peerParty(er.PeerID, er.PeerWorkload), reporter
+		case graph.Outbound:
+			if !er.PeerID.IsZero() && e.reporters[er.PeerID.String()] {
+				continue // the destination's inbound report counts it
+			}
+			src, dst = reporter, peerParty(er.PeerID, er.PeerWorkload)
+			if dst.id.IsZero() && dst.name == "" {
+				dst.name = er.Service
+			}
+		default:
+			continue
+		}
+		e.observeEdgeLocked(now, learning, src, dst, er)
+	}
+	e.gen++
+	e.mu.Unlock()
+	e.flush()
+}
+
+func (e *Engine) observeEdgeLocked(now time.Time, learning bool, src, dst party, er *graph.EdgeReport) {
+	e.ledger.add(now, src.export(), dst.export(), er, &e.stats)
+	if !src.id.IsZero() {
+		if er.Denied > 0 {
+			e.observeDenialsLocked(now, src, er.Denied)
+		}
+		if len(er.Routes) > 0 {
+			e.observeRoutesLocked(now, src, dst, er)
+		}
+	}
+	wk := workloadKey{id: dst.idStr, name: dst.name}
+	w := e.workloads[wk]
+	if w == nil {
+		if learning {
+			if len(e.workloads) >= MaxWorkloads {
+				e.stats.WorkloadsOverflow++
+				return
+			}
+			w = newWorkload(wk, dst.ns)
+			e.workloads[wk] = w
+		}
+	}
+	ck := callerKey{id: src.idStr, name: src.name}
+	var c *caller
+	if w != nil {
+		c = w.callers[ck]
+	}
+	if c == nil {
+		if !learning {
+			e.newEdgeLocked(now, src, dst, er)
+			return
+		}
+		if len(w.callers) >= MaxCallersPerWorkload {
+			w.callersOverflow = true
+			e.stats.CallersOverflow++
+			return
+		}
+		c = newCaller(ck, now)
+		w.callers[ck] = c
+	}
+	c.closeSamples(now, learning, e.pol.edgeWindow)
+	c.last = now
+	c.requests += er.Requests
+	c.failures += er.Failures
+	c.denied += er.Denied
+	c.mtls = c.mtls && er.MTLS
+	c.sampleRequests += er.Requests
+	c.sampleFails += er.Failures
+	c.win.add(now, e.pol.edgeWindow, er.Requests, er.Failures)
+	if er.Service != "" && !c.services[er.Service] && len(c.services) < MaxServicesPerCaller {
+		c.services[er.Service] = true
+	}
+	var routed uint64
+	for _, rc := range er.Routes {
+		routed += rc.Count
+		k := routeKey{method: rc.Method, path: rc.Path, truncated: rc.Truncated}
+		rt := c.routes[k]
+		if rt == nil {
+			if !learning {
+				continue // the route set is what was learnt
+			}
+			if len(c.routes) >= MaxRoutesPerCaller {
+				c.routesOverflow = true
+				e.stats.RoutesOverflow++
+				continue
+			}
+			rt = &Route{Method: rc.Method, Path: rc.Path, Truncated: rc.Truncated}
+			c.routes[k] = rt
+		}
+		rt.Requests += rc.Count
+		if rc.StatusClass == 4 {
+			rt.Refused += rc.Count
+		}
+	}
+	if learning && routed < er.Requests {
+		// The proxy could not attribute every request to a route.
+		c.routesOverflow = true
+	}
+	if !learning {
+		e.edgeSpikesLocked(now, src, dst, er, c)
+	}
+}
+
+func (e *Engine) newEdgeLocked(now time.Time, src, dst party, er *graph.EdgeReport) {
+	d := dst.export()
+	if e.quietLocked(now, NewEdge, src.export(), &d) {
+		return
+	}
+	e.enqueueLocked(now, NewEdge, src.id, Event{
+		Source:      src.export(),
+		Destination: &d,
+		Summary:     fmt.Sprintf("new edge: %s called %s/%s, not seen while learning (%d requests, %d denied)", src.label(), dst.ns, dst.name, er.Requests, er.Denied),
+		Evidence:    Evidence{Requests: er.Requests, Failures: er.Failures, Denied: er.Denied, Service: er.Service, Reporter: dst.ns + "/" + dst.name},
+	})
+}
+
+// edgeSpikesLocked checks a learnt edge's rate and error share over their
+// windows against its bands.
+func (e *Engine) edgeSpikesLocked(now time.Time, src, dst party, er *graph.EdgeReport, c *caller) {
+	d := dst.export()
+	if r := e.pol.rules[RateSpike]; r.enabled && c.rate.n >= MinRateSamples {
+		req, _ := c.win.sum(now, r.window)
+		rate := float64(req) / r.window.Seconds()
+		high := c.rate.high() * r.threshold
+		if rate > high && rate > RateFloor {
+			c.clearPending()
+		}
+		if rate > high && rate > RateFloor && !e.quietLocked(now, RateSpike, src.export(), &d) {
+			e.enqueueLocked(now, RateSpike, src.id, Event{
+				Source:      src.export(),
+				Destination: &d,
+				Summary: fmt.Sprintf("rate spike: %s to %s/%s at %.1f req/s over %v, above %.1f req/s (learnt mean %.1f, max %.1f, ×%g)",
+					src.label(), dst.ns, dst.name, rate, r.window, high, c.rate.mean, c.rate.max, r.threshold),
+				Evidence: Evidence{WindowSeconds: r.window.Seconds(), Requests: req, Rate: rate, BaselineRate: c.rate.mean, BandHigh: high, Service: er.Service, Reporter: dst.ns + "/" + dst.name},
+			})
+		}
+	}
+	if r := e.pol.rules[ErrorSpike]; r.enabled {
+		req, fail := c.win.sum(now, r.window)
+		if req >= MinErrorRequests {
+			share := float64(fail) / float64(req)
+			high := c.errRate.mean + BandSigmas*c.errRate.std()
+			if share > high && share > r.threshold {
+				c.clearPending()
+			}
+			if share > high && share > r.threshold && !e.quietLocked(now, ErrorSpike, src.export(), &d) {
+				e.enqueueLocked(now, ErrorSpike, src.id, Event{
+					Source:      src.export(),
+					Destination: &d,
+					Summary: fmt.Sprintf("error spike: %d of %d requests from %s to %s/%s failed over %v (%.0f%%; learnt %.1f%%, band high %.1f%%)",
+						fail, req, src.label(), dst.ns, dst.name, r.window, 100*share, 100*c.errRate.mean, 100*high),
+					Evidence: Evidence{WindowSeconds: r.window.Seconds(), Requests: req, Failures: fail, ErrorRate: share, BaselineErrorRate: c.errRate.mean, BandHigh: high, Service: er.Service, Reporter: dst.ns + "/" + dst.name},
+				})
+			}
+		}
+	}
+}
+
+func (e *Engine) observeDenialsLocked(now time.Time, src party, denied uint64) {
+	r := e.pol.rules[DenialBurst]
+	k := src.idStr
+	w := e.denials[k]
+	if w == nil {
+		if len(e.denials) >= MaxTrackedSources {
+			e.stats.TrackerOverflow++
+			return
+		}
+		w = &window{}
+		e.denials[k] = w
+	}
+	w.add(now, r.window, denied, 0)
+	n, _ := w.sum(now, r.window)
+	if float64(n) >= r.threshold && !e.quietLocked(now, DenialBurst, src.export(), nil) {
+		e.enqueueLocked(now, DenialBurst, src.id, Event{
+			Source:   src.export(),
+			Summary:  fmt.Sprintf("denial burst: %d requests of %s denied within %v (threshold %g)", n, src.label(), r.window, r.threshold),
+			Evidence: Evidence{WindowSeconds: r.window.Seconds(), Denied: n},
+		})
+	}
+}
+
+type scanKey struct{ src, dst string }
+
+// scanState counts one source's requests to one destination: distinct
+// paths (last seen) and (requests, refused) over the window.
+type scanState struct {
+	paths map[string]time.Time
+	win   window
+}
+
+func (s *scanState) prune(now time.Time, span time.Duration) {
+	s.win.prune(now, span)
+	cut := now.Add(-span)
+	for p, t := range s.paths {
+		if !t.After(cut) {
+			delete(s.paths, p)
+		}
+	}
+}
+
+func (e *Engine) observeRoutesLocked(now time.Time, src, dst party, er *graph.EdgeReport) {
+	r := e.pol.rules[RouteScan]
+	k := scanKey{src: src.idStr, dst: dst.idStr + "|" + dst.name}
+	s := e.scans[k]
+	if s == nil {
+		if len(e.scans) >= MaxTrackedSources {
+			e.stats.TrackerOverflow++
+			return
+		}
+		s = &scanState{paths: make(map[string]time.Time)}
+		e.scans[k] = s
+	}
+	s.prune(now, r.window)
+	var req, refused uint64
+	for _, rc := range er.Routes {
+		req += rc.Count
+		if rc.StatusClass == 4 {
+			refused += rc.Count
+		}
+		if _, ok := s.paths[rc.Path]; ok || len(s.paths) < MaxPathsPerPair {
+			s.paths[rc.Path] = now
+		}
+	}
+	s.win.add(now, r.window, req, refused)
+	tot, ref := s.win.sum(now, r.window)
+	if float64(len(s.paths)) < r.threshold || tot == 0 {
+		return
+	}
+	share := float64(ref) / float64(tot)
+	d := dst.export()
+	if share < ScanRefusedShare || e.quietLocked(now, RouteScan, src.export(), &d) {
+		return
+	}
+	paths := make([]string, 0, len(s.paths))
+	for p := range s.paths {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	if len(paths) > 10 {
+		paths = paths[:10]
+	}
+	e.enqueueLocked(now, RouteScan, src.id, Event{
+		Source:      src.export(),
+		Destination: &d,
+		Summary: fmt.Sprintf("route scan: %s requested %d distinct paths of %s/%s within %v, %.0f%% answered 4xx (%d of %d)",
+			src.label(), len(s.paths), dst.ns, dst.name, r.window, 100*share, ref, tot),
+		Evidence: Evidence{WindowSeconds: r.window.Seconds(), Requests: tot, DistinctPaths: len(s.paths), RefusedShare: share, Paths: paths, Service: er.Service, Reporter: dst.ns + "/" + dst.name},
+	})
+}
+
+// ObserveSecurity counts the refusals a proxy reported: handshakes with
+// certificates of an unknown CA or revoked, plaintext refused on STRICT
+// ports. Each is counted per presented identity (or, without one, per
+// peer address) over the rule's window.
+func (e *Engine) ObserveSecurity(obs []SecurityObservation) {
+	if len(obs) == 0 {
+		return
+	}
+	now := e.now()
+	e.mu.Lock()
+	e.gcLocked(now)
+	for _, o := range obs {
+		var d Detection
+		switch o.Kind {
+		case TLSUnknownCA:
+			d = UnknownCA
+		case TLSRevoked:
+			d = RevokedPeer
+		case PlaintextOnStrict:
+			d = Plaintext
+		default:
+			continue
+		}
+		if o.Count == 0 {
+			continue
+		}
+		r := e.pol.rules[d]
+		key := "ip:" + o.PeerIP
+		if !o.PresentedID.IsZero() {
+			key = "id:" + o.PresentedID.String()
+		}
+		rk := refusalKey{det: d, key: key}
+		w := e.refusals[rk]
+		if w == nil {
+			if len(e.refusals) >= MaxTrackedSources {
+				e.stats.TrackerOverflow++
+				continue
+			}
+			w = &window{}
+			e.refusals[rk] = w
+		}
+		w.add(now, r.window, o.Count, 0)
+		n, _ := w.sum(now, r.window)
+		if float64(n) < r.threshold {
+			continue
+		}
+		src := Party{IP: o.PeerIP}
+		if !o.PresentedID.IsZero() {
+			src.SPIFFEID = o.PresentedID.String()
+			src.Claimed = d != Plaintext
+			if ns, _, err := identity.ParseWorkloadID(o.PresentedID); err == nil {
+				src.Namespace = ns
+			}
+		}
+		dst := Party{SPIFFEID: o.Reporter.String(), Namespace: o.Namespace, Workload: o.Workload}
+		if e.quietLocked(now, d, src, &dst) {
+			continue
+		}
+		who := src.SPIFFEID
+		if who == "" {
+			who = "a peer"
+		} else if src.Claimed {
+			who += " (claimed)"
+		}
+		if src.IP != "" {
+			who += " at " + src.IP
+		}
+		var what string
+		switch d {
+		case UnknownCA:
+			what = "handshakes with a certificate of an unknown CA"
+		case RevokedPeer:
+			what = "handshakes with a revoked certificate"
+		case Plaintext:
+			what = "plaintext connections refused"
+		}
+		var srcID spiffeid.ID
+		if !src.Claimed {
+			srcID = o.PresentedID
+		}
+		e.enqueueLocked(now, d, srcID, Event{
+			Source:      src,
+			Destination: &dst,
+			Summary: strings.TrimSpace(fmt.Sprintf("%s: %d %s from %s to %s/%s port %d within %v",
+				d, n, what, who, o.Namespace, o.Workload, o.Port, r.window)),
+			Evidence: Evidence{WindowSeconds: r.window.Seconds(), Handshakes: n, Serial: o.Serial, Issuer: o.Issuer, Port: o.Port, Reporter: o.Namespace + "/" + o.Workload},
+		})
+	}
+	e.mu.Unlock()
+	e.flush()
+}
+
+// ObserveAttestation records that workload (of identity id) attested with
+// digest ("sha256:<hex>") when a certificate was issued; a digest other
+// than the last one seen raises CodeChanged. The digests are part of the
+// baseline, learning or not.
+func (e *Engine) ObserveAttestation(id spiffeid.ID, workloadName, digest string) {
+	if id.IsZero() || digest == "" {
+		return
+	}
+	now := e.now()
+	wk := workloadKey{id: id.String(), name: workloadName}
+	e.mu.Lock()
+	w := e.workloads[wk]
+	if w == nil {
+		if len(e.workloads) >= MaxWorkloads {
+			e.stats.WorkloadsOverflow++
+			e.mu.Unlock()
+			return
+		}
+		ns, _, _ := identity.ParseWorkloadID(id)
+		w = newWorkload(wk, ns)
+		e.workloads[wk] = w
+	}
+	var prev string
+	if n := len(w.digests); n > 0 {
+		prev = w.digests[n-1]
+	}
+	if prev != digest {
+		// Keep each digest once, the most recent last.
+		kept := w.digests[:0]
+		for _, d := range w.digests {
+			if d != digest {
+				kept = append(kept, d)
+			}
+		}
+		w.digests = append(kept, digest)
+		if len(w.digests) > MaxDigests {
+			w.digests = w.digests[len(w.digests)-MaxDigests:]
+		}
+		e.gen++
+		if prev != "" {
+			p := Party{SPIFFEID: id.String(), Namespace: w.namespace, Workload: workloadName}
+			dst := p
+			e.enqueueLocked(now, CodeChanged, id, Event{
+				Source:      p,
+				Destination: &dst,
+				Summary:     fmt.Sprintf("code changed: %s/%s attested with %s, previously %s", w.namespace, workloadName, digest, prev),
+				Evidence:    Evidence{Digest: digest, PreviousDigest: prev, Reporter: w.namespace + "/" + workloadName},
+			})
+		}
+	}
+	e.mu.Unlock()
+	e.flush()
+}
