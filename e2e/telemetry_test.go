@@ -251,11 +251,11 @@ func TestTrafficGraphFromReports(t *testing.T) {
 	for range 3 {
 		client.send(t, "client", &meshv1.EdgeSummary{
 			Direction: meshv1.Direction_DIRECTION_OUTBOUND, PeerSpiffeId: server.id.String(), PeerWorkload: "server",
-			Service: ns + "/web", Mtls: true, Requests: 40, Failures: 10, Latency: lat.ToProto(),
+			Service: ns + "/web", Mtls: true, Requests: 40, Failures: 10, Latency: latencyPB(&lat),
 		})
 		server.send(t, "server", &meshv1.EdgeSummary{
 			Direction: meshv1.Direction_DIRECTION_INBOUND, PeerSpiffeId: client.id.String(),
-			Mtls: true, Requests: 40, Failures: 10, Latency: lat.ToProto(),
+			Mtls: true, Requests: 40, Failures: 10, Latency: latencyPB(&lat),
 		})
 	}
 	// A report for a workload the identity did not register ends the
@@ -313,4 +313,9 @@ spec:
 	}
 	// The warm-up requests count too: 101 requests, 20 failed.
 	checkGraph(t, m, "client", "server", client.ID().String(), server.ID().String(), 101, 81.0/101)
+}
+
+func latencyPB(s *sketch.Sketch) *meshv1.LatencySketch {
+	counts, sum := s.Encode()
+	return &meshv1.LatencySketch{Counts: counts, SumSeconds: sum}
 }

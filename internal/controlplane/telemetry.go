@@ -447,7 +447,7 @@ func toGraphEdge(e *meshv1.EdgeSummary, maxRequests uint64, skipped *skippedCoun
 	}
 	// Within the straddle: the excess belongs to the next interval.
 	ge.Failures, ge.Denied, ge.RateLimited = min(ge.Failures, n), min(ge.Denied, n), min(ge.RateLimited, n)
-	lat, err := sketch.FromProto(e.GetLatency())
+	lat, err := sketch.Decode(e.GetLatency().GetCounts(), e.GetLatency().GetSumSeconds())
 	if err != nil {
 		return ge, ReportBadSketch, err
 	}

@@ -155,7 +155,7 @@ func outboundEdge(requests, failures uint64) *meshv1.EdgeSummary {
 	return &meshv1.EdgeSummary{
 		Direction: meshv1.Direction_DIRECTION_OUTBOUND, PeerSpiffeId: workloadID("shop", "api").String(),
 		PeerWorkload: "api-1", Service: "shop/api", Mtls: true, Requests: requests, Failures: failures,
-		Latency: s.ToProto(),
+		Latency: latencyPB(&s),
 	}
 }
 
@@ -538,4 +538,9 @@ func TestTelemetryAcceptsTickerJitter(t *testing.T) {
 			t.Errorf("interval %v refused (%s): %v", d, reason, err)
 		}
 	}
+}
+
+func latencyPB(s *sketch.Sketch) *meshv1.LatencySketch {
+	counts, sum := s.Encode()
+	return &meshv1.LatencySketch{Counts: counts, SumSeconds: sum}
 }

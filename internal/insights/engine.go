@@ -75,8 +75,8 @@ const (
 	// MinErrorRequests is the fewest requests in the window an error
 	// spike needs.
 	MinErrorRequests = 20
-	// ScanRefusedShare is the least share of a route scan's requests
-	// that must be answered 4xx.
+	// ScanRefusedShare is the least share of a source's distinct paths
+	// that must have been answered only 4xx for a route scan.
 	ScanRefusedShare = 0.8
 	// BandSigmas is how many standard deviations above its mean a band
 	// admits.

@@ -255,23 +255,38 @@ func (e *Engine) observeDenialsLocked(now time.Time, src party, denied uint64) {
 
 type scanKey struct{ src, dst string }
 
-// scanState counts one source's requests to one destination: distinct
-// paths (last seen) and (requests, refused) over the window.
+// scanState tracks one source's requests to one destination over the
+// window: each distinct path, when it was last requested, and whether
+// every answer it got was 4xx.
 type scanState struct {
-	paths map[string]time.Time
+	paths map[string]scanPath
 	win   window
 }
+
+type scanPath struct {
+	seen time.Time
+	// answered counts requests with another status; refused, 4xx ones.
+	answered, refused uint64
+}
+
+func (p scanPath) isRefused() bool { return p.refused > 0 && p.answered == 0 }
 
 func (s *scanState) prune(now time.Time, span time.Duration) {
 	s.win.prune(now, span)
 	cut := now.Add(-span)
-	for p, t := range s.paths {
-		if !t.After(cut) {
+	for p, st := range s.paths {
+		if !st.seen.After(cut) {
 			delete(s.paths, p)
 		}
 	}
 }
 
+// observeRoutesLocked looks for a route scan: within the window, at
+// least Threshold distinct paths of the destination answered only 4xx,
+// making up at least ScanRefusedShare of the distinct paths the source
+// requested. Counting paths rather than requests keeps a compromised
+// caller's normal traffic from diluting its scan: a few busy routes are a
+// few paths.
 func (e *Engine) observeRoutesLocked(now time.Time, src, dst party, er *graph.EdgeReport) {
 	r := e.pol.rules[RouteScan]
 	k := scanKey{src: src.idStr, dst: dst.idStr + "|" + dst.name}
@@ -281,43 +296,52 @@ func (e *Engine) observeRoutesLocked(now time.Time, src, dst party, er *graph.Ed
 			e.stats.TrackerOverflow++
 			return
 		}
-		s = &scanState{paths: make(map[string]time.Time)}
+		s = &scanState{paths: make(map[string]scanPath)}
 		e.scans[k] = s
 	}
 	s.prune(now, r.window)
 	var req, refused uint64
 	for _, rc := range er.Routes {
 		req += rc.Count
+		st, ok := s.paths[rc.Path]
+		if !ok && len(s.paths) >= MaxPathsPerPair {
+			continue
+		}
+		st.seen = now
 		if rc.StatusClass == 4 {
 			refused += rc.Count
+			st.refused += rc.Count
+		} else {
+			st.answered += rc.Count
 		}
-		if _, ok := s.paths[rc.Path]; ok || len(s.paths) < MaxPathsPerPair {
-			s.paths[rc.Path] = now
-		}
+		s.paths[rc.Path] = st
 	}
 	s.win.add(now, r.window, req, refused)
-	tot, ref := s.win.sum(now, r.window)
-	if float64(len(s.paths)) < r.threshold || tot == 0 {
+	var refusedPaths []string
+	for p, st := range s.paths {
+		if st.isRefused() {
+			refusedPaths = append(refusedPaths, p)
+		}
+	}
+	if float64(len(refusedPaths)) < r.threshold {
 		return
 	}
-	share := float64(ref) / float64(tot)
+	share := float64(len(refusedPaths)) / float64(len(s.paths))
 	d := dst.export()
 	if share < ScanRefusedShare || e.quietLocked(now, RouteScan, src.export(), &d) {
 		return
 	}
-	paths := make([]string, 0, len(s.paths))
-	for p := range s.paths {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
+	tot, ref := s.win.sum(now, r.window)
+	sort.Strings(refusedPaths)
+	paths := refusedPaths
 	if len(paths) > 10 {
 		paths = paths[:10]
 	}
 	e.enqueueLocked(now, RouteScan, src.id, Event{
 		Source:      src.export(),
 		Destination: &d,
-		Summary: fmt.Sprintf("route scan: %s requested %d distinct paths of %s/%s within %v, %.0f%% answered 4xx (%d of %d)",
-			src.label(), len(s.paths), dst.ns, dst.name, r.window, 100*share, ref, tot),
+		Summary: fmt.Sprintf("route scan: %s requested %d distinct paths of %s/%s within %v, %d of them answered only 4xx (%d of %d requests refused)",
+			src.label(), len(s.paths), dst.ns, dst.name, r.window, len(refusedPaths), ref, tot),
 		Evidence: Evidence{WindowSeconds: r.window.Seconds(), Requests: tot, DistinctPaths: len(s.paths), RefusedShare: share, Paths: paths, Service: er.Service, Reporter: dst.ns + "/" + dst.name},
 	})
 }

@@ -344,7 +344,7 @@ func (e *Edge) take() *edgeCounts {
 // sketchOf builds a sketch from bucket counts and a sum.
 func sketchOf(counts [sketch.Buckets]uint64, sum float64) sketch.Sketch {
 	p := &meshv1.LatencySketch{Counts: counts[:], SumSeconds: sum}
-	s, err := sketch.FromProto(p)
+	s, err := sketch.Decode(p.GetCounts(), p.GetSumSeconds())
 	if err != nil {
 		// Not reached: the counts are on the scheme and the sum is finite
 		// and non-negative.
@@ -459,7 +459,7 @@ func (c *edgeCounts) proto() *meshv1.EdgeSummary {
 		RateLimited:      c.rateLimited,
 		BytesSent:        c.bytesSent,
 		BytesReceived:    c.bytesReceived,
-		Latency:          c.latency.ToProto(),
+		Latency:          latencyProto(&c.latency),
 		RequestsOverflow: c.overflow,
 	}
 	// Paths are the request's bytes: two raw paths may read the same once
@@ -502,4 +502,10 @@ func validUTF8(s string) string {
 		return s
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// latencyProto encodes s for a report.
+func latencyProto(s *sketch.Sketch) *meshv1.LatencySketch {
+	counts, sum := s.Encode()
+	return &meshv1.LatencySketch{Counts: counts, SumSeconds: sum}
 }

@@ -69,7 +69,7 @@ func TestCollectSummarizesAndResets(t *testing.T) {
 		e.GetBytesSent() != 100 || e.GetBytesReceived() != 2000 || e.GetService() != "shop/orders" || e.GetPeerWorkload() != "orders-1" || !e.GetMtls() {
 		t.Errorf("edge %v", e)
 	}
-	s, err := sketch.FromProto(e.GetLatency())
+	s, err := sketch.Decode(e.GetLatency().GetCounts(), e.GetLatency().GetSumSeconds())
 	if err != nil {
 		t.Fatal(err)
 	}

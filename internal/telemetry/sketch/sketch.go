@@ -2,7 +2,9 @@
 // controller in their per-edge telemetry (meshv1.LatencySketch): log-spaced
 // buckets on one fixed scheme, so that summaries from any proxy merge by
 // adding counts, and quantiles read back within a bucket's width (under 10%
-// relative error).
+// relative error). It does not depend on the control-plane API: callers
+// move the counts in and out of meshv1.LatencySketch (Encode, Decode), so
+// that packages that only read telemetry stay free of gRPC.
 //
 // Bucket 0 holds latencies up to MinSeconds; bucket i (1 <= i < Buckets-1)
 // holds (MinSeconds·G^(i-1), MinSeconds·G^i] with G = 2^(1/4); the last
@@ -13,8 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-
-	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 )
 
 const (
@@ -148,46 +148,45 @@ func (s *Sketch) Quantile(q float64) float64 {
 	return MaxSeconds
 }
 
-// ToProto encodes s, without its trailing empty buckets.
-func (s *Sketch) ToProto() *meshv1.LatencySketch {
+// Encode returns s as meshv1.LatencySketch carries it: the counts
+// without the trailing empty buckets (nil for an empty sketch), and the
+// sum of the latencies in seconds.
+func (s *Sketch) Encode() (counts []uint64, sumSeconds float64) {
 	last := -1
 	for i, c := range s.counts {
 		if c != 0 {
 			last = i
 		}
 	}
-	p := &meshv1.LatencySketch{SumSeconds: s.sum}
 	if last >= 0 {
-		p.Counts = append([]uint64(nil), s.counts[:last+1]...)
+		counts = append([]uint64(nil), s.counts[:last+1]...)
 	}
-	return p
+	return counts, s.sum
 }
 
-// ErrInvalid is wrapped by FromProto's errors.
+// ErrInvalid is wrapped by Decode's errors.
 var ErrInvalid = errors.New("invalid latency sketch")
 
-// FromProto decodes a sketch from a proxy, refusing one that is not on this
-// scheme: more buckets than Buckets, a negative, NaN or infinite sum, or
-// counts whose total overflows. A nil message is an empty sketch.
-func FromProto(p *meshv1.LatencySketch) (*Sketch, error) {
+// Decode decodes a sketch from a proxy (the fields of a
+// meshv1.LatencySketch), refusing one that is not on this scheme: more
+// buckets than Buckets, a negative, NaN or infinite sum, or counts whose
+// total overflows. No counts and a zero sum is an empty sketch.
+func Decode(counts []uint64, sumSeconds float64) (*Sketch, error) {
 	s := new(Sketch)
-	if p == nil {
-		return s, nil
+	if len(counts) > Buckets {
+		return nil, fmt.Errorf("%w: %d buckets, at most %d", ErrInvalid, len(counts), Buckets)
 	}
-	if len(p.GetCounts()) > Buckets {
-		return nil, fmt.Errorf("%w: %d buckets, at most %d", ErrInvalid, len(p.GetCounts()), Buckets)
-	}
-	if sum := p.GetSumSeconds(); math.IsNaN(sum) || math.IsInf(sum, 0) || sum < 0 {
+	if sum := sumSeconds; math.IsNaN(sum) || math.IsInf(sum, 0) || sum < 0 {
 		return nil, fmt.Errorf("%w: sum_seconds %v is not a finite, non-negative number", ErrInvalid, sum)
 	}
 	var total uint64
-	for i, c := range p.GetCounts() {
+	for i, c := range counts {
 		if total+c < total {
 			return nil, fmt.Errorf("%w: counts overflow at bucket %d", ErrInvalid, i)
 		}
 		total += c
 		s.counts[i] = c
 	}
-	s.sum = p.GetSumSeconds()
+	s.sum = sumSeconds
 	return s, nil
 }

@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-
-	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 )
 
 func TestIndexAgreesWithBounds(t *testing.T) {
@@ -84,48 +82,51 @@ func TestMergeAndProtoRoundTrip(t *testing.T) {
 	if m.Count() != 200 || math.Abs(m.Sum()-(a.Sum()+b.Sum())) > 1e-9 {
 		t.Fatalf("merged count %d sum %g", m.Count(), m.Sum())
 	}
-	p := m.ToProto()
-	if len(p.Counts) >= Buckets || p.Counts[len(p.Counts)-1] == 0 {
-		t.Errorf("ToProto kept trailing empty buckets: %d counts", len(p.Counts))
+	counts, sum := m.Encode()
+	if len(counts) >= Buckets || counts[len(counts)-1] == 0 {
+		t.Errorf("Encode kept trailing empty buckets: %d counts", len(counts))
 	}
-	back, err := FromProto(p)
+	back, err := Decode(counts, sum)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if *back != m {
-		t.Error("FromProto(ToProto(s)) != s")
+		t.Error("Decode(Encode(s)) != s")
 	}
-	if e, err := FromProto(nil); err != nil || e.Count() != 0 {
-		t.Errorf("FromProto(nil) = %v, %v; want an empty sketch", e, err)
+	if e, err := Decode(nil, 0); err != nil || e.Count() != 0 {
+		t.Errorf("Decode(nil, 0) = %v, %v; want an empty sketch", e, err)
 	}
 	var z Sketch
-	if p := z.ToProto(); len(p.Counts) != 0 {
-		t.Errorf("an empty sketch encodes %d counts", len(p.Counts))
+	if counts, _ := z.Encode(); len(counts) != 0 {
+		t.Errorf("an empty sketch encodes %d counts", len(counts))
 	}
 }
 
-func TestFromProtoRefusesForeignSketches(t *testing.T) {
-	for name, p := range map[string]*meshv1.LatencySketch{
-		"too many buckets": {Counts: make([]uint64, Buckets+1)},
-		"negative sum":     {Counts: []uint64{1}, SumSeconds: -1},
-		"NaN sum":          {Counts: []uint64{1}, SumSeconds: math.NaN()},
-		"infinite sum":     {Counts: []uint64{1}, SumSeconds: math.Inf(1)},
-		"overflow":         {Counts: []uint64{math.MaxUint64, 1}},
+func TestDecodeRefusesForeignSketches(t *testing.T) {
+	for name, p := range map[string]struct {
+		counts []uint64
+		sum    float64
+	}{
+		"too many buckets": {counts: make([]uint64, Buckets+1)},
+		"negative sum":     {counts: []uint64{1}, sum: -1},
+		"NaN sum":          {counts: []uint64{1}, sum: math.NaN()},
+		"infinite sum":     {counts: []uint64{1}, sum: math.Inf(1)},
+		"overflow":         {counts: []uint64{math.MaxUint64, 1}},
 	} {
-		if _, err := FromProto(p); !errors.Is(err, ErrInvalid) {
-			t.Errorf("%s: FromProto = %v, want ErrInvalid", name, err)
+		if _, err := Decode(p.counts, p.sum); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: Decode = %v, want ErrInvalid", name, err)
 		}
 	}
 }
 
-func FuzzFromProto(f *testing.F) {
+func FuzzDecode(f *testing.F) {
 	f.Add([]byte{1, 2, 3}, 0.5)
 	f.Fuzz(func(t *testing.T, raw []byte, sum float64) {
 		counts := make([]uint64, 0, len(raw))
 		for _, b := range raw {
 			counts = append(counts, uint64(b)<<(b%64))
 		}
-		s, err := FromProto(&meshv1.LatencySketch{Counts: counts, SumSeconds: sum})
+		s, err := Decode(counts, sum)
 		if err != nil {
 			return
 		}
