@@ -165,6 +165,8 @@ type proxyOpts struct {
 	// say); with noToken the proxy starts without a join token.
 	controller string
 	noToken    bool
+	// telemetryInterval overrides the proxy's report interval (5 s).
+	telemetryInterval time.Duration
 }
 
 type runningProxy struct {
@@ -198,6 +200,8 @@ func (m *mesh) startProxy(o proxyOpts, wait bool) *runningProxy {
 		AdminListen:    "127.0.0.1:0",
 		DrainTimeout:   2 * time.Second,
 		Logger:         m.logger(o.name),
+
+		TelemetryInterval: o.telemetryInterval,
 	}
 	for _, u := range o.upstreams {
 		up, err := outbound.ParseUpstream(u + "=127.0.0.1:0")
