@@ -188,7 +188,17 @@ func (c *Controller) quarantineIdentity(id spiffeid.ID, until time.Time, reason 
 	}
 	now := c.cfg.Now().UTC()
 	e := quarantine.Entry{SPIFFEID: id.String(), Since: now, Until: until.UTC(), Reason: reason, By: by}
-	if _, err := quarantine.Update(c.QuarantinePath(), now, func(l *quarantine.List) error { return l.Add(e) }); err != nil {
+	if _, err := quarantine.Update(c.QuarantinePath(), now, func(l *quarantine.List) error {
+		// A detection never shortens a quarantine nor overrides an
+		// operator's: the quarantined workload could otherwise end its
+		// own by provoking a detection.
+		for _, x := range l.Identities {
+			if x.SPIFFEID == e.SPIFFEID && (x.By == quarantine.ByOperator || !x.Until.Before(e.Until)) {
+				return nil
+			}
+		}
+		return l.Add(e)
+	}); err != nil {
 		return fmt.Errorf("controller: %w", err)
 	}
 	return c.reloadQuarantine(false)

@@ -96,6 +96,14 @@ func TestQuarantine(t *testing.T) {
 	if got := quarantineChanges(c, QuarantineExpire, quarantine.ByDetection); got != 1 {
 		t.Errorf("changes{expire,detection} = %v, want 1", got)
 	}
+	// A detection neither shortens nor replaces an operator's
+	// quarantine: web stays quarantined for its hour, by the operator.
+	if err := c.quarantineIdentity(web, time.Now().Add(time.Minute), "RouteScan fedcba9876543210"); err != nil {
+		t.Fatal(err)
+	}
+	if r := getQuarantine(t, c); len(r.Identities) != 1 || r.Identities[0].By != "operator" || r.Identities[0].Until != now.Add(time.Hour).Format(time.RFC3339) {
+		t.Errorf("after a detection on an operator's quarantine: %+v", r)
+	}
 	if err := c.quarantineIdentity(ControllerID(td), time.Now().Add(time.Hour), "x"); err == nil || !strings.Contains(err.Error(), "controller's own identity") {
 		t.Errorf("quarantining the controller = %v", err)
 	}

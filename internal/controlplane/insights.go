@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"unicode/utf8"
@@ -106,6 +107,9 @@ func toSecurityObservation(sc *meshv1.SecurityCount, maxCount uint64) (insights.
 		return o, SecuritySkipBadPeerIP, fmt.Errorf("peer_ip %q: want an IP address without zone", truncate(sc.GetPeerIp()))
 	}
 	o.PeerIP = ip.Unmap().String()
+	if kind == insights.PlaintextOnStrict && (sc.GetPresentedSpiffeId() != "" || sc.GetPresentedSerial() != "" || sc.GetPresentedIssuer() != "") {
+		return o, SecuritySkipBadID, errors.New("a plaintext refusal presents no certificate: presented_spiffe_id, presented_serial and presented_issuer must be empty")
+	}
 	if s := sc.GetPresentedSpiffeId(); s != "" {
 		if len(s) > maxSecurityIDLen {
 			return o, SecuritySkipBadID, fmt.Errorf("presented_spiffe_id: %d bytes, at most %d", len(s), maxSecurityIDLen)

@@ -73,6 +73,9 @@ func TestTelemetryFeedsInsights(t *testing.T) {
 		{Kind: meshv1.SecurityKind_SECURITY_KIND_TLS_REVOKED, PeerIp: "10.0.0.9", Port: 70000, Count: 1},
 		{Kind: meshv1.SecurityKind_SECURITY_KIND_TLS_REVOKED, PeerIp: "10.0.0.9", Count: 0},
 		{Kind: meshv1.SecurityKind_SECURITY_KIND_TLS_REVOKED, PeerIp: "10.0.0.9", Count: 1 << 60},
+		// Plaintext presents no certificate: a claimed identity on one
+		// would let a proxy name anyone as the source.
+		{Kind: meshv1.SecurityKind_SECURITY_KIND_PLAINTEXT_ON_STRICT, PeerIp: "10.0.0.7", PresentedSpiffeId: "spiffe://e2e/ns/shop/sa/web", Count: 1},
 	}
 	for range MaxSecurityCounts {
 		r.Security = append(r.Security, good)
@@ -101,10 +104,10 @@ func TestTelemetryFeedsInsights(t *testing.T) {
 		PresentedID: spiffeid.RequireFromString("spiffe://evil.example/ns/shop/sa/web"), Serial: "0a1b",
 		Issuer: "CN=Evil CA", Port: 15008, Count: 3,
 	}
-	// 10 counts before the good copies: 2 good, 8 bad; then the good
+	// 11 counts before the good copies: 2 good, 9 bad; then the good
 	// copies up to the bound of 64, the rest past it.
-	if n := len(fake.security); n != MaxSecurityCounts-8 {
-		t.Fatalf("%d security observations, want %d", n, MaxSecurityCounts-8)
+	if n := len(fake.security); n != MaxSecurityCounts-9 {
+		t.Fatalf("%d security observations, want %d", n, MaxSecurityCounts-9)
 	}
 	if diff := cmp.Diff(want, fake.security[0], cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b })); diff != "" {
 		t.Errorf("first observation (-want +got):\n%s", diff)
@@ -116,8 +119,8 @@ func TestTelemetryFeedsInsights(t *testing.T) {
 		return metricValue(t, e.reg, "rampart_controller_telemetry_security_skipped_total", map[string]string{"reason": reason})
 	}
 	for reason, want := range map[string]float64{
-		SecuritySkipBadKind: 1, SecuritySkipBadPeerIP: 1, SecuritySkipBadID: 1, SecuritySkipBadSerial: 1,
-		SecuritySkipBadIssuer: 1, SecuritySkipBadPort: 1, SecuritySkipBadCount: 2, SecuritySkipTooMany: 10,
+		SecuritySkipBadKind: 1, SecuritySkipBadPeerIP: 1, SecuritySkipBadID: 2, SecuritySkipBadSerial: 1,
+		SecuritySkipBadIssuer: 1, SecuritySkipBadPort: 1, SecuritySkipBadCount: 2, SecuritySkipTooMany: 11,
 	} {
 		if got := skipped(reason); got != want {
 			t.Errorf("skipped for %s: %v, want %v", reason, got, want)

@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/rampart-mesh/rampart/internal/identity"
+	"github.com/rampart-mesh/rampart/internal/telemetry/graph"
 )
 
 // Bounds of the engine's memory. What does not fit is dropped, counted in
@@ -112,7 +113,12 @@ type Engine struct {
 	learnEnds  time.Time
 	workloads  map[workloadKey]*workload
 	reporters  map[string]bool
-	denials    map[string]*window     // source SPIFFE ID → denied counts
+	denials    map[string]*window // source SPIFFE ID → denied counts
+	// selfOut is what sources reported of their own outbound traffic,
+	// per (source, destination SPIFFE ID) and, under destination
+	// anySelfDst, over all destinations: requests and denials. A
+	// quarantine needs it to corroborate its event (corroboratedLocked).
+	selfOut    map[scanKey]*window
 	scans      map[scanKey]*scanState // source and destination → paths
 	refusals   map[refusalKey]*window // detection and presented ID or IP → counts
 	suppressed map[suppressKey]time.Time
@@ -139,6 +145,10 @@ type Stats struct {
 	// Quarantined counts quarantines made; QuarantineErrors those that
 	// failed (the event then says Alert).
 	Quarantined, QuarantineErrors uint64
+	// Uncorroborated counts quarantines not made because the source's
+	// own proxy did not report the traffic the event rests on (the event
+	// then says Alert).
+	Uncorroborated uint64
 	// Overflow counts observations dropped at a bound: workloads,
 	// callers, routes, tracker entries, ledger edges.
 	WorkloadsOverflow, CallersOverflow, RoutesOverflow, TrackerOverflow, LedgerOverflow uint64
@@ -183,6 +193,7 @@ func New(cfg Config) (*Engine, error) {
 		workloads:  make(map[workloadKey]*workload),
 		reporters:  make(map[string]bool),
 		denials:    make(map[string]*window),
+		selfOut:    make(map[scanKey]*window),
 		scans:      make(map[scanKey]*scanState),
 		refusals:   make(map[refusalKey]*window),
 		suppressed: make(map[suppressKey]time.Time),
@@ -432,6 +443,10 @@ func (e *Engine) enqueueLocked(now time.Time, d Detection, src spiffeid.ID, ev E
 		switch {
 		case src.IsZero() || ev.Source.Claimed:
 			e.log.Warn("insights: not quarantining a source without a verified identity", "detection", d, "event", ev.ID)
+		case !e.corroboratedLocked(now, d, src, ev):
+			e.stats.Uncorroborated++
+			e.log.Warn("insights: not quarantining: the source's own proxy did not report the traffic the event is about, so the evidence rests on the destination's word alone",
+				"detection", d, "event", ev.ID, "spiffeId", src.String(), "reporter", ev.Evidence.Reporter)
 		case e.pol.exempt[src.String()]:
 			e.log.Info("insights: not quarantining an exempt identity", "detection", d, "event", ev.ID, "spiffeId", src.String())
 		case src == identity.ControllerID(src.TrustDomain()):
@@ -443,6 +458,75 @@ func (e *Engine) enqueueLocked(now time.Time, d Detection, src spiffeid.ID, ev E
 		}
 	}
 	e.pending = append(e.pending, p)
+}
+
+// anySelfDst is the destination under which selfOut sums a source's
+// outbound traffic to every destination.
+const anySelfDst = "*"
+
+// MaxSelfReports bounds the (source, destination) pairs of selfOut.
+const MaxSelfReports = 4 * MaxTrackedSources
+
+// selfReportSpan is how long selfOut keeps what sources reported: the
+// longest window a corroborated detection looks back over.
+const selfReportSpan = time.Hour
+
+// selfReportLocked records an outbound edge that the source's own proxy
+// reported.
+func (e *Engine) selfReportLocked(now time.Time, src string, er *graph.EdgeReport) {
+	if er.Requests == 0 && er.Denied == 0 {
+		return
+	}
+	keys := [2]scanKey{{src: src, dst: anySelfDst}}
+	n := 1
+	if !er.PeerID.IsZero() {
+		keys[1] = scanKey{src: src, dst: er.PeerID.String()}
+		n = 2
+	}
+	for _, k := range keys[:n] {
+		w := e.selfOut[k]
+		if w == nil {
+			if len(e.selfOut) >= MaxSelfReports {
+				e.stats.TrackerOverflow++
+				continue
+			}
+			w = &window{}
+			e.selfOut[k] = w
+		}
+		w.add(now, selfReportSpan, er.Requests, er.Denied)
+	}
+}
+
+// corroboratedLocked reports whether the source's own proxy reported
+// the traffic an event rests on, within the detection's window: the
+// evidence of traffic detections comes from the destination's proxy,
+// whose report the controller cannot check, and a workload must not be
+// able to have another quarantined by reporting lies about it. A
+// detection that counts requests needs the source to have reported at
+// least half as many to the destination; a denial burst, half as many
+// denials over all destinations; code_changed rests on the controller's
+// own attestation.
+func (e *Engine) corroboratedLocked(now time.Time, d Detection, src spiffeid.ID, ev Event) bool {
+	if d == CodeChanged {
+		return true
+	}
+	span := min(e.pol.rules[d].window, selfReportSpan)
+	dst := anySelfDst
+	if d != DenialBurst {
+		if ev.Destination == nil || ev.Destination.SPIFFEID == "" {
+			return false
+		}
+		dst = ev.Destination.SPIFFEID
+	}
+	w := e.selfOut[scanKey{src: src.String(), dst: dst}]
+	if w == nil {
+		return false
+	}
+	reqs, denied := w.sum(now, span)
+	if d == DenialBurst {
+		return denied > 0 && 2*denied >= ev.Evidence.Denied
+	}
+	return reqs > 0 && 2*reqs >= ev.Evidence.Requests
 }
 
 // gcSuppressedLocked drops expired suppressions and, at the bound, the
@@ -541,6 +625,11 @@ func (e *Engine) gcLocked(now time.Time) {
 	for k, w := range e.denials {
 		if w.prune(now, db); len(w.entries) == 0 {
 			delete(e.denials, k)
+		}
+	}
+	for k, w := range e.selfOut {
+		if w.prune(now, selfReportSpan); len(w.entries) == 0 {
+			delete(e.selfOut, k)
 		}
 	}
 	rs := e.pol.rules[RouteScan].window

@@ -102,6 +102,15 @@ func inbound(dst spiffeid.ID, dstName string, edges ...graph.EdgeReport) graph.R
 	return graph.Report{Instance: dstName + "-0", ID: dst, Namespace: ns, Workload: dstName, Interval: 5 * time.Second, Edges: edges}
 }
 
+// outbound is src's own report of its outbound edges.
+func outbound(src spiffeid.ID, srcName string, edges ...graph.EdgeReport) graph.Report {
+	ns, _, _ := identity.ParseWorkloadID(src)
+	for i := range edges {
+		edges[i].Direction = graph.Outbound
+	}
+	return graph.Report{Instance: srcName + "-0", ID: src, Namespace: ns, Workload: srcName, Interval: 5 * time.Second, Edges: edges}
+}
+
 func edge(src spiffeid.ID, srcName string, requests, failures uint64, routes ...graph.RouteCount) graph.EdgeReport {
 	return graph.EdgeReport{PeerID: src, PeerWorkload: srcName, MTLS: true, Service: "shop/api", Counts: graph.Counts{Requests: requests, Failures: failures}, Routes: routes}
 }
@@ -451,6 +460,9 @@ func TestQuarantineResponse(t *testing.T) {
 		{"exempt", intruder, true, nil, ActionAlert},
 		{"controller", identity.ControllerID(td), false, nil, ActionAlert},
 		{"quarantine fails", intruder, false, errors.New("store full"), ActionAlert},
+		// The destination's word alone: a workload must not get another
+		// quarantined by reporting lies about it.
+		{"uncorroborated", intruder, false, nil, ActionAlert},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pol := DefaultPolicy()
@@ -475,9 +487,18 @@ func TestQuarantineResponse(t *testing.T) {
 					rec.add(ev)
 				}
 			})
+			if tc.name != "uncorroborated" {
+				// The source's own proxy reports the denials it got.
+				out := edge(api, "api", 25, 0)
+				out.Denied = 25
+				e.ObserveReport(outbound(tc.source, "x", out))
+			}
 			er := edge(tc.source, "x", 25, 0)
 			er.Denied = 25
 			e.ObserveReport(inbound(api, "api", er))
+			if got := e.Stats().Uncorroborated; (tc.name == "uncorroborated") != (got == 1) {
+				t.Errorf("uncorroborated quarantines: %d", got)
+			}
 			evs := rec.of(DenialBurst)
 			if len(evs) != 1 {
 				t.Fatalf("events: %+v", rec.all())

@@ -75,6 +75,7 @@ func (e *Engine) ObserveReport(r graph.Report) {
 		case graph.Inbound:
 			src, dst = peerParty(er.PeerID, er.PeerWorkload), reporter
 		case graph.Outbound:
+			e.selfReportLocked(now, reporter.idStr, er)
 			if !er.PeerID.IsZero() && e.reporters[er.PeerID.String()] {
 				continue // the destination's inbound report counts it
 			}
@@ -392,10 +393,13 @@ func (e *Engine) ObserveSecurity(obs []SecurityObservation) {
 		if float64(n) < r.threshold {
 			continue
 		}
+		// A refused handshake's identity is what the peer's certificate
+		// claimed, and a plaintext connection has none: neither source is
+		// ever verified, so neither can be quarantined.
 		src := Party{IP: o.PeerIP}
-		if !o.PresentedID.IsZero() {
+		if !o.PresentedID.IsZero() && d != Plaintext {
 			src.SPIFFEID = o.PresentedID.String()
-			src.Claimed = d != Plaintext
+			src.Claimed = true
 			if ns, _, err := identity.ParseWorkloadID(o.PresentedID); err == nil {
 				src.Namespace = ns
 			}
@@ -422,11 +426,7 @@ func (e *Engine) ObserveSecurity(obs []SecurityObservation) {
 		case Plaintext:
 			what = "plaintext connections refused"
 		}
-		var srcID spiffeid.ID
-		if !src.Claimed {
-			srcID = o.PresentedID
-		}
-		e.enqueueLocked(now, d, srcID, Event{
+		e.enqueueLocked(now, d, spiffeid.ID{}, Event{
 			Source:      src,
 			Destination: &dst,
 			Summary: strings.TrimSpace(fmt.Sprintf("%s: %d %s from %s to %s/%s port %d within %v",
