@@ -468,8 +468,10 @@ const anySelfDst = "*"
 const MaxSelfReports = 4 * MaxTrackedSources
 
 // selfReportSpan is how long selfOut keeps what sources reported: the
-// longest window a corroborated detection looks back over.
-const selfReportSpan = time.Hour
+// longest a corroborated detection looks back over (a longer window,
+// such as new_edge's hour, is cut to it). Entries closer than an
+// eighth of a minute are merged.
+const selfReportSpan = 2 * time.Minute
 
 // selfReportLocked records an outbound edge that the source's own proxy
 // reported.
