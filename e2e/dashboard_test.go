@@ -1,181 +1,31 @@
 package e2e
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	meshv1 "github.com/rampart-mesh/rampart/internal/meshapi/v1"
 	"github.com/rampart-mesh/rampart/internal/telemetry/graph"
+	"github.com/rampart-mesh/rampart/internal/testutil/browser"
 )
 
-// findChromium finds Debian's chromium (scripts/test-deps.sh installs it).
-// Under `make test` as root (RAMPART_REQUIRE_NETNS=1) a missing browser
-// fails the test; elsewhere it skips it.
-func findChromium(t *testing.T) string {
+// newBrowser starts a headless Chromium for the test. Under `make test`
+// as root (RAMPART_REQUIRE_NETNS=1) a missing browser fails the test;
+// elsewhere it skips it.
+func newBrowser(t *testing.T) *browser.Browser {
 	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("RAMPART_REQUIRE_NETNS") == "1" {
-		t.Fatal("chromium not found: run scripts/test-deps.sh (make test does)")
-	}
-	t.Skip("chromium not found: run scripts/test-deps.sh to install it for the dashboard's browser test")
-	return ""
-}
-
-// artifactsDir is where the test saves screenshots: RAMPART_ARTIFACTS_DIR
-// when set (CI keeps it), else a directory of the test's own.
-func artifactsDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("RAMPART_ARTIFACTS_DIR")
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	dir = filepath.Join(dir, regexp.MustCompile(`[^A-Za-z0-9_.-]+`).ReplaceAllString(t.Name(), "_"))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshots in %s", dir)
-	return dir
-}
-
-// browser is a headless Chromium on its own temporary profile, with the
-// console errors and uncaught exceptions of its page collected.
-type browser struct {
-	t   *testing.T
-	ctx context.Context
-	dir string // screenshots
-
-	mu       sync.Mutex
-	problems []string
-}
-
-func newBrowser(t *testing.T) *browser {
-	t.Helper()
-	exe := findChromium(t)
-	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
-		chromedp.ExecPath(exe),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1400, 1100),
-		chromedp.Flag("disable-dev-shm-usage", true),
-	)
-	if os.Geteuid() == 0 {
-		opts = append(opts, chromedp.NoSandbox) // Chromium's sandbox refuses to run as root
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	ctx, cancel := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
-	t.Cleanup(cancel)
-	b := &browser{t: t, ctx: ctx, dir: artifactsDir(t)}
-	err := chromedp.Listen(ctx, func(ev any) {
-		var p string
-		switch ev := ev.(type) {
-		case *runtime.EventConsoleAPICalled:
-			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
-				var args []string
-				for _, a := range ev.Args {
-					args = append(args, string(a.Value)+a.Description)
-				}
-				p = "console." + string(ev.Type) + ": " + strings.Join(args, " ")
-			}
-		case *runtime.EventExceptionThrown:
-			p = "exception: " + ev.ExceptionDetails.Text
-			if ev.ExceptionDetails.Exception != nil {
-				p += " " + ev.ExceptionDetails.Exception.Description
-			}
-		case *log.EventEntryAdded:
-			if ev.Entry.Level == log.EntryLevelError {
-				p = "log: " + ev.Entry.Text + " " + ev.Entry.URL
-			}
-		}
-		if p != "" {
-			b.mu.Lock()
-			b.problems = append(b.problems, p)
-			b.mu.Unlock()
-		}
-	})
-	if err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return b
-}
-
-// takeProblems returns the console errors and exceptions seen so far and
-// forgets them.
-func (b *browser) takeProblems() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	p := b.problems
-	b.problems = nil
-	return p
-}
-
-func (b *browser) do(actions ...chromedp.Action[chromedp.Void]) {
-	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
-	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		b.t.Fatalf("browser: %v", err)
-	}
-}
-
-// eval evaluates a JavaScript expression on the page into v.
-func (b *browser) eval(expr string, v any) error {
-	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
-	defer cancel()
-	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](expr))
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(raw, v)
-}
-
-// waitFor evaluates expr until check accepts its value, for at most
-// within.
-func waitFor[T any](b *browser, within time.Duration, expr string, check func(T) error) T {
-	b.t.Helper()
-	var v T
-	eventually(b.t, within, func() error {
-		var got T
-		if err := b.eval(expr, &got); err != nil {
-			return err
-		}
-		v = got
-		return check(got)
-	})
-	return v
-}
-
-func (b *browser) screenshot(name string) {
-	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
-	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		b.t.Fatalf("screenshot %s: %v", name, err)
-	}
-	if err := os.WriteFile(filepath.Join(b.dir, name+".png"), png, 0o644); err != nil {
-		b.t.Fatal(err)
-	}
+	return browser.New(t, os.Getenv("RAMPART_REQUIRE_NETNS") == "1")
 }
 
 // The page's state as the test reads it.
@@ -266,13 +116,13 @@ spec:
 	if err != nil || strings.TrimSpace(string(out)) != "Rampart dashboard: "+base {
 		t.Fatalf("rampart dashboard printed %q, %v; want the address %s", out, err, base)
 	}
-	b.do(chromedp.Navigate(base))
+	b.Do(chromedp.Navigate(base))
 
 	// The graph: three workloads, two edges, both mTLS and authorized. The
 	// proxies report every 5 s.
 	wantNodes := []string{ns + "/orders", ns + "/payments", ns + "/web"}
 	wantEdges := map[string]string{ns + "/web->" + ns + "/orders": "ok", ns + "/orders->" + ns + "/payments": "ok"}
-	waitFor(b, 45*time.Second, jsNodes+`.concat(Object.entries(`+jsEdges+`).map(([k, v]) => k + '=' + v))`, func(got []string) error {
+	browser.WaitFor(b, 45*time.Second, jsNodes+`.concat(Object.entries(`+jsEdges+`).map(([k, v]) => k + '=' + v))`, func(got []string) error {
 		var want []string
 		want = append(want, wantNodes...)
 		for k, v := range wantEdges {
@@ -286,7 +136,7 @@ spec:
 		return nil
 	})
 	var nodes []string
-	if err := b.eval(jsNodes, &nodes); err != nil {
+	if err := b.Eval(jsNodes, &nodes); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(nodes, wantNodes) {
@@ -295,21 +145,21 @@ spec:
 
 	// Golden signals: every workload has a row, orders and payments
 	// served what web sent.
-	rows := waitFor(b, 30*time.Second, jsRows, func(got map[string]float64) error {
+	rows := browser.WaitFor(b, 30*time.Second, jsRows, func(got map[string]float64) error {
 		if got[ns+"/orders"] < 30 || got[ns+"/payments"] < 30 || len(got) != 3 {
 			return fmt.Errorf("golden signals rows %v, want the three workloads, orders and payments with 30 requests served", got)
 		}
 		return nil
 	})
 	var cells map[string]string
-	if err := b.eval(`Object.fromEntries([...document.querySelectorAll('#workloads tr[data-workload="`+ns+`/orders"] td[data-field]')].map(e => [e.dataset.field, e.textContent]))`, &cells); err != nil {
+	if err := b.Eval(`Object.fromEntries([...document.querySelectorAll('#workloads tr[data-workload="`+ns+`/orders"] td[data-field]')].map(e => [e.dataset.field, e.textContent]))`, &cells); err != nil {
 		t.Fatal(err)
 	}
 	if cells["success"] != "100.0%" || cells["mtls"] != "100.0%" || cells["instances"] != "1" || !strings.HasSuffix(cells["p99"], "ms") {
 		t.Errorf("orders row %v, want 100.0%% success and mTLS, 1 instance, a p99", cells)
 	}
 	var sparks int
-	if err := b.eval(`document.querySelectorAll('#workloads svg.spark polyline[points*=","]').length`, &sparks); err != nil {
+	if err := b.Eval(`document.querySelectorAll('#workloads svg.spark polyline[points*=","]').length`, &sparks); err != nil {
 		t.Fatal(err)
 	}
 	if sparks < 4 {
@@ -318,7 +168,7 @@ spec:
 
 	// Certificates: the trust anchor, the issuer and the workloads'.
 	var certs []string
-	waitFor(b, 10*time.Second, `[...document.querySelectorAll('#certs tbody tr')].map(r => r.cells[0].textContent + ' ' + r.cells[1].textContent)`, func(got []string) error {
+	browser.WaitFor(b, 10*time.Second, `[...document.querySelectorAll('#certs tbody tr')].map(r => r.cells[0].textContent + ' ' + r.cells[1].textContent)`, func(got []string) error {
 		certs = got
 		joined := strings.Join(got, "\n")
 		for _, w := range []string{"trust anchor (active)", "issuer", "sa/web", "sa/orders", "sa/payments"} {
@@ -329,7 +179,7 @@ spec:
 		return nil
 	})
 	var denialsEmpty string
-	if err := b.eval(`document.getElementById('denials-empty').hidden ? '' : document.getElementById('denials-empty').textContent`, &denialsEmpty); err != nil {
+	if err := b.Eval(`document.getElementById('denials-empty').hidden ? '' : document.getElementById('denials-empty').textContent`, &denialsEmpty); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(denialsEmpty, "No request was denied") {
@@ -337,88 +187,88 @@ spec:
 	}
 	// No detection fired and nothing is quarantined: the panels' empty
 	// states, not an error.
-	waitFor(b, 10*time.Second, `['events-empty', 'quarantine-empty', 'banner'].map(id => document.getElementById(id).hidden ? '' : document.getElementById(id).textContent)`, func(got []string) error {
+	browser.WaitFor(b, 10*time.Second, `['events-empty', 'quarantine-empty', 'banner'].map(id => document.getElementById(id).hidden ? '' : document.getElementById(id).textContent)`, func(got []string) error {
 		if got[0] != "No security event in the last hour." || got[1] != "No identity is quarantined." || got[2] != "" {
 			return fmt.Errorf("security events %q, quarantine %q, banner %q; want their empty states and no banner", got[0], got[1], got[2])
 		}
 		return nil
 	})
-	b.screenshot("1-overview")
+	b.Screenshot("1-overview")
 	t.Logf("after 30 orders: rows %v, %d certificates", rows, len(certs))
 
 	// More traffic: the numbers follow without a reload.
 	send(20)
-	waitFor(b, 45*time.Second, jsRows, func(got map[string]float64) error {
+	browser.WaitFor(b, 45*time.Second, jsRows, func(got map[string]float64) error {
 		if got[ns+"/orders"] < rows[ns+"/orders"]+20 || got[ns+"/payments"] < rows[ns+"/payments"]+20 {
 			var updated string
-			_ = b.eval(`document.getElementById('updated').textContent`, &updated)
+			_ = b.Eval(`document.getElementById('updated').textContent`, &updated)
 			var st graph.StatResponse
 			api := trafficCLI(t, rampartCLI(t), m.ctrl.AdminAddr(), &st, "stat")
 			return fmt.Errorf("requests served %v (%s; the API: %+v %v), want 20 more than %v", got, updated, st.Workloads, api, rows)
 		}
 		return nil
 	})
-	b.screenshot("2-updated")
+	b.Screenshot("2-updated")
 
 	// One workload, then one that does not exist, then a page that does
 	// not exist.
-	b.do(chromedp.Navigate(base + "#/workload/" + ns + "/orders"))
-	waitFor(b, 15*time.Second, `document.getElementById('detail').hidden ? '' : document.getElementById('detail').textContent`, func(got string) error {
+	b.Do(chromedp.Navigate(base + "#/workload/" + ns + "/orders"))
+	browser.WaitFor(b, 15*time.Second, `document.getElementById('detail').hidden ? '' : document.getElementById('detail').textContent`, func(got string) error {
 		if !strings.Contains(got, "Workload "+ns+"/orders") || !strings.Contains(got, "spiffe://"+trustDomain+"/ns/"+ns+"/sa/orders") ||
 			!strings.Contains(got, ns+"/web") || !strings.Contains(got, ns+"/payments") {
 			return fmt.Errorf("detail shows %q, want orders with its identity and its edges from web and to payments", got)
 		}
 		return nil
 	})
-	b.screenshot("3-workload")
+	b.Screenshot("3-workload")
 	for _, tc := range []struct{ hash, want string }{
 		{"#/workload/" + ns + "/nobody", "unknown workload " + ns + "/nobody"},
 		{"#/workload/" + ns + "/Not_A_Name", "unknown workload " + ns + "/Not_A_Name"},
 		{"#/nowhere", "There is no page"},
 	} {
-		b.do(chromedp.Navigate(base + tc.hash))
-		waitFor(b, 15*time.Second, `document.getElementById('detail').hidden ? '' : document.getElementById('detail').textContent`, func(got string) error {
+		b.Do(chromedp.Navigate(base + tc.hash))
+		browser.WaitFor(b, 15*time.Second, `document.getElementById('detail').hidden ? '' : document.getElementById('detail').textContent`, func(got string) error {
 			if !strings.Contains(got, tc.want) {
 				return fmt.Errorf("%s shows %q, want %q", tc.hash, got, tc.want)
 			}
 			return nil
 		})
 	}
-	b.screenshot("4-unknown-page")
-	b.do(chromedp.Navigate(base + "#/workload/" + ns + "/nobody"))
-	waitFor(b, 15*time.Second, `(document.getElementById('unknown-workload') || {}).textContent || ''`, func(got string) error {
+	b.Screenshot("4-unknown-page")
+	b.Do(chromedp.Navigate(base + "#/workload/" + ns + "/nobody"))
+	browser.WaitFor(b, 15*time.Second, `(document.getElementById('unknown-workload') || {}).textContent || ''`, func(got string) error {
 		if !strings.Contains(got, "unknown workload "+ns+"/nobody") || !strings.Contains(got, "has not reported traffic in the last 10 minutes") {
 			return fmt.Errorf("unknown workload shows %q", got)
 		}
 		return nil
 	})
-	b.screenshot("5-unknown-workload")
-	if p := b.takeProblems(); len(p) > 0 {
+	b.Screenshot("5-unknown-workload")
+	if p := b.TakeProblems(); len(p) > 0 {
 		t.Errorf("the page logged errors:\n%s", strings.Join(p, "\n"))
 	}
 
 	// The controller goes away: a banner says so and the last data stays.
-	b.do(chromedp.Navigate(base))
-	waitFor(b, 15*time.Second, `document.querySelectorAll('#workloads tr[data-workload]').length`, func(n int) error {
+	b.Do(chromedp.Navigate(base))
+	browser.WaitFor(b, 15*time.Second, `document.querySelectorAll('#workloads tr[data-workload]').length`, func(n int) error {
 		if n != 3 {
 			return fmt.Errorf("%d rows", n)
 		}
 		return nil
 	})
 	m.stopController()
-	waitFor(b, 15*time.Second, `document.getElementById('banner').hidden ? '' : document.getElementById('banner').textContent`, func(got string) error {
+	browser.WaitFor(b, 15*time.Second, `document.getElementById('banner').hidden ? '' : document.getElementById('banner').textContent`, func(got string) error {
 		if !strings.Contains(got, "Cannot read the controller") {
 			return fmt.Errorf("banner %q", got)
 		}
 		return nil
 	})
 	var left int
-	if err := b.eval(`document.querySelectorAll('#workloads tr[data-workload]').length`, &left); err != nil || left != 3 {
+	if err := b.Eval(`document.querySelectorAll('#workloads tr[data-workload]').length`, &left); err != nil || left != 3 {
 		t.Errorf("with the controller away the table holds %d rows (%v), want the last 3", left, err)
 	}
-	b.screenshot("6-controller-away")
+	b.Screenshot("6-controller-away")
 	// Only the failed fetches may be logged now.
-	for _, p := range b.takeProblems() {
+	for _, p := range b.TakeProblems() {
 		if !strings.Contains(p, "ERR_CONNECTION_REFUSED") {
 			t.Errorf("with the controller away the page logged %q", p)
 		}
@@ -475,9 +325,9 @@ func TestDashboardShowsPlaintextAndDenials(t *testing.T) {
 		&meshv1.EdgeSummary{Direction: meshv1.Direction_DIRECTION_INBOUND, Service: ns + "/web", Requests: 10},
 	)
 
-	b.do(chromedp.Navigate("http://" + m.ctrl.AdminAddr() + "/dashboard/"))
+	b.Do(chromedp.Navigate("http://" + m.ctrl.AdminAddr() + "/dashboard/"))
 	want := map[string]string{ns + "/client->" + ns + "/server": "denied", "noproxy->" + ns + "/server": "plain"}
-	waitFor(b, 30*time.Second, jsEdges, func(got map[string]string) error {
+	browser.WaitFor(b, 30*time.Second, jsEdges, func(got map[string]string) error {
 		for k, v := range want {
 			if got[k] != v {
 				return fmt.Errorf("edges %v, want %v", got, want)
@@ -486,19 +336,19 @@ func TestDashboardShowsPlaintextAndDenials(t *testing.T) {
 		return nil
 	})
 	var colours map[string]string
-	if err := b.eval(`Object.fromEntries([...document.querySelectorAll('#graph [data-edge] line')].map(l => [l.parentNode.dataset.edge, getComputedStyle(l).stroke]))`, &colours); err != nil {
+	if err := b.Eval(`Object.fromEntries([...document.querySelectorAll('#graph [data-edge] line')].map(l => [l.parentNode.dataset.edge, getComputedStyle(l).stroke]))`, &colours); err != nil {
 		t.Fatal(err)
 	}
 	if red, amber := colours[ns+"/client->"+ns+"/server"], colours["noproxy->"+ns+"/server"]; red != "rgb(197, 48, 48)" || amber != "rgb(214, 158, 46)" {
 		t.Errorf("edge colours: denied %q, plaintext %q; want red and amber", red, amber)
 	}
-	waitFor(b, 10*time.Second, `[...document.querySelectorAll('#denials tbody tr')].map(r => [...r.cells].map(c => c.textContent).join(' | '))`, func(got []string) error {
+	browser.WaitFor(b, 10*time.Second, `[...document.querySelectorAll('#denials tbody tr')].map(r => [...r.cells].map(c => c.textContent).join(' | '))`, func(got []string) error {
 		if len(got) != 1 || got[0] != ns+"/client | "+ns+"/server | "+ns+"/web | 8 | 80.0%" {
 			return fmt.Errorf("denials %q, want client to server, 8 denied, 80%% authorized", got)
 		}
 		return nil
 	})
-	b.screenshot("denials")
+	b.Screenshot("denials")
 
 	// Quarantining the client: the quarantine panel lists it, the graph
 	// marks its node, and the other node stays unmarked.
@@ -507,7 +357,7 @@ func TestDashboardShowsPlaintextAndDenials(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rampart quarantine add: %v\n%s", err, out)
 	}
-	waitFor(b, 15*time.Second, `[...document.querySelectorAll('#quarantine tbody tr')].map(r => [...r.querySelectorAll('td[data-field]')].map(c => c.dataset.field + '=' + c.textContent).join(' | '))`, func(got []string) error {
+	browser.WaitFor(b, 15*time.Second, `[...document.querySelectorAll('#quarantine tbody tr')].map(r => [...r.querySelectorAll('td[data-field]')].map(c => c.dataset.field + '=' + c.textContent).join(' | '))`, func(got []string) error {
 		if len(got) != 1 {
 			return fmt.Errorf("quarantine rows %q, want the client", got)
 		}
@@ -521,14 +371,14 @@ func TestDashboardShowsPlaintextAndDenials(t *testing.T) {
 		}
 		return nil
 	})
-	waitFor(b, 15*time.Second, `Object.fromEntries([...document.querySelectorAll('#graph [data-node]')].map(g => [g.dataset.node, g.dataset.quarantined || '']))`, func(got map[string]string) error {
+	browser.WaitFor(b, 15*time.Second, `Object.fromEntries([...document.querySelectorAll('#graph [data-node]')].map(g => [g.dataset.node, g.dataset.quarantined || '']))`, func(got map[string]string) error {
 		if got[ns+"/client"] != "true" || got[ns+"/server"] != "" {
 			return fmt.Errorf("graph marks %q, want the client quarantined and the server not", got)
 		}
 		return nil
 	})
-	b.screenshot("quarantine")
-	if p := b.takeProblems(); len(p) > 0 {
+	b.Screenshot("quarantine")
+	if p := b.TakeProblems(); len(p) > 0 {
 		t.Errorf("the page logged errors:\n%s", strings.Join(p, "\n"))
 	}
 }

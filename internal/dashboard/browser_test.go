@@ -1,149 +1,31 @@
 package dashboard
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/rampart-mesh/rampart/internal/testutil/browser"
 )
 
-// findChromium finds Debian's chromium (scripts/test-deps.sh installs it).
-// With RAMPART_REQUIRE_CHROMIUM=1, or under `make test` as root
+// newPage starts a headless Chromium for the test. With
+// RAMPART_REQUIRE_CHROMIUM=1, or under `make test` as root
 // (RAMPART_REQUIRE_NETNS=1, as the end-to-end tests decide), a missing
 // browser fails the test; elsewhere it skips it.
-func findChromium(t *testing.T) string {
+func newPage(t *testing.T) *browser.Browser {
 	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("RAMPART_REQUIRE_CHROMIUM") == "1" || os.Getenv("RAMPART_REQUIRE_NETNS") == "1" {
-		t.Fatal("chromium not found: run scripts/test-deps.sh to install it")
-	}
-	t.Skip("chromium not found: run scripts/test-deps.sh to install it for the dashboard's browser test")
-	return ""
-}
-
-// page is a headless Chromium on its own profile with the console errors
-// and uncaught exceptions of its page collected.
-type page struct {
-	t   *testing.T
-	ctx context.Context
-
-	mu       sync.Mutex
-	problems []string
-}
-
-func newPage(t *testing.T) *page {
-	t.Helper()
-	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
-		chromedp.ExecPath(findChromium(t)),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1400, 1100),
-		chromedp.Flag("disable-dev-shm-usage", true),
-	)
-	if os.Geteuid() == 0 {
-		opts = append(opts, chromedp.NoSandbox) // Chromium's sandbox refuses to run as root
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	ctx, cancel := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
-	t.Cleanup(cancel)
-	p := &page{t: t, ctx: ctx}
-	err := chromedp.Listen(ctx, func(ev any) {
-		var s string
-		switch ev := ev.(type) {
-		case *runtime.EventConsoleAPICalled:
-			if ev.Type == runtime.ConsoleAPICalledTypeError {
-				s = "console.error"
-				for _, a := range ev.Args {
-					s += " " + string(a.Value) + a.Description
-				}
-			}
-		case *runtime.EventExceptionThrown:
-			s = "exception: " + ev.ExceptionDetails.Text
-			if ev.ExceptionDetails.Exception != nil {
-				s += " " + ev.ExceptionDetails.Exception.Description
-			}
-		case *log.EventEntryAdded:
-			if ev.Entry.Level == log.EntryLevelError {
-				s = "log: " + ev.Entry.Text + " " + ev.Entry.URL
-			}
-		}
-		if s != "" {
-			p.mu.Lock()
-			p.problems = append(p.problems, s)
-			p.mu.Unlock()
-		}
-	})
-	if err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return p
-}
-
-func (p *page) takeProblems() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	s := p.problems
-	p.problems = nil
-	return s
-}
-
-func (p *page) do(actions ...chromedp.Action[chromedp.Void]) {
-	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
-	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		p.t.Fatalf("browser: %v", err)
-	}
-}
-
-func (p *page) eval(expr string, v any) error {
-	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
-	defer cancel()
-	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](expr))
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(raw, v)
-}
-
-// waitFor evaluates expr until check accepts its value, for at most
-// within, and returns the value accepted.
-func waitFor[T any](p *page, within time.Duration, expr string, check func(T) error) T {
-	p.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		var got T
-		err := p.eval(expr, &got)
-		if err == nil {
-			err = check(got)
-		}
-		if err == nil {
-			return got
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("after %v: %v", within, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return browser.New(t, os.Getenv("RAMPART_REQUIRE_CHROMIUM") == "1" || os.Getenv("RAMPART_REQUIRE_NETNS") == "1")
 }
 
 // apiMode says how the fake controller answers /api/v1/events and
@@ -271,17 +153,17 @@ func TestPanelsInBrowser(t *testing.T) {
 	var mode atomic.Int32
 	srv := fakeController(t, &mode)
 	base := srv.URL + Prefix
-	p.do(chromedp.Navigate(base))
+	p.Do(chromedp.Navigate(base))
 
 	// The events, newest first, as the API lists them.
-	waitFor(p, 15*time.Second, jsEventIDs, func(got []string) error {
+	browser.WaitFor(p, 15*time.Second, jsEventIDs, func(got []string) error {
 		if want := []string{"00000000000000a1", "00000000000000a2", "00000000000000a3", "00000000000000a4"}; !slices.Equal(got, want) {
 			return fmt.Errorf("event rows %v, want %v", got, want)
 		}
 		return nil
 	})
 	var cells map[string]map[string]string
-	if err := p.eval(jsEventCells, &cells); err != nil {
+	if err := p.Eval(jsEventCells, &cells); err != nil {
 		t.Fatal(err)
 	}
 	isoSecond := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$`)
@@ -314,14 +196,14 @@ func TestPanelsInBrowser(t *testing.T) {
 	// The counts by severity in the page's header, most severe first, and
 	// the badge's colour next to its text.
 	var counts []string
-	if err := p.eval(`[...document.querySelectorAll('#event-counts [data-severity]')].map(e => e.textContent)`, &counts); err != nil {
+	if err := p.Eval(`[...document.querySelectorAll('#event-counts [data-severity]')].map(e => e.textContent)`, &counts); err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"1 critical", "2 high", "1 medium"}; !slices.Equal(counts, want) {
 		t.Errorf("severity counts %q, want %q", counts, want)
 	}
 	var critical string
-	if err := p.eval(`getComputedStyle(document.querySelector('#events tr[data-event="00000000000000a1"] .sev')).backgroundColor`, &critical); err != nil {
+	if err := p.Eval(`getComputedStyle(document.querySelector('#events tr[data-event="00000000000000a1"] .sev')).backgroundColor`, &critical); err != nil {
 		t.Fatal(err)
 	}
 	if critical != "rgb(197, 48, 48)" {
@@ -331,13 +213,13 @@ func TestPanelsInBrowser(t *testing.T) {
 	// A click shows an event's evidence; it stays through the next
 	// refresh; a second click hides it.
 	var updated string
-	if err := p.eval(fmt.Sprintf(jsText, "updated"), &updated); err != nil {
+	if err := p.Eval(fmt.Sprintf(jsText, "updated"), &updated); err != nil {
 		t.Fatal(err)
 	}
-	p.do(chromedp.Click(chromedp.CSS(`#events tr[data-event="00000000000000a1"] td[data-field="summary"]`)))
+	p.Do(chromedp.Click(chromedp.CSS(`#events tr[data-event="00000000000000a1"] td[data-field="summary"]`)))
 	evidence := func(id string, want map[string]string) {
 		t.Helper()
-		waitFor(p, 5*time.Second, fmt.Sprintf(jsEvidence, id), func(got map[string]string) error {
+		browser.WaitFor(p, 5*time.Second, fmt.Sprintf(jsEvidence, id), func(got map[string]string) error {
 			for k, v := range want {
 				if got[k] != v {
 					return fmt.Errorf("evidence of %s: %q, want %q", id, got, want)
@@ -351,15 +233,15 @@ func TestPanelsInBrowser(t *testing.T) {
 		"distinctPaths": "40", "refusedShare": "95.0%", "paths": "/admin/users/x, /.env, /wp-login.php", "reporter": "shop/payments",
 	}
 	evidence("00000000000000a1", scan)
-	waitFor(p, 10*time.Second, fmt.Sprintf(jsText, "updated"), func(got string) error {
+	browser.WaitFor(p, 10*time.Second, fmt.Sprintf(jsText, "updated"), func(got string) error {
 		if got == updated || !strings.HasPrefix(got, "updated ") {
 			return fmt.Errorf("updated %q, want a refresh after %q", got, updated)
 		}
 		return nil
 	})
 	evidence("00000000000000a1", scan)
-	p.do(chromedp.Click(chromedp.CSS(`#events tr[data-event="00000000000000a1"] td[data-field="summary"]`)))
-	waitFor(p, 5*time.Second, `document.querySelectorAll('#events tr.evidence').length`, func(n int) error {
+	p.Do(chromedp.Click(chromedp.CSS(`#events tr[data-event="00000000000000a1"] td[data-field="summary"]`)))
+	browser.WaitFor(p, 5*time.Second, `document.querySelectorAll('#events tr.evidence').length`, func(n int) error {
 		if n != 0 {
 			return fmt.Errorf("%d evidence rows after the second click, want none", n)
 		}
@@ -367,14 +249,14 @@ func TestPanelsInBrowser(t *testing.T) {
 	})
 	// A hostile certificate issuer is text too, and fields the page does
 	// not know are still shown.
-	p.do(chromedp.Click(chromedp.CSS(`#events tr[data-event="00000000000000a4"] td[data-field="time"]`)))
+	p.Do(chromedp.Click(chromedp.CSS(`#events tr[data-event="00000000000000a4"] td[data-field="time"]`)))
 	evidence("00000000000000a4", map[string]string{
 		"handshakes": "4", "serial": "77ff", "issuer": "CN=<script>window.__pwned=2</script>", "port": "8443", "confidence": "new field",
 	})
 
 	// The quarantine panel and the graph's mark.
 	var quarantine []map[string]string
-	if err := p.eval(`[...document.querySelectorAll('#quarantine tbody tr')].map(r =>
+	if err := p.Eval(`[...document.querySelectorAll('#quarantine tbody tr')].map(r =>
 		Object.fromEntries([...r.querySelectorAll('td[data-field]')].map(c => [c.dataset.field, c.textContent])))`, &quarantine); err != nil {
 		t.Fatal(err)
 	}
@@ -388,14 +270,14 @@ func TestPanelsInBrowser(t *testing.T) {
 		t.Errorf("quarantine row %q", q)
 	}
 	var note string
-	if err := p.eval(`document.getElementById('quarantine-panel').textContent`, &note); err != nil {
+	if err := p.Eval(`document.getElementById('quarantine-panel').textContent`, &note); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(note, "rampart quarantine release <spiffe-id>") {
 		t.Errorf("the quarantine panel does not say how to release: %q", note)
 	}
 	var marks map[string]string
-	if err := p.eval(`Object.fromEntries([...document.querySelectorAll('#graph [data-node]')].map(g =>
+	if err := p.Eval(`Object.fromEntries([...document.querySelectorAll('#graph [data-node]')].map(g =>
 		[g.dataset.node, (g.dataset.quarantined || '') + '|' + [...g.querySelectorAll('text.qlabel')].map(x => x.textContent).join() + '|' + getComputedStyle(g.querySelector('circle')).stroke]))`, &marks); err != nil {
 		t.Fatal(err)
 	}
@@ -412,13 +294,13 @@ func TestPanelsInBrowser(t *testing.T) {
 
 	// Nothing of the data ran or became markup.
 	var pwned []any
-	if err := p.eval(`[window.__pwned === undefined, document.querySelectorAll('main img, main script, main b').length]`, &pwned); err != nil {
+	if err := p.Eval(`[window.__pwned === undefined, document.querySelectorAll('main img, main script, main b').length]`, &pwned); err != nil {
 		t.Fatal(err)
 	}
 	if pwned[0] != true || pwned[1] != float64(0) {
 		t.Errorf("hostile data became markup: __pwned undefined %v, %v elements", pwned[0], pwned[1])
 	}
-	if s := p.takeProblems(); len(s) > 0 {
+	if s := p.TakeProblems(); len(s) > 0 {
 		t.Errorf("the page logged errors:\n%s", strings.Join(s, "\n"))
 	}
 
@@ -431,8 +313,8 @@ func TestPanelsInBrowser(t *testing.T) {
 		{"shop/web", []string{"00000000000000a3"}},
 		{"shop/intruder", []string{"00000000000000a1", "00000000000000a2"}},
 	} {
-		p.do(chromedp.Navigate(base + "#/workload/" + tc.workload))
-		waitFor(p, 10*time.Second, `[...document.querySelectorAll('#workload-events tr[data-event]')].map(r => r.dataset.event)`, func(got []string) error {
+		p.Do(chromedp.Navigate(base + "#/workload/" + tc.workload))
+		browser.WaitFor(p, 10*time.Second, `[...document.querySelectorAll('#workload-events tr[data-event]')].map(r => r.dataset.event)`, func(got []string) error {
 			if !slices.Equal(got, tc.want) {
 				return fmt.Errorf("%s lists events %v, want %v", tc.workload, got, tc.want)
 			}
@@ -440,21 +322,21 @@ func TestPanelsInBrowser(t *testing.T) {
 		})
 	}
 	// The quarantined workload's page says so.
-	waitFor(p, 5*time.Second, `(e => e ? e.textContent : '')(document.querySelector('#detail-body [data-quarantined]'))`, func(got string) error {
+	browser.WaitFor(p, 5*time.Second, `(e => e ? e.textContent : '')(document.querySelector('#detail-body [data-quarantined]'))`, func(got string) error {
 		if !strings.Contains(got, "Quarantined: spiffe://example.org/ns/shop/sa/intruder until ") || !strings.Contains(got, "rampart quarantine release") {
 			return fmt.Errorf("intruder's page: %q", got)
 		}
 		return nil
 	})
-	p.do(chromedp.Navigate(base + "#/workload/shop/payments"))
-	waitFor(p, 10*time.Second, `[...document.querySelectorAll('#workload-events tr[data-event]')].map(r => r.dataset.event)`, func(got []string) error {
+	p.Do(chromedp.Navigate(base + "#/workload/shop/payments"))
+	browser.WaitFor(p, 10*time.Second, `[...document.querySelectorAll('#workload-events tr[data-event]')].map(r => r.dataset.event)`, func(got []string) error {
 		if want := []string{"00000000000000a1", "00000000000000a2"}; !slices.Equal(got, want) {
 			return fmt.Errorf("payments lists events %v, want %v", got, want)
 		}
 		return nil
 	})
-	p.do(chromedp.Navigate(base))
-	waitFor(p, 10*time.Second, jsEventIDs, func(got []string) error {
+	p.Do(chromedp.Navigate(base))
+	browser.WaitFor(p, 10*time.Second, jsEventIDs, func(got []string) error {
 		if len(got) != 4 {
 			return fmt.Errorf("event rows %v after reloading, want 4", got)
 		}
@@ -463,21 +345,21 @@ func TestPanelsInBrowser(t *testing.T) {
 
 	// The events API fails: the banner says so and the last events stay.
 	mode.Store(int32(apiFail))
-	waitFor(p, 10*time.Second, fmt.Sprintf(jsText, "banner"), func(got string) error {
+	browser.WaitFor(p, 10*time.Second, fmt.Sprintf(jsText, "banner"), func(got string) error {
 		if !strings.Contains(got, "/api/v1/events") || !strings.Contains(got, "the event log is unreadable") {
 			return fmt.Errorf("banner %q, want the events API's error", got)
 		}
 		return nil
 	})
 	var ids []string
-	if err := p.eval(jsEventIDs, &ids); err != nil || len(ids) != 4 {
+	if err := p.Eval(jsEventIDs, &ids); err != nil || len(ids) != 4 {
 		t.Errorf("with the events API failing the panel holds %v (%v), want the last 4 events", ids, err)
 	}
 
 	// A controller without the APIs (404): the empty states with a note,
 	// no banner, no counts, no mark.
 	mode.Store(int32(apiMissing))
-	waitFor(p, 10*time.Second, `[`+fmt.Sprintf(jsText, "events-empty")+`, `+fmt.Sprintf(jsText, "quarantine-empty")+`, `+
+	browser.WaitFor(p, 10*time.Second, `[`+fmt.Sprintf(jsText, "events-empty")+`, `+fmt.Sprintf(jsText, "quarantine-empty")+`, `+
 		fmt.Sprintf(jsText, "banner")+`, document.getElementById('event-counts').textContent, String(document.getElementById('events').hidden),
 		String(document.querySelectorAll('#graph .node.quarantined').length)]`, func(got []string) error {
 		if !strings.Contains(got[0], "does not serve security events (GET /api/v1/events answered 404)") ||
@@ -487,23 +369,21 @@ func TestPanelsInBrowser(t *testing.T) {
 		}
 		return nil
 	})
-	for _, s := range p.takeProblems() {
+	for _, s := range p.TakeProblems() {
 		if !strings.Contains(s, "status of 500") && !strings.Contains(s, "status of 404") {
 			t.Errorf("the page logged %q", s)
 		}
 	}
 	if dir := os.Getenv("RAMPART_ARTIFACTS_DIR"); dir != "" {
-		ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
-		defer cancel()
-		p.do(chromedp.Navigate(base))
+		p.Do(chromedp.Navigate(base))
 		mode.Store(int32(apiServe))
-		waitFor(p, 10*time.Second, `document.querySelectorAll('#events tr[data-event]').length`, func(n int) error {
+		browser.WaitFor(p, 10*time.Second, `document.querySelectorAll('#events tr[data-event]').length`, func(n int) error {
 			if n != 4 {
 				return fmt.Errorf("%d events", n)
 			}
 			return nil
 		})
-		if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+		if png, err := p.PNG(); err == nil {
 			_ = os.WriteFile(filepath.Join(dir, "dashboard-security-panels.png"), png, 0o644)
 		}
 	}

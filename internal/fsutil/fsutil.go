@@ -1,7 +1,8 @@
 // Package fsutil holds the few file-system operations that Rampart's state
-// (CA keys, join tokens, the published trust bundle) depends on for
-// integrity: atomic replacement, inter-process locks, and the check that a
-// secret file is private.
+// (CA keys, join tokens, the published trust bundle, the revocation and
+// quarantine lists) depends on for integrity: atomic replacement,
+// inter-process locks, the check that a secret file is private, and the
+// private JSON state files built on them (JSONFile).
 //
 // It depends on the standard library only.
 package fsutil

@@ -12,13 +12,9 @@
 package quarantine
 
 import (
-	"bytes"
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"time"
 	"unicode"
@@ -87,27 +83,21 @@ var (
 	ErrNotQuarantined = errors.New("quarantine: not quarantined")
 )
 
+// file is the format of the quarantine file.
+var file = &fsutil.JSONFile[List]{
+	Name:     "quarantine",
+	What:     "quarantine list",
+	MaxSize:  MaxFileSize,
+	Invalid:  ErrInvalid,
+	Empty:    func() *List { return &List{Version: FormatVersion} },
+	Validate: (*List).Validate,
+	Fix:      "fix or restore the file",
+}
+
 // Parse decodes and validates the content of a quarantine file. Unknown
 // fields, a second JSON value, malformed or duplicate entries and more than
 // MaxEntries entries are errors naming the entry at fault.
-func Parse(data []byte) (*List, error) {
-	if len(data) > MaxFileSize {
-		return nil, fmt.Errorf("%w: %d bytes, more than the %d allowed", ErrInvalid, len(data), MaxFileSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var l List
-	if err := dec.Decode(&l); err != nil {
-		return nil, fmt.Errorf("%w: not a quarantine list: %v", ErrInvalid, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: data after the quarantine list", ErrInvalid)
-	}
-	if err := l.Validate(); err != nil {
-		return nil, err
-	}
-	return &l, nil
-}
+func Parse(data []byte) (*List, error) { return file.Parse(data) }
 
 // Validate reports the first problem with l, naming the entry.
 func (l *List) Validate() error {
@@ -211,65 +201,24 @@ func CheckReason(r string) error {
 
 // Load reads and validates the quarantine file at path. A missing file is
 // an empty list. Errors name the file.
-func Load(path string) (*List, error) {
-	data, err := fsutil.ReadPrivateFile(path, MaxFileSize)
-	if errors.Is(err, os.ErrNotExist) {
-		return &List{Version: FormatVersion}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("quarantine: %w", err)
-	}
-	l, err := Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("quarantine: %s: %w; fix or restore the file", path, err)
-	}
-	return l, nil
-}
+func Load(path string) (*List, error) { return file.Load(path) }
 
 // Update applies change to the list at path under an exclusive lock and
 // writes the result atomically (mode 0600), so that concurrent editors
 // never lose each other's entries. Entries expired at now are dropped
 // first. A change that leaves the list invalid writes nothing.
 func Update(path string, now time.Time, change func(*List) error) (*List, error) {
-	var l *List
-	var listErr error // a problem with the list, already prefixed
-	err := fsutil.UpdatePrivateFile(path, func() ([]byte, error) {
-		var data []byte
-		l, data, listErr = updated(path, now, change)
-		return data, listErr
+	return file.Update(path, func(l *List) error {
+		l.Prune(now)
+		if err := change(l); err != nil {
+			return err
+		}
+		l.sort()
+		if l.Identities == nil {
+			l.Identities = []Entry{}
+		}
+		return nil
 	})
-	switch {
-	case listErr != nil:
-		return nil, listErr
-	case err != nil:
-		return nil, fmt.Errorf("quarantine: %w", err)
-	}
-	return l, nil
-}
-
-// updated is the list at path with the entries expired at now dropped and
-// change applied, and its encoding.
-func updated(path string, now time.Time, change func(*List) error) (*List, []byte, error) {
-	l, err := Load(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	l.Prune(now)
-	if err := change(l); err != nil {
-		return nil, nil, err
-	}
-	l.sort()
-	if err := l.Validate(); err != nil {
-		return nil, nil, err
-	}
-	if l.Identities == nil {
-		l.Identities = []Entry{}
-	}
-	data, err := json.MarshalIndent(l, "", "  ")
-	if err != nil {
-		return nil, nil, fmt.Errorf("quarantine: encode: %w", err)
-	}
-	return l, append(data, '\n'), nil
 }
 
 // Add quarantines e.SPIFFEID from e.Since until e.Until. An identity

@@ -10,13 +10,9 @@
 package revocation
 
 import (
-	"bytes"
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -102,27 +98,21 @@ var (
 	ErrInvalid = errors.New("revocation: invalid")
 )
 
+// file is the format of the revocations file.
+var file = &fsutil.JSONFile[List]{
+	Name:     "revocation",
+	What:     "revocation list",
+	MaxSize:  MaxFileSize,
+	Invalid:  ErrInvalid,
+	Empty:    func() *List { return &List{Version: FormatVersion} },
+	Validate: (*List).Validate,
+	Fix:      "the controller keeps the list it had: fix or restore the file",
+}
+
 // Parse decodes and validates the content of a revocations file. Unknown
 // fields, a second JSON value, malformed or duplicate entries and more than
 // MaxEntries entries are errors naming the entry at fault.
-func Parse(data []byte) (*List, error) {
-	if len(data) > MaxFileSize {
-		return nil, fmt.Errorf("%w: %d bytes, more than the %d allowed", ErrInvalid, len(data), MaxFileSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var l List
-	if err := dec.Decode(&l); err != nil {
-		return nil, fmt.Errorf("%w: not a revocation list: %v", ErrInvalid, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: data after the revocation list", ErrInvalid)
-	}
-	if err := l.Validate(); err != nil {
-		return nil, err
-	}
-	return &l, nil
-}
+func Parse(data []byte) (*List, error) { return file.Parse(data) }
 
 // Validate reports the first problem with l, naming the entry.
 func (l *List) Validate() error {
@@ -225,20 +215,7 @@ func CheckReason(r string) error {
 
 // Load reads and validates the revocations file at path. A missing file is
 // an empty list. Errors name the file.
-func Load(path string) (*List, error) {
-	data, err := fsutil.ReadPrivateFile(path, MaxFileSize)
-	if errors.Is(err, os.ErrNotExist) {
-		return &List{Version: FormatVersion}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("revocation: %w", err)
-	}
-	l, err := Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("revocation: %s: %w; the controller keeps the list it had: fix or restore the file", path, err)
-	}
-	return l, nil
-}
+func Load(path string) (*List, error) { return file.Load(path) }
 
 // Update applies change to the list at path under an exclusive lock and
 // writes the result atomically (mode 0600), so that concurrent editors
@@ -246,34 +223,14 @@ func Load(path string) (*List, error) {
 // Prune) are dropped first. A change that leaves the list invalid writes
 // nothing.
 func Update(path string, now time.Time, lifetime time.Duration, change func(*List) error) (*List, error) {
-	var l *List
-	var listErr error // a problem with the list, already prefixed
-	err := fsutil.UpdatePrivateFile(path, func() ([]byte, error) {
-		if l, listErr = Load(path); listErr != nil {
-			return nil, listErr
-		}
+	return file.Update(path, func(l *List) error {
 		l.Prune(now, lifetime)
-		if listErr = change(l); listErr != nil {
-			return nil, listErr
+		if err := change(l); err != nil {
+			return err
 		}
 		l.sort()
-		if listErr = l.Validate(); listErr != nil {
-			return nil, listErr
-		}
-		data, err := json.MarshalIndent(l, "", "  ")
-		if err != nil {
-			listErr = fmt.Errorf("revocation: encode: %w", err)
-			return nil, listErr
-		}
-		return append(data, '\n'), nil
+		return nil
 	})
-	switch {
-	case listErr != nil:
-		return nil, listErr
-	case err != nil:
-		return nil, fmt.Errorf("revocation: %w", err)
-	}
-	return l, nil
 }
 
 // RevokeCertificate adds c (RevokedAt and Serial set). Revoking a serial
