@@ -12,6 +12,9 @@ const snapshotVersion = 1
 // an entry younger than span/16 takes the next counts in.
 type window struct {
 	entries []winEntry
+	// owner is the reporter that created a tracker's window (nil for a
+	// caller's).
+	owner *reporter
 }
 
 type winEntry struct {
@@ -293,7 +296,9 @@ func (c *caller) export() Caller {
 	return x
 }
 
-func restoreWorkload(wb WorkloadBaseline) *workload {
+// restoreWorkload rebuilds a saved workload with at most callers callers
+// and routes routes in all.
+func restoreWorkload(wb WorkloadBaseline, callers, routes int) *workload {
 	w := newWorkload(workloadKey{id: wb.SPIFFEID, name: wb.Workload}, wb.Namespace)
 	w.callersOverflow = wb.CallersOverflow
 	w.digests = append([]string(nil), wb.Digests...)
@@ -301,7 +306,7 @@ func restoreWorkload(wb WorkloadBaseline) *workload {
 		w.digests = w.digests[len(w.digests)-MaxDigests:]
 	}
 	for _, x := range wb.Callers {
-		if len(w.callers) >= MaxCallersPerWorkload {
+		if len(w.callers) >= min(MaxCallersPerWorkload, callers) {
 			w.callersOverflow = true
 			break
 		}
@@ -318,10 +323,11 @@ func restoreWorkload(wb WorkloadBaseline) *workload {
 			}
 		}
 		for _, r := range x.Routes {
-			if len(c.routes) >= MaxRoutesPerCaller {
+			if len(c.routes) >= MaxRoutesPerCaller || routes <= 0 {
 				c.routesOverflow = true
 				break
 			}
+			routes--
 			r := r
 			c.routes[routeKey{method: r.Method, path: r.Path, truncated: r.Truncated}] = &r
 		}

@@ -44,7 +44,9 @@ const (
 	MaxPathsPerPair = 256
 	// MaxReporters bounds the identities remembered as reporting, which
 	// decide whether an outbound edge is needed (its destination never
-	// reports) or left to the destination's inbound report.
+	// reports) or left to the destination's inbound report, and the
+	// reporters whose shares are counted (reporters.go; past it, they
+	// share one).
 	MaxReporters = 16384
 	// MaxSuppressed bounds the (detection, source, destination) keys
 	// remembered to repeat no event within its window.
@@ -112,8 +114,16 @@ type Engine struct {
 	learnStart time.Time
 	learnEnds  time.Time
 	workloads  map[workloadKey]*workload
+	names      map[string]int // workloads per SPIFFE ID
+	callers    int            // callers of all workloads
+	routes     int            // routes of all callers
 	reporters  map[string]bool
-	denials    map[string]*window // source SPIFFE ID → denied counts
+	// shares counts, per reporter, the entries it created and its event
+	// bucket (reporters.go); sharedReporter stands for the reporters
+	// past MaxReporters.
+	shares         map[string]*reporter
+	sharedReporter *reporter
+	denials        map[string]*window // source SPIFFE ID → denied counts
 	// selfOut is what sources reported of their own outbound traffic,
 	// per (source, destination SPIFFE ID) and, under destination
 	// anySelfDst, over all destinations: requests and denials. A
@@ -121,13 +131,16 @@ type Engine struct {
 	selfOut    map[scanKey]*window
 	scans      map[scanKey]*scanState // source and destination → paths
 	refusals   map[refusalKey]*window // detection and presented ID or IP → counts
-	suppressed map[suppressKey]time.Time
+	suppressed *suppressions
 	ledger     ledger
 	pending    []pendingEvent
 	lastGC     time.Time
 	gen        uint64 // bumped at every change worth saving
 	savedGen   uint64
-	stats      Stats
+	// oversize says the last save was skipped because the state would
+	// exceed the store's bound (logged once until a save succeeds).
+	oversize bool
+	stats    Stats
 }
 
 // Stats are the engine's counters since New, for the controller's metrics.
@@ -150,8 +163,23 @@ type Stats struct {
 	// then says Alert).
 	Uncorroborated uint64
 	// Overflow counts observations dropped at a bound: workloads,
-	// callers, routes, tracker entries, ledger edges.
+	// callers (per workload, and MaxCallers), routes per caller, tracker
+	// entries, ledger edges.
 	WorkloadsOverflow, CallersOverflow, RoutesOverflow, TrackerOverflow, LedgerOverflow uint64
+	// TrackerShareOverflow and BaselineShareOverflow count the tracker
+	// entries, and the baseline workloads and callers, not created
+	// because their reporter had used up its share of the bound
+	// (reporters.go).
+	TrackerShareOverflow, BaselineShareOverflow uint64
+	// NamesOverflow counts workloads not learnt because their identity
+	// already owned MaxWorkloadsPerIdentity workloads.
+	NamesOverflow uint64
+	// BaselineRoutesOverflow counts routes not kept because the baseline
+	// held MaxBaselineRoutes.
+	BaselineRoutesOverflow uint64
+	// RateLimitedEvents counts events dropped because their reporter had
+	// used up its bucket (ReporterEventsPerMinute).
+	RateLimitedEvents uint64
 	// LoadErrors counts saved states that could not be loaded (learning
 	// then starts afresh); SaveErrors failed saves.
 	LoadErrors, SaveErrors uint64
@@ -191,12 +219,14 @@ func New(cfg Config) (*Engine, error) {
 		quarantine: cfg.Quarantine,
 		pol:        compilePolicy(pol),
 		workloads:  make(map[workloadKey]*workload),
+		names:      make(map[string]int),
 		reporters:  make(map[string]bool),
+		shares:     make(map[string]*reporter),
 		denials:    make(map[string]*window),
 		selfOut:    make(map[scanKey]*window),
 		scans:      make(map[scanKey]*scanState),
 		refusals:   make(map[refusalKey]*window),
-		suppressed: make(map[suppressKey]time.Time),
+		suppressed: newSuppressions(),
 		ledger:     newLedger(),
 		stats:      Stats{Events: make(map[Detection]uint64)},
 	}
@@ -240,9 +270,7 @@ func (e *Engine) Stats() Stats {
 	}
 	s.Learning = e.learningLocked(now)
 	s.Workloads = len(e.workloads)
-	for _, w := range e.workloads {
-		s.Callers += len(w.callers)
-	}
+	s.Callers = e.callers
 	return s
 }
 
@@ -307,7 +335,10 @@ func (e *Engine) load() {
 }
 
 // save writes the state when it changed since the last save; the state is
-// copied under the lock and written outside it.
+// copied under the lock and written outside it. A state that the store's
+// bound (BoundedStore) would refuse, by the estimate of estimateLocked,
+// is not copied: the save is skipped and counted as a SaveError, and
+// logged once until a save succeeds.
 func (e *Engine) save() {
 	if e.store == nil {
 		return
@@ -317,6 +348,19 @@ func (e *Engine) save() {
 	if e.gen == e.savedGen {
 		e.mu.Unlock()
 		return
+	}
+	if b, ok := e.store.(BoundedStore); ok {
+		if size, limit := e.estimateLocked(), b.MaxBytes(); size > limit {
+			e.stats.SaveErrors++
+			logged := e.oversize
+			e.oversize = true
+			e.mu.Unlock()
+			if !logged {
+				e.log.Error("insights: baseline not saved: it would exceed the store's bound; saves are skipped until it fits",
+					"estimatedBytes", size, "maxBytes", limit)
+			}
+			return
+		}
 	}
 	gen := e.gen
 	st := e.stateLocked(now)
@@ -329,10 +373,47 @@ func (e *Engine) save() {
 		return
 	}
 	e.mu.Lock()
+	e.oversize = false
 	if gen > e.savedGen {
 		e.savedGen = gen
 	}
 	e.mu.Unlock()
+}
+
+// Least sizes, in bytes of JSON, of the parts of a saved State without
+// their strings: estimateLocked adds them up so as never to exceed the
+// real size, so that a state that would fit is never skipped.
+const (
+	minWorkloadJSON = 57  // {"spiffeId":"","namespace":"","workload":"","callers":[]}
+	minCallerJSON   = 223 // mtls, two times, three counts, two bands
+	minRouteJSON    = 36  // {"method":"","path":"","requests":0}
+	minLedgerJSON   = 126 // hour, two parties, mtls, four counts
+)
+
+// estimateLocked is a lower bound of the size of the saved state, in
+// bytes, counted without building it.
+func (e *Engine) estimateLocked() int {
+	n := 0
+	for _, w := range e.workloads {
+		n += minWorkloadJSON + len(w.key.id) + len(w.key.name) + len(w.namespace)
+		for _, d := range w.digests {
+			n += len(d) + 3
+		}
+		for _, c := range w.callers {
+			n += minCallerJSON + len(c.key.id) + len(c.key.name)
+			for s := range c.services {
+				n += len(s) + 3
+			}
+			for k := range c.routes {
+				n += minRouteJSON + len(k.method) + len(k.path)
+			}
+		}
+	}
+	for k := range e.ledger.hours {
+		n += minLedgerJSON + len(k.edge.src.SPIFFEID) + len(k.edge.src.Namespace) + len(k.edge.src.Workload) +
+			len(k.edge.dst.SPIFFEID) + len(k.edge.dst.Namespace) + len(k.edge.dst.Workload) + len(k.edge.service)
+	}
+	return n
 }
 
 // stateLocked is what the Store keeps.
@@ -347,12 +428,24 @@ func (e *Engine) restore(st *State) error {
 		return fmt.Errorf("insights: saved baseline has version %d, this controller reads version %d", st.Baseline.Version, snapshotVersion)
 	}
 	workloads := make(map[workloadKey]*workload, len(st.Baseline.Workloads))
+	names := make(map[string]int)
+	var callers, routes int
 	for _, wb := range st.Baseline.Workloads {
 		if len(workloads) >= MaxWorkloads {
 			break
 		}
-		w := restoreWorkload(wb)
+		if wb.SPIFFEID != "" && names[wb.SPIFFEID] >= MaxWorkloadsPerIdentity {
+			continue
+		}
+		w := restoreWorkload(wb, MaxCallers-callers, MaxBaselineRoutes-routes)
 		workloads[w.key] = w
+		if w.key.id != "" {
+			names[w.key.id]++
+		}
+		callers += len(w.callers)
+		for _, c := range w.callers {
+			routes += len(c.routes)
+		}
 	}
 	// Hours past retention, or later than the current one, are dropped.
 	now := e.now()
@@ -366,6 +459,14 @@ func (e *Engine) restore(st *State) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.workloads = workloads
+	e.names, e.callers, e.routes = names, callers, routes
+	// The baseline loaded counts towards no reporter's share.
+	for _, r := range e.shares {
+		r.entries[trackWorkloads], r.entries[trackCallers] = 0, 0
+	}
+	if r := e.sharedReporter; r != nil {
+		r.entries[trackWorkloads], r.entries[trackCallers] = 0, 0
+	}
 	e.ledger = l
 	e.started = !st.Baseline.LearningStarted.IsZero()
 	e.learnStart = st.Baseline.LearningStarted
@@ -406,7 +507,7 @@ func (e *Engine) quietLocked(now time.Time, d Detection, src Party, dst *Party) 
 	if d == CodeChanged {
 		return false
 	}
-	if last, ok := e.suppressed[suppressionKey(d, src, dst)]; ok && now.Sub(last) < r.window {
+	if last, ok := e.suppressed.last(suppressionKey(d, src, dst)); ok && now.Sub(last) < r.window {
 		e.stats.Suppressed++
 		return true
 	}
@@ -414,18 +515,23 @@ func (e *Engine) quietLocked(now time.Time, d Detection, src Party, dst *Party) 
 }
 
 // enqueueLocked raises an event for detection d unless quietLocked says
-// not to. src is the source's verified identity (zero when unverified),
-// which a quarantine needs.
-func (e *Engine) enqueueLocked(now time.Time, d Detection, src spiffeid.ID, ev Event) {
+// not to or rep, the reporter whose report is the evidence, has used up
+// its bucket (nil: the controller's own evidence, not limited). src is
+// the source's verified identity (zero when unverified), which a
+// quarantine needs.
+func (e *Engine) enqueueLocked(now time.Time, rep *reporter, d Detection, src spiffeid.ID, ev Event) {
 	if e.quietLocked(now, d, ev.Source, ev.Destination) {
 		return
 	}
 	r := e.pol.rules[d]
 	if d != CodeChanged {
-		if len(e.suppressed) >= MaxSuppressed {
-			e.gcSuppressedLocked(now)
+		if !rep.allowEvent(now) {
+			// Not remembered as raised: once the bucket refills, the
+			// detection may fire.
+			e.stats.RateLimitedEvents++
+			return
 		}
-		e.suppressed[suppressionKey(d, ev.Source, ev.Destination)] = now
+		e.suppressed.set(suppressionKey(d, ev.Source, ev.Destination), now)
 	}
 	if len(e.pending) >= MaxPending {
 		e.stats.DroppedEvents++
@@ -474,8 +580,8 @@ const MaxSelfReports = 4 * MaxTrackedSources
 const selfReportSpan = 2 * time.Minute
 
 // selfReportLocked records an outbound edge that the source's own proxy
-// reported.
-func (e *Engine) selfReportLocked(now time.Time, src string, er *graph.EdgeReport) {
+// (rep) reported.
+func (e *Engine) selfReportLocked(now time.Time, rep *reporter, src string, er *graph.EdgeReport) {
 	if er.Requests == 0 && er.Denied == 0 {
 		return
 	}
@@ -492,7 +598,10 @@ func (e *Engine) selfReportLocked(now time.Time, src string, er *graph.EdgeRepor
 				e.stats.TrackerOverflow++
 				continue
 			}
-			w = &window{}
+			if !e.claim(rep, trackSelfOut) {
+				continue
+			}
+			w = &window{owner: rep}
 			e.selfOut[k] = w
 		}
 		w.add(now, selfReportSpan, er.Requests, er.Denied)
@@ -529,25 +638,6 @@ func (e *Engine) corroboratedLocked(now time.Time, d Detection, src spiffeid.ID,
 		return denied > 0 && 2*denied >= ev.Evidence.Denied
 	}
 	return reqs > 0 && 2*reqs >= ev.Evidence.Requests
-}
-
-// gcSuppressedLocked drops expired suppressions and, at the bound, the
-// oldest.
-func (e *Engine) gcSuppressedLocked(now time.Time) {
-	var oldestK suppressKey
-	var oldest time.Time
-	for k, t := range e.suppressed {
-		if now.Sub(t) >= e.pol.rules[k.det].window {
-			delete(e.suppressed, k)
-			continue
-		}
-		if oldest.IsZero() || t.Before(oldest) {
-			oldest, oldestK = t, k
-		}
-	}
-	if len(e.suppressed) >= MaxSuppressed {
-		delete(e.suppressed, oldestK)
-	}
 }
 
 // flush delivers the waiting events in order, outside mu, quarantining
@@ -627,24 +717,30 @@ func (e *Engine) gcLocked(now time.Time) {
 	for k, w := range e.denials {
 		if w.prune(now, db); len(w.entries) == 0 {
 			delete(e.denials, k)
+			release(w.owner, trackDenials)
 		}
 	}
 	for k, w := range e.selfOut {
 		if w.prune(now, selfReportSpan); len(w.entries) == 0 {
 			delete(e.selfOut, k)
+			release(w.owner, trackSelfOut)
 		}
 	}
 	rs := e.pol.rules[RouteScan].window
 	for k, s := range e.scans {
 		if s.prune(now, rs); len(s.win.entries) == 0 && len(s.paths) == 0 {
 			delete(e.scans, k)
+			release(s.win.owner, trackScans)
 		}
 	}
 	for k, w := range e.refusals {
 		if w.prune(now, e.pol.rules[k.det].window); len(w.entries) == 0 {
 			delete(e.refusals, k)
+			release(w.owner, trackRefusals)
 		}
 	}
+	e.suppressed.prune(now, func(d Detection) time.Duration { return e.pol.rules[d].window })
+	e.gcReportersLocked(now)
 	if e.ledger.prune(now) {
 		e.gen++
 	}

@@ -685,15 +685,16 @@ func TestBounds(t *testing.T) {
 	if c := e3.Snapshot().Workloads[0].Callers[0]; !c.RoutesOverflow {
 		t.Error("unattributed requests not flagged")
 	}
-	// Tracked sources.
+	// Tracked sources: reporters, each within its share, fill the bound.
 	e4, _, _ := newTestEngine(t, Policy{}, nil)
 	var obs []SecurityObservation
+	per := trackerShares[trackRefusals]
 	for i := 0; i < MaxTrackedSources+3; i++ {
-		obs = append(obs, SecurityObservation{Reporter: api, Kind: PlaintextOnStrict, PeerIP: fmt.Sprintf("10.1.%d.%d", i/256, i%256), Count: 1})
+		obs = append(obs, SecurityObservation{Reporter: wid("load", fmt.Sprintf("r%d", i/per)), Kind: PlaintextOnStrict, PeerIP: fmt.Sprintf("10.1.%d.%d", i/256, i%256), Count: 1})
 	}
 	e4.ObserveSecurity(obs)
-	if st := e4.Stats(); st.TrackerOverflow != 3 || st.Events[Plaintext] != MaxTrackedSources {
-		t.Errorf("tracker overflow %d, events %d", st.TrackerOverflow, st.Events[Plaintext])
+	if st := e4.Stats(); st.TrackerOverflow != 3 || st.TrackerShareOverflow != 0 || len(e4.refusals) != MaxTrackedSources {
+		t.Errorf("tracker overflow %d, share overflow %d, tracked %d", st.TrackerOverflow, st.TrackerShareOverflow, len(e4.refusals))
 	}
 }
 

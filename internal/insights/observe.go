@@ -54,65 +54,74 @@ func peerParty(id spiffeid.ID, name string) party {
 
 // ObserveReport learns from, and detects in, one validated report. The
 // destination's own (inbound) view of an edge is used; the source's
-// (outbound) view only when the destination has never reported.
+// (outbound) view only when the destination has never reported, and
+// never to create the baseline of a destination with a SPIFFE ID (its
+// own proxy is authoritative). What the report creates counts towards
+// its reporter's shares, and the events it raises towards its bucket.
 func (e *Engine) ObserveReport(r graph.Report) {
 	if r.ID.IsZero() {
 		return
 	}
 	now := e.now()
-	reporter := newParty(r.ID, r.Namespace, r.Workload)
+	self := newParty(r.ID, r.Namespace, r.Workload)
 	e.mu.Lock()
 	e.startLocked(now)
 	e.gcLocked(now)
 	learning := e.learningLocked(now)
-	if !e.reporters[reporter.idStr] && len(e.reporters) < MaxReporters {
-		e.reporters[reporter.idStr] = true
+	if !e.reporters[self.idStr] && len(e.reporters) < MaxReporters {
+		e.reporters[self.idStr] = true
 	}
+	rep := e.reporterLocked(now, self.idStr)
 	for i := range r.Edges {
 		er := &r.Edges[i]
 		var src, dst party
+		create := learning
 		switch er.Direction {
 		case graph.Inbound:
-			src, dst = peerParty(er.PeerID, er.PeerWorkload), reporter
+			src, dst = peerParty(er.PeerID, er.PeerWorkload), self
 		case graph.Outbound:
-			e.selfReportLocked(now, reporter.idStr, er)
+			e.selfReportLocked(now, rep, self.idStr, er)
 			if !er.PeerID.IsZero() && e.reporters[er.PeerID.String()] {
 				continue // the destination's inbound report counts it
 			}
-			src, dst = reporter, peerParty(er.PeerID, er.PeerWorkload)
+			src, dst = self, peerParty(er.PeerID, er.PeerWorkload)
 			if dst.id.IsZero() && dst.name == "" {
 				dst.name = er.Service
 			}
+			// A mesh destination's baseline is what its own proxy
+			// reports; the caller's claims never create it.
+			create = create && dst.id.IsZero()
 		default:
 			continue
 		}
-		e.observeEdgeLocked(now, learning, src, dst, er)
+		e.observeEdgeLocked(now, rep, learning, create, src, dst, er)
 	}
 	e.gen++
 	e.mu.Unlock()
 	e.flush()
 }
 
-func (e *Engine) observeEdgeLocked(now time.Time, learning bool, src, dst party, er *graph.EdgeReport) {
+// observeEdgeLocked learns from, and detects in, one edge that rep
+// reported. While learning, create says whether the edge may add its
+// workload and caller to the baseline.
+func (e *Engine) observeEdgeLocked(now time.Time, rep *reporter, learning, create bool, src, dst party, er *graph.EdgeReport) {
 	e.ledger.add(now, src.export(), dst.export(), er, &e.stats)
 	if !src.id.IsZero() {
 		if er.Denied > 0 {
-			e.observeDenialsLocked(now, src, er.Denied)
+			e.observeDenialsLocked(now, rep, src, er.Denied)
 		}
 		if len(er.Routes) > 0 {
-			e.observeRoutesLocked(now, src, dst, er)
+			e.observeRoutesLocked(now, rep, src, dst, er)
 		}
 	}
 	wk := workloadKey{id: dst.idStr, name: dst.name}
 	w := e.workloads[wk]
-	if w == nil {
-		if learning {
-			if len(e.workloads) >= MaxWorkloads {
-				e.stats.WorkloadsOverflow++
-				return
-			}
-			w = newWorkload(wk, dst.ns)
-			e.workloads[wk] = w
+	if w == nil && learning {
+		if !create {
+			return
+		}
+		if w = e.newWorkloadLocked(rep, wk, dst.ns); w == nil {
+			return
 		}
 	}
 	ck := callerKey{id: src.idStr, name: src.name}
@@ -122,16 +131,24 @@ func (e *Engine) observeEdgeLocked(now time.Time, learning bool, src, dst party,
 	}
 	if c == nil {
 		if !learning {
-			e.newEdgeLocked(now, src, dst, er)
+			e.newEdgeLocked(now, rep, src, dst, er)
 			return
 		}
-		if len(w.callers) >= MaxCallersPerWorkload {
+		if !create {
+			return
+		}
+		if len(w.callers) >= MaxCallersPerWorkload || e.callers >= MaxCallers {
 			w.callersOverflow = true
 			e.stats.CallersOverflow++
 			return
 		}
+		if !e.claim(rep, trackCallers) {
+			w.callersOverflow = true
+			return
+		}
 		c = newCaller(ck, now)
 		w.callers[ck] = c
+		e.callers++
 	}
 	c.closeSamples(now, learning, e.pol.edgeWindow)
 	c.last = now
@@ -159,8 +176,14 @@ func (e *Engine) observeEdgeLocked(now time.Time, learning bool, src, dst party,
 				e.stats.RoutesOverflow++
 				continue
 			}
+			if e.routes >= MaxBaselineRoutes {
+				c.routesOverflow = true
+				e.stats.BaselineRoutesOverflow++
+				continue
+			}
 			rt = &Route{Method: rc.Method, Path: rc.Path, Truncated: rc.Truncated}
 			c.routes[k] = rt
+			e.routes++
 		}
 		rt.Requests += rc.Count
 		if rc.StatusClass == 4 {
@@ -172,16 +195,39 @@ func (e *Engine) observeEdgeLocked(now time.Time, learning bool, src, dst party,
 		c.routesOverflow = true
 	}
 	if !learning {
-		e.edgeSpikesLocked(now, src, dst, er, c)
+		e.edgeSpikesLocked(now, rep, src, dst, er, c)
 	}
 }
 
-func (e *Engine) newEdgeLocked(now time.Time, src, dst party, er *graph.EdgeReport) {
+// newWorkloadLocked adds the workload k to the baseline on behalf of rep
+// (nil: the controller's attestation); nil when a bound or rep's share
+// does not allow it (counted).
+func (e *Engine) newWorkloadLocked(rep *reporter, k workloadKey, namespace string) *workload {
+	if len(e.workloads) >= MaxWorkloads {
+		e.stats.WorkloadsOverflow++
+		return nil
+	}
+	if k.id != "" && e.names[k.id] >= MaxWorkloadsPerIdentity {
+		e.stats.NamesOverflow++
+		return nil
+	}
+	if !e.claim(rep, trackWorkloads) {
+		return nil
+	}
+	w := newWorkload(k, namespace)
+	e.workloads[k] = w
+	if k.id != "" {
+		e.names[k.id]++
+	}
+	return w
+}
+
+func (e *Engine) newEdgeLocked(now time.Time, rep *reporter, src, dst party, er *graph.EdgeReport) {
 	d := dst.export()
 	if e.quietLocked(now, NewEdge, src.export(), &d) {
 		return
 	}
-	e.enqueueLocked(now, NewEdge, src.id, Event{
+	e.enqueueLocked(now, rep, NewEdge, src.id, Event{
 		Source:      src.export(),
 		Destination: &d,
 		Summary:     fmt.Sprintf("new edge: %s called %s/%s, not seen while learning (%d requests, %d denied)", src.label(), dst.ns, dst.name, er.Requests, er.Denied),
@@ -191,7 +237,7 @@ func (e *Engine) newEdgeLocked(now time.Time, src, dst party, er *graph.EdgeRepo
 
 // edgeSpikesLocked checks a learnt edge's rate and error share over their
 // windows against its bands.
-func (e *Engine) edgeSpikesLocked(now time.Time, src, dst party, er *graph.EdgeReport, c *caller) {
+func (e *Engine) edgeSpikesLocked(now time.Time, rep *reporter, src, dst party, er *graph.EdgeReport, c *caller) {
 	d := dst.export()
 	if r := e.pol.rules[RateSpike]; r.enabled && c.rate.n >= MinRateSamples {
 		req, _ := c.win.sum(now, r.window)
@@ -201,7 +247,7 @@ func (e *Engine) edgeSpikesLocked(now time.Time, src, dst party, er *graph.EdgeR
 			c.clearPending()
 		}
 		if rate > high && rate > RateFloor && !e.quietLocked(now, RateSpike, src.export(), &d) {
-			e.enqueueLocked(now, RateSpike, src.id, Event{
+			e.enqueueLocked(now, rep, RateSpike, src.id, Event{
 				Source:      src.export(),
 				Destination: &d,
 				Summary: fmt.Sprintf("rate spike: %s to %s/%s at %.1f req/s over %v, above %.1f req/s (learnt mean %.1f, max %.1f, ×%g)",
@@ -219,7 +265,7 @@ func (e *Engine) edgeSpikesLocked(now time.Time, src, dst party, er *graph.EdgeR
 				c.clearPending()
 			}
 			if share > high && share > r.threshold && !e.quietLocked(now, ErrorSpike, src.export(), &d) {
-				e.enqueueLocked(now, ErrorSpike, src.id, Event{
+				e.enqueueLocked(now, rep, ErrorSpike, src.id, Event{
 					Source:      src.export(),
 					Destination: &d,
 					Summary: fmt.Sprintf("error spike: %d of %d requests from %s to %s/%s failed over %v (%.0f%%; learnt %.1f%%, band high %.1f%%)",
@@ -231,7 +277,7 @@ func (e *Engine) edgeSpikesLocked(now time.Time, src, dst party, er *graph.EdgeR
 	}
 }
 
-func (e *Engine) observeDenialsLocked(now time.Time, src party, denied uint64) {
+func (e *Engine) observeDenialsLocked(now time.Time, rep *reporter, src party, denied uint64) {
 	r := e.pol.rules[DenialBurst]
 	k := src.idStr
 	w := e.denials[k]
@@ -240,13 +286,16 @@ func (e *Engine) observeDenialsLocked(now time.Time, src party, denied uint64) {
 			e.stats.TrackerOverflow++
 			return
 		}
-		w = &window{}
+		if !e.claim(rep, trackDenials) {
+			return
+		}
+		w = &window{owner: rep}
 		e.denials[k] = w
 	}
 	w.add(now, r.window, denied, 0)
 	n, _ := w.sum(now, r.window)
 	if float64(n) >= r.threshold && !e.quietLocked(now, DenialBurst, src.export(), nil) {
-		e.enqueueLocked(now, DenialBurst, src.id, Event{
+		e.enqueueLocked(now, rep, DenialBurst, src.id, Event{
 			Source:   src.export(),
 			Summary:  fmt.Sprintf("denial burst: %d requests of %s denied within %v (threshold %g)", n, src.label(), r.window, r.threshold),
 			Evidence: Evidence{WindowSeconds: r.window.Seconds(), Denied: n},
@@ -288,7 +337,7 @@ func (s *scanState) prune(now time.Time, span time.Duration) {
 // requested. Counting paths rather than requests keeps a compromised
 // caller's normal traffic from diluting its scan: a few busy routes are a
 // few paths.
-func (e *Engine) observeRoutesLocked(now time.Time, src, dst party, er *graph.EdgeReport) {
+func (e *Engine) observeRoutesLocked(now time.Time, rep *reporter, src, dst party, er *graph.EdgeReport) {
 	r := e.pol.rules[RouteScan]
 	k := scanKey{src: src.idStr, dst: dst.idStr + "|" + dst.name}
 	s := e.scans[k]
@@ -297,7 +346,10 @@ func (e *Engine) observeRoutesLocked(now time.Time, src, dst party, er *graph.Ed
 			e.stats.TrackerOverflow++
 			return
 		}
-		s = &scanState{paths: make(map[string]scanPath)}
+		if !e.claim(rep, trackScans) {
+			return
+		}
+		s = &scanState{paths: make(map[string]scanPath), win: window{owner: rep}}
 		e.scans[k] = s
 	}
 	s.prune(now, r.window)
@@ -338,7 +390,7 @@ func (e *Engine) observeRoutesLocked(now time.Time, src, dst party, er *graph.Ed
 	if len(paths) > 10 {
 		paths = paths[:10]
 	}
-	e.enqueueLocked(now, RouteScan, src.id, Event{
+	e.enqueueLocked(now, rep, RouteScan, src.id, Event{
 		Source:      src.export(),
 		Destination: &d,
 		Summary: fmt.Sprintf("route scan: %s requested %d distinct paths of %s/%s within %v, %d of them answered only 4xx (%d of %d requests refused)",
@@ -378,6 +430,7 @@ func (e *Engine) ObserveSecurity(obs []SecurityObservation) {
 		if !o.PresentedID.IsZero() {
 			key = "id:" + o.PresentedID.String()
 		}
+		rep := e.reporterLocked(now, o.Reporter.String())
 		rk := refusalKey{det: d, key: key}
 		w := e.refusals[rk]
 		if w == nil {
@@ -385,7 +438,10 @@ func (e *Engine) ObserveSecurity(obs []SecurityObservation) {
 				e.stats.TrackerOverflow++
 				continue
 			}
-			w = &window{}
+			if !e.claim(rep, trackRefusals) {
+				continue
+			}
+			w = &window{owner: rep}
 			e.refusals[rk] = w
 		}
 		w.add(now, r.window, o.Count, 0)
@@ -426,7 +482,7 @@ func (e *Engine) ObserveSecurity(obs []SecurityObservation) {
 		case Plaintext:
 			what = "plaintext connections refused"
 		}
-		e.enqueueLocked(now, d, spiffeid.ID{}, Event{
+		e.enqueueLocked(now, rep, d, spiffeid.ID{}, Event{
 			Source:      src,
 			Destination: &dst,
 			Summary: strings.TrimSpace(fmt.Sprintf("%s: %d %s from %s to %s/%s port %d within %v",
@@ -451,14 +507,11 @@ func (e *Engine) ObserveAttestation(id spiffeid.ID, workloadName, digest string)
 	e.mu.Lock()
 	w := e.workloads[wk]
 	if w == nil {
-		if len(e.workloads) >= MaxWorkloads {
-			e.stats.WorkloadsOverflow++
+		ns, _, _ := identity.ParseWorkloadID(id)
+		if w = e.newWorkloadLocked(nil, wk, ns); w == nil {
 			e.mu.Unlock()
 			return
 		}
-		ns, _, _ := identity.ParseWorkloadID(id)
-		w = newWorkload(wk, ns)
-		e.workloads[wk] = w
 	}
 	var prev string
 	if n := len(w.digests); n > 0 {
@@ -480,7 +533,7 @@ func (e *Engine) ObserveAttestation(id spiffeid.ID, workloadName, digest string)
 		if prev != "" {
 			p := Party{SPIFFEID: id.String(), Namespace: w.namespace, Workload: workloadName}
 			dst := p
-			e.enqueueLocked(now, CodeChanged, id, Event{
+			e.enqueueLocked(now, nil, CodeChanged, id, Event{
 				Source:      p,
 				Destination: &dst,
 				Summary:     fmt.Sprintf("code changed: %s/%s attested with %s, previously %s", w.namespace, workloadName, digest, prev),

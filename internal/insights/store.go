@@ -16,13 +16,24 @@ import (
 // but meshes of thousands of edges do, with a week of ledger.
 const MaxStateBytes = 64 << 20
 
+// BoundedStore is a Store that refuses states larger than MaxBytes
+// bytes (FileStore: MaxStateBytes). The engine then skips, rather than
+// builds, a state it estimates larger.
+type BoundedStore interface {
+	Store
+	MaxBytes() int
+}
+
 // FileStore keeps the State in one JSON file, mode 0600, replaced
 // atomically at every save.
 type FileStore struct {
 	path string
 }
 
-var _ Store = (*FileStore)(nil)
+var _ BoundedStore = (*FileStore)(nil)
+
+// MaxBytes is MaxStateBytes.
+func (s *FileStore) MaxBytes() int { return MaxStateBytes }
 
 // NewFileStore returns a FileStore at path (in the controller's state
 // directory: insights.json).
