@@ -126,6 +126,7 @@ func (c *Controller) initInsights() error {
 		return fmt.Errorf("controller: %w", err)
 	}
 	c.insights = engine
+	c.reg.MustRegister(insightsCollector{engine})
 	c.logger.Info("detection policy in force", "learning_period", pol.LearningPeriod, "quarantine_duration", pol.QuarantineDuration,
 		"exempt", len(pol.Exempt), "rules", len(pol.Rules))
 	return nil
@@ -275,4 +276,57 @@ func (c *Controller) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, EventsResponse{Events: c.events.List(q)})
+}
+
+// insightsCollector exports the engine's Stats at each scrape: the
+// baseline's size, and every observation, event or quarantine the engine
+// dropped or refused, by reason, so that an engine at its bounds (or one
+// a proxy floods) shows on a dashboard rather than only in the log.
+type insightsCollector struct{ e *insights.Engine }
+
+var (
+	insightsLearningDesc = prometheus.NewDesc("rampart_controller_insights_learning",
+		"1 while the baseline is being learnt, 0 once learning has ended.", nil, nil)
+	insightsBaselineDesc = prometheus.NewDesc("rampart_controller_insights_baseline_size",
+		"Size of the learnt baseline, by what (workloads, callers).", []string{"what"}, nil)
+	insightsDroppedDesc = prometheus.NewDesc("rampart_controller_insights_dropped_total",
+		"Observations and events the insights engine dropped at a bound, by reason: workloads, callers, routes, tracker, ledger (global bounds); tracker_share, baseline_share, names (a reporter's or identity's share used up); baseline_routes; events_pending, events_rate_limited (a reporter's event bucket empty); events_suppressed (repeats within the window).",
+		[]string{"reason"}, nil)
+	insightsQuarantinesDesc = prometheus.NewDesc("rampart_controller_insights_quarantines_total",
+		"Quarantines asked for by detections, by result: made, failed (the store refused), uncorroborated (the source's own proxy did not report the traffic the event rests on: the event stays an alert).",
+		[]string{"result"}, nil)
+	insightsStateDesc = prometheus.NewDesc("rampart_controller_insights_state_errors_total",
+		"Errors loading (learning then starts afresh) or saving the insights state (insights.json), by operation.",
+		[]string{"op"}, nil)
+)
+
+func (insightsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{insightsLearningDesc, insightsBaselineDesc, insightsDroppedDesc, insightsQuarantinesDesc, insightsStateDesc} {
+		ch <- d
+	}
+}
+
+func (ic insightsCollector) Collect(ch chan<- prometheus.Metric) {
+	s := ic.e.Stats()
+	learning := 0.0
+	if s.Learning {
+		learning = 1
+	}
+	ch <- prometheus.MustNewConstMetric(insightsLearningDesc, prometheus.GaugeValue, learning)
+	ch <- prometheus.MustNewConstMetric(insightsBaselineDesc, prometheus.GaugeValue, float64(s.Workloads), "workloads")
+	ch <- prometheus.MustNewConstMetric(insightsBaselineDesc, prometheus.GaugeValue, float64(s.Callers), "callers")
+	for reason, n := range map[string]uint64{
+		"workloads": s.WorkloadsOverflow, "callers": s.CallersOverflow, "routes": s.RoutesOverflow,
+		"tracker": s.TrackerOverflow, "ledger": s.LedgerOverflow,
+		"tracker_share": s.TrackerShareOverflow, "baseline_share": s.BaselineShareOverflow, "names": s.NamesOverflow,
+		"baseline_routes": s.BaselineRoutesOverflow,
+		"events_pending":  s.DroppedEvents, "events_rate_limited": s.RateLimitedEvents, "events_suppressed": s.Suppressed,
+	} {
+		ch <- prometheus.MustNewConstMetric(insightsDroppedDesc, prometheus.CounterValue, float64(n), reason)
+	}
+	for result, n := range map[string]uint64{"made": s.Quarantined, "failed": s.QuarantineErrors, "uncorroborated": s.Uncorroborated} {
+		ch <- prometheus.MustNewConstMetric(insightsQuarantinesDesc, prometheus.CounterValue, float64(n), result)
+	}
+	ch <- prometheus.MustNewConstMetric(insightsStateDesc, prometheus.CounterValue, float64(s.LoadErrors), "load")
+	ch <- prometheus.MustNewConstMetric(insightsStateDesc, prometheus.CounterValue, float64(s.SaveErrors), "save")
 }

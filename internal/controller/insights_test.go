@@ -22,6 +22,7 @@ import (
 
 	"github.com/rampart-mesh/rampart/internal/insights"
 	"github.com/rampart-mesh/rampart/internal/insights/eventlog"
+	"github.com/rampart-mesh/rampart/internal/telemetry/graph"
 )
 
 func testEvent(i int, d insights.Detection, at time.Time) insights.Event {
@@ -395,5 +396,63 @@ func TestEngineEventsReachSinks(t *testing.T) {
 	defer c2.Events().Close()
 	if got := c2.Events().List(eventlog.Query{}); len(got) != 1 || got[0].ID != ev.ID {
 		t.Errorf("after a restart the event log holds %+v, want event %s", got, ev.ID)
+	}
+}
+
+// TestInsightsMetrics checks that the engine's own figures reach
+// /metrics: learning, and a quarantine a detection asked for but the
+// source's own proxy did not corroborate (an inbound report alone names
+// web as the source of a denial burst).
+func TestInsightsMetrics(t *testing.T) {
+	c, err := New(Config{StateDir: t.TempDir(), AdminListen: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Events().Close()
+	pol := insights.DefaultPolicy()
+	r := pol.Rules[insights.DenialBurst]
+	r.Action = insights.ActionQuarantine
+	pol.Rules[insights.DenialBurst] = r
+	if err := c.Insights().SetPolicy(pol); err != nil {
+		t.Fatal(err)
+	}
+	api := spiffeid.RequireFromString("spiffe://rampart.local/ns/shop/sa/api")
+	web := spiffeid.RequireFromString("spiffe://rampart.local/ns/shop/sa/web")
+	c.Insights().ObserveReport(graph.Report{
+		Instance: "api-0", ID: api, Namespace: "shop", Workload: "api", Interval: 5 * time.Second,
+		Edges: []graph.EdgeReport{{
+			Direction: graph.Inbound, PeerID: web, PeerWorkload: "web", MTLS: true,
+			Counts: graph.Counts{Requests: 25, Denied: 25},
+		}},
+	})
+	want := `
+# HELP rampart_controller_insights_learning 1 while the baseline is being learnt, 0 once learning has ended.
+# TYPE rampart_controller_insights_learning gauge
+rampart_controller_insights_learning 1
+`
+	if err := testutil.GatherAndCompare(c.Registry(), strings.NewReader(want), "rampart_controller_insights_learning"); err != nil {
+		t.Error(err)
+	}
+	waitUntil(t, "the uncorroborated quarantine counted", func() bool {
+		mfs, err := c.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "rampart_controller_insights_quarantines_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetValue() == "uncorroborated" && m.GetCounter().GetValue() == 1 {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	})
+	if _, err := os.Stat(c.QuarantinePath()); err == nil {
+		t.Error("an uncorroborated detection wrote the quarantine list")
 	}
 }
