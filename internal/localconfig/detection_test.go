@@ -115,33 +115,7 @@ func TestInsightsDocs(t *testing.T) {
 	if _, err := os.Stat(insightsDocsPath); err != nil {
 		t.Fatal(err)
 	}
-	shown := map[string]bool{}
-	var loadErrors int
-	for _, b := range docBlocks(t, insightsDocsPath) {
-		where := insightsDocsPath + ":" + itoa(b.line)
-		switch b.marker {
-		case "testdata":
-			want, err := os.ReadFile(filepath.Join("testdata", filepath.FromSlash(b.arg)))
-			if err != nil {
-				t.Errorf("%s: %v", where, err)
-				continue
-			}
-			if diff := cmp.Diff(string(want), b.body); diff != "" {
-				t.Errorf("%s: block differs from testdata/%s (-testdata +docs):\n%s", where, b.arg, diff)
-			}
-			shown[b.arg] = true
-		case "load-error":
-			loadErrors++
-			_, err := Load(filepath.Join("testdata", filepath.FromSlash(b.arg)))
-			if err == nil {
-				t.Errorf("%s: loading testdata/%s succeeded, the docs show an error", where, b.arg)
-				continue
-			}
-			if diff := cmp.Diff(err.Error()+"\n", b.body); diff != "" {
-				t.Errorf("%s: error differs from loading testdata/%s (-Load +docs):\n%s", where, b.arg, diff)
-			}
-		}
-	}
+	shown, loadErrors := checkMarkedBlocks(t, insightsDocsPath)
 	for _, f := range []string{"load/detection/detection.yaml"} {
 		if !shown[f] {
 			t.Errorf("%s does not show testdata/%s", insightsDocsPath, f)

@@ -138,10 +138,34 @@ const trafficDocsPath = "../../docs/traffic.md"
 // which TestLoad loads. Blocks without a marker are other sections' and
 // are not checked here.
 func TestTrafficDocs(t *testing.T) {
-	shown := map[string]bool{}
-	var loadErrors int
-	for _, b := range docBlocks(t, trafficDocsPath) {
-		where := trafficDocsPath + ":" + itoa(b.line)
+	shown, loadErrors := checkMarkedBlocks(t, trafficDocsPath)
+	example, err := filepath.Glob(filepath.Join("testdata", "load", "routing", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(example) == 0 {
+		t.Fatal("no files in testdata/load/routing")
+	}
+	for _, path := range example {
+		rel := filepath.ToSlash(strings.TrimPrefix(path, "testdata"+string(filepath.Separator)))
+		if !shown[rel] {
+			t.Errorf("the routing example of %s does not show testdata/%s", trafficDocsPath, rel)
+		}
+	}
+	if loadErrors == 0 {
+		t.Errorf("%s shows no error output", trafficDocsPath)
+	}
+}
+
+// checkMarkedBlocks checks the blocks of the document at path that carry
+// a marker: a YAML block marked <!-- testdata: file --> must be that file,
+// and output marked <!-- load-error: dir --> what loading that directory
+// says. It returns the testdata files shown and how many load errors.
+func checkMarkedBlocks(t *testing.T, path string) (shown map[string]bool, loadErrors int) {
+	t.Helper()
+	shown = map[string]bool{}
+	for _, b := range docBlocks(t, path) {
+		where := path + ":" + itoa(b.line)
 		switch b.marker {
 		case "testdata":
 			want, err := os.ReadFile(filepath.Join("testdata", filepath.FromSlash(b.arg)))
@@ -165,20 +189,5 @@ func TestTrafficDocs(t *testing.T) {
 			}
 		}
 	}
-	example, err := filepath.Glob(filepath.Join("testdata", "load", "routing", "*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(example) == 0 {
-		t.Fatal("no files in testdata/load/routing")
-	}
-	for _, path := range example {
-		rel := filepath.ToSlash(strings.TrimPrefix(path, "testdata"+string(filepath.Separator)))
-		if !shown[rel] {
-			t.Errorf("the routing example of %s does not show testdata/%s", trafficDocsPath, rel)
-		}
-	}
-	if loadErrors == 0 {
-		t.Errorf("%s shows no error output", trafficDocsPath)
-	}
+	return shown, loadErrors
 }
