@@ -78,33 +78,10 @@ func docBlocks(t *testing.T, path string) []docBlock {
 // testdata/load/example, which TestLoad loads.
 func TestDocs(t *testing.T) {
 	blocks := docBlocks(t, docsPath)
-	shown := map[string]bool{}
-	var loadErrors int
+	shown, loadErrors := checkMarkedBlocks(t, docsPath)
 	for _, b := range blocks {
-		where := docsPath + ":" + itoa(b.line)
-		switch {
-		case b.lang == "yaml" && b.marker == "testdata":
-			want, err := os.ReadFile(filepath.Join("testdata", filepath.FromSlash(b.arg)))
-			if err != nil {
-				t.Errorf("%s: %v", where, err)
-				continue
-			}
-			if diff := cmp.Diff(string(want), b.body); diff != "" {
-				t.Errorf("%s: block differs from testdata/%s (-testdata +docs):\n%s", where, b.arg, diff)
-			}
-			shown[b.arg] = true
-		case b.lang == "yaml":
-			t.Errorf("%s: YAML block without a <!-- testdata: path --> marker right above it", where)
-		case b.marker == "load-error":
-			loadErrors++
-			_, err := Load(filepath.Join("testdata", filepath.FromSlash(b.arg)))
-			if err == nil {
-				t.Errorf("%s: loading testdata/%s succeeded, the docs show an error", where, b.arg)
-				continue
-			}
-			if diff := cmp.Diff(err.Error()+"\n", b.body); diff != "" {
-				t.Errorf("%s: error differs from loading testdata/%s (-Load +docs):\n%s", where, b.arg, diff)
-			}
+		if b.lang == "yaml" && b.marker != "testdata" {
+			t.Errorf("%s:%d: YAML block without a <!-- testdata: path --> marker right above it", docsPath, b.line)
 		}
 	}
 
